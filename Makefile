@@ -1,0 +1,31 @@
+# The two commands that set everything up on a fresh machine:
+#   make demo   runs the whole flow on the embedded emulator and broker
+#   make test   runs lint, types and the tests (real broker and emulator)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+ARGS ?=
+
+.PHONY: demo test lint bench clean
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+demo: $(VENV)/.installed
+	$(PY) -m bridge demo $(ARGS)
+
+lint: $(VENV)/.installed
+	$(PY) -m ruff check bridge tests bench
+	$(PY) -m ruff format --check bridge tests bench
+	$(PY) -m mypy
+
+test: lint
+	$(PY) -m pytest $(ARGS)
+
+bench: $(VENV)/.installed
+	$(PY) -m bench.stream_throughput $(ARGS)
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

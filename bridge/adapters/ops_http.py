@@ -1,0 +1,42 @@
+"""The operations endpoints: ``/livez``, ``/readyz`` and ``/metrics``.
+
+``/livez`` answers 200 while the event loop runs. ``/readyz`` asks a check
+supplied by the composition root (for ``stream``: a valid session, an open
+socket and a connected producer) and answers 200 or 503 with the reasons.
+``/metrics`` renders the injected Prometheus registry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from bridge.adapters.http_server import HttpRequest, HttpResponse, HttpServer
+
+ReadinessCheck = Callable[[], Mapping[str, bool]]
+
+
+def ops_server(
+    registry: CollectorRegistry, readiness: ReadinessCheck, *, host: str, port: int
+) -> HttpServer:
+    """An ``HttpServer`` serving the three endpoints."""
+
+    async def handle(request: HttpRequest) -> HttpResponse:
+        if request.method != "GET":
+            return HttpResponse.text(405, "method not allowed\n")
+        if request.path == "/livez":
+            return HttpResponse.text(200, "ok\n")
+        if request.path == "/readyz":
+            checks = dict(readiness())
+            ready = all(checks.values())
+            return HttpResponse.json(
+                200 if ready else 503, {"ready": ready, "checks": checks}
+            )
+        if request.path == "/metrics":
+            return HttpResponse(
+                200, generate_latest(registry), (("content-type", CONTENT_TYPE_LATEST),)
+            )
+        return HttpResponse.text(404, "not found\n")
+
+    return HttpServer(handle, host, port, max_body_bytes=0)

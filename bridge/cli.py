@@ -1,0 +1,104 @@
+"""The command line: ``sendstack-bridge <subcommand>``.
+
+Exit codes: 0 clean shutdown, 1 crash, 2 configuration error. Configuration
+is read from the environment here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from bridge import __version__
+from bridge.config import REQUIREMENTS, Settings, load_settings, render_check_config
+from bridge.errors import ConfigError
+
+if TYPE_CHECKING:
+    from bridge.app import StreamApp
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sendstack-bridge",
+        description="Bridge the Sendstack logistics platform and Kafka.",
+    )
+    parser.add_argument("--version", action="version", version=__version__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("stream", help="tracking websocket -> Kafka")
+    check = sub.add_parser(
+        "check-config", help="validate the configuration and print it"
+    )
+    check.add_argument(
+        "--for",
+        dest="for_command",
+        default="stream",
+        choices=sorted(REQUIREMENTS),
+        help="the subcommand whose requirements apply",
+    )
+    sub.add_parser("emulator", help="run the local Sendstack emulator", add_help=False)
+    sub.add_parser("demo", help="run the whole flow locally", add_help=False)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the process exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    # The emulator and the demo have their own flags; hand them the rest.
+    if args and args[0] == "emulator":
+        from bridge.emulator.cli import main as emulator_main
+
+        return emulator_main(args[1:])
+    if args and args[0] == "demo":
+        from bridge.demo import main as demo_main
+
+        return demo_main(args[1:])
+    ns = _parser().parse_args(args)
+    if ns.command == "check-config":
+        return _check_config(ns.for_command)
+    return _stream()
+
+
+def _load(command: str) -> Settings | None:
+    try:
+        return load_settings(os.environ, require=REQUIREMENTS[command])
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return None
+
+
+def _check_config(command: str) -> int:
+    settings = _load(command)
+    if settings is None:
+        return 2
+    print(render_check_config(settings))
+    return 0
+
+
+def _stream() -> int:
+    settings = _load("stream")
+    if settings is None:
+        return 2
+    from bridge.app import StreamApp
+    from bridge.logs import configure_logging
+
+    configure_logging(settings.log.level, settings.log.format)
+    return asyncio.run(_serve(StreamApp(settings)))
+
+
+async def _serve(app: StreamApp) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        if stop.is_set():
+            os._exit(1)  # a second signal: leave at once
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal)
+    return await app.run(stop)

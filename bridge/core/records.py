@@ -1,0 +1,315 @@
+"""Our Kafka record contract: items and rejected frames become records.
+
+Theory of operation
+-------------------
+The codec (``bridge/core/codec.py``) owns the upstream wire format; this
+module owns what we publish, which must not change when the wire format does.
+It is documented in ``docs/record-contract.md`` and pinned by the JSON Schemas
+in ``bridge/schemas/``.
+
+* :func:`to_record` turns one :class:`~bridge.core.codec.Item` into a
+  CloudEvents 1.0 record in the Kafka protocol binding's *binary* content
+  mode: the value is the JSON data alone and every CloudEvents attribute is a
+  ``ce_*`` header, so consumers that know nothing of CloudEvents still read
+  plain JSON, and those that do get a standard envelope. The key and the
+  ``ce_partitionkey`` extension are the device id, so each device's records
+  stay in order on one partition.
+* :func:`dead_letter_record` wraps a frame (or, later, a webhook body) that was
+  not fully understood: the bytes verbatim, the reason in headers. It is
+  generic on purpose; the webhook receiver reuses it with ``origin="webhook"``.
+
+Everything here is a pure function of its arguments: the caller passes the
+receive instant as an ISO string (see :func:`iso_ms`), so tests need no clock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from types import MappingProxyType
+from typing import Final
+
+import orjson
+
+from bridge.core.codec import (
+    CANONICAL_EVENT_TYPES,
+    UNPARSED_REASONS,
+    Item,
+    Kind,
+    Rejection,
+)
+
+__all__ = [
+    "DATA_SCHEMAS",
+    "DEFAULT_SOURCE",
+    "OutboundRecord",
+    "Topics",
+    "ce_type",
+    "dead_letter_record",
+    "iso_ms",
+    "to_record",
+]
+
+#: Default ``ce_source``: where the bridge got the items from.
+DEFAULT_SOURCE: Final = "/sendstack/tracking"
+
+#: ``ce_dataschema`` per kind; each is the ``$id`` of a schema in
+#: ``bridge/schemas/`` (``<name>.v1.json``).
+DATA_SCHEMAS: Final[Mapping[Kind, str]] = MappingProxyType(
+    {
+        "position": "urn:sendstack-bridge:schema:position:v1",
+        "device_status": "urn:sendstack-bridge:schema:device_status:v1",
+        "event": "urn:sendstack-bridge:schema:event:v1",
+    }
+)
+
+_TYPE_PREFIX: Final = "com.sendstack.tracking."
+_JSON: Final = b"application/json"
+_OCTETS: Final = b"application/octet-stream"
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def ce_type(kind: Kind, event_type: str | None = None) -> str:
+    """Return the CloudEvents ``type`` for a kind (and canonical event type).
+
+    Args:
+        kind: The item kind.
+        event_type: The canonical event type; required for ``event``.
+
+    Returns:
+        For example ``com.sendstack.tracking.event.overspeed.v1``.
+
+    Raises:
+        ValueError: If ``kind`` is ``event`` and ``event_type`` is not one of
+            the six canonical event types.
+    """
+    if kind != "event":
+        return f"{_TYPE_PREFIX}{kind}.v1"
+    if event_type not in CANONICAL_EVENT_TYPES:
+        raise ValueError(f"not a canonical event type: {event_type!r}")
+    return f"{_TYPE_PREFIX}event.{event_type}.v1"
+
+
+def _encoded_types() -> dict[tuple[Kind, str | None], bytes]:
+    """Encode every ``ce_type`` once, keyed by ``(kind, event_type)``."""
+    encoded: dict[tuple[Kind, str | None], bytes] = {
+        ("position", None): ce_type("position").encode(),
+        ("device_status", None): ce_type("device_status").encode(),
+    }
+    for name in CANONICAL_EVENT_TYPES:
+        encoded["event", name] = ce_type("event", name).encode()
+    return encoded
+
+
+# Header values that depend only on the kind are encoded once, not per record.
+_TYPE_BYTES: Final[Mapping[tuple[Kind, str | None], bytes]] = MappingProxyType(
+    _encoded_types()
+)
+_SCHEMA_BYTES: Final[Mapping[Kind, bytes]] = MappingProxyType(
+    {kind: urn.encode() for kind, urn in DATA_SCHEMAS.items()}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    """The Kafka topics the bridge writes tracking records to."""
+
+    positions: str = "sendstack.tracking.positions"
+    device_status: str = "sendstack.tracking.device-status"
+    events: str = "sendstack.tracking.events"
+    dead_letter: str = "sendstack.tracking.dlq"
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundRecord:
+    """One Kafka record, fully encoded, ready for a producer.
+
+    Attributes:
+        topic: Destination topic.
+        key: Record key (the device id), or ``None`` for dead letters.
+        value: Record value bytes.
+        headers: Header names and byte values, in order.
+        dedupe_id: The item's ``event_id`` (``None`` for dead letters), for
+            de-duplication across reconnects and session rotations.
+        event_time_ms: When the item happened, epoch ms, for latency metrics.
+    """
+
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: tuple[tuple[str, bytes], ...]
+    dedupe_id: str | None
+    event_time_ms: int | None
+
+    @property
+    def size(self) -> int:
+        """Approximate size in bytes (key, value, header names and values).
+
+        Used for buffer accounting; it ignores Kafka's per-record framing.
+        """
+        total = len(self.value) + (0 if self.key is None else len(self.key))
+        for name, value in self.headers:
+            total += len(name) + len(value)
+        return total
+
+
+def to_record(
+    item: Item,
+    topics: Topics,
+    *,
+    received_at: str,
+    source: str = DEFAULT_SOURCE,
+) -> OutboundRecord:
+    """Build the CloudEvents (binary mode) record for one item.
+
+    Args:
+        item: An item the codec understood.
+        topics: Where each kind goes.
+        received_at: When the bridge received the frame, ISO-8601 UTC with ms
+            and ``Z`` (see :func:`iso_ms`); the ``ce_bridgereceivedat`` header.
+        source: The ``ce_source`` attribute.
+
+    Returns:
+        The record; its value is ``item.data`` as JSON.
+
+    Raises:
+        ValueError: If the item is an event without a canonical event type
+            (the codec never produces one).
+    """
+    kind = item.kind
+    type_bytes = _TYPE_BYTES.get((kind, item.event_type))
+    if type_bytes is None:
+        raise ValueError(
+            f"no CloudEvents type for kind {kind!r} and event type {item.event_type!r}"
+        )
+    if kind == "position":
+        topic = topics.positions
+    elif kind == "device_status":
+        topic = topics.device_status
+    else:
+        topic = topics.events
+    key = item.device_id.encode()
+    # Positional arguments: keywords make this call markedly slower per record.
+    return OutboundRecord(
+        topic,
+        key,
+        orjson.dumps(item.data),
+        (
+            ("ce_specversion", b"1.0"),
+            ("ce_id", item.event_id.encode()),
+            ("ce_source", source.encode()),
+            ("ce_type", type_bytes),
+            ("ce_time", item.event_time.encode()),
+            ("ce_subject", key),
+            ("ce_dataschema", _SCHEMA_BYTES[kind]),
+            ("content-type", _JSON),
+            ("ce_partitionkey", key),
+            ("ce_bridgereceivedat", received_at.encode()),
+        ),
+        item.event_id,
+        item.event_time_ms,
+    )
+
+
+def dead_letter_record(
+    raw: bytes,
+    rejection: Rejection,
+    topics: Topics,
+    *,
+    received_at: str,
+    origin: str = "stream",
+    max_value_bytes: int = 900_000,
+    content_type: str | None = None,
+) -> OutboundRecord:
+    """Build the dead-letter record for input that was not fully understood.
+
+    The value is ``raw`` verbatim so the input can be inspected and replayed.
+    Inputs longer than ``max_value_bytes`` are cut to that length (the default
+    leaves headroom under Kafka's default 1 MB ``max.message.bytes``) and the
+    headers then carry the original length and its SHA-256, so the truncation
+    is never silent.
+
+    Args:
+        raw: The input exactly as received.
+        rejection: Why it was not understood.
+        topics: ``topics.dead_letter`` is the destination.
+        received_at: When it was received, ISO-8601 UTC with ms and ``Z``.
+        origin: Where it came from: ``stream`` (websocket) or ``webhook``.
+        max_value_bytes: Largest value to write.
+        content_type: The ``content-type`` header. By default
+            ``application/json`` if the input parsed as JSON (judged from
+            ``rejection.reason``) and was not truncated, else
+            ``application/octet-stream``.
+
+    Returns:
+        The record: no key, no dedupe id.
+
+    Raises:
+        ValueError: If ``max_value_bytes`` is negative.
+    """
+    if max_value_bytes < 0:
+        raise ValueError(f"max_value_bytes must be >= 0, got {max_value_bytes}")
+    truncated = len(raw) > max_value_bytes
+    if content_type is not None:
+        content_type_bytes = content_type.encode()
+    elif truncated or rejection.reason in UNPARSED_REASONS:
+        # A cut-off JSON document is no longer JSON.
+        content_type_bytes = _OCTETS
+    else:
+        content_type_bytes = _JSON
+    headers: list[tuple[str, bytes]] = [
+        ("bridge_dlq_reason", rejection.reason.encode()),
+        ("bridge_dlq_detail", rejection.detail.encode()),
+        ("bridge_dlq_origin", origin.encode()),
+        ("bridge_dlq_received_at", received_at.encode()),
+        ("content-type", content_type_bytes),
+    ]
+    value = raw
+    if truncated:
+        value = raw[:max_value_bytes]
+        headers += [
+            ("bridge_dlq_truncated", b"true"),
+            ("bridge_dlq_original_bytes", str(len(raw)).encode()),
+            ("bridge_dlq_sha256", hashlib.sha256(raw).hexdigest().encode()),
+        ]
+    return OutboundRecord(
+        topic=topics.dead_letter,
+        key=None,
+        value=value,
+        headers=tuple(headers),
+        dedupe_id=None,
+        event_time_ms=None,
+    )
+
+
+def iso_ms(epoch_seconds: float) -> str:
+    """Format an epoch instant as ISO-8601 UTC with milliseconds and ``Z``.
+
+    Args:
+        epoch_seconds: Seconds since the Unix epoch, for example
+            ``time.time()``; rounded to the nearest millisecond.
+
+    Returns:
+        For example ``"2025-06-14T09:12:03.000Z"``.
+
+    Raises:
+        ValueError: If ``epoch_seconds`` is not finite or falls outside the
+            years 1 to 9999.
+    """
+    if not math.isfinite(epoch_seconds):
+        raise ValueError(f"not a finite instant: {epoch_seconds!r}")
+    millis = round(epoch_seconds * 1000)
+    try:
+        # Epoch arithmetic rather than fromtimestamp(): no platform limits on
+        # negative or far-future instants.
+        when = _EPOCH + timedelta(milliseconds=millis)
+    except OverflowError:
+        raise ValueError(f"instant out of range: {epoch_seconds!r}") from None
+    return (
+        f"{when.year:04d}-{when.month:02d}-{when.day:02d}T"
+        f"{when.hour:02d}:{when.minute:02d}:{when.second:02d}."
+        f"{when.microsecond // 1000:03d}Z"
+    )

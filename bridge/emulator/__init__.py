@@ -1,0 +1,12 @@
+"""A local, faithful-as-documented Sendstack for tests and the demo.
+
+REST (``/auth/session`` and live-tracking reads), the tracking websocket and a
+loopback-only admin API for fault injection. Start it with::
+
+    async with Emulator(EmulatorConfig()) as emu: ...
+"""
+
+from bridge.emulator.config import EmulatorConfig
+from bridge.emulator.server import Emulator
+
+__all__ = ["Emulator", "EmulatorConfig"]

@@ -1,0 +1,103 @@
+"""The one exception hierarchy of the bridge.
+
+Adapters translate foreign exceptions (httpx, websockets, aiokafka) into these,
+always chained with ``raise ... from ...``; workers only ever see these or
+genuine bugs. Retryability lives on the type::
+
+    BridgeError
+    ├── ConfigError                  bad configuration, every problem listed
+    ├── UpstreamError
+    │   ├── UpstreamUnavailable      network, 5xx, timeouts       (retryable)
+    │   ├── SessionRejected          401/403 or 4001/1008 close   (re-authenticate)
+    │   ├── AuthLockedOut            429 from the session endpoint (wait)
+    │   ├── UpstreamClosed           the socket closed (code, reason)
+    │   └── UpstreamProtocolError    a reply we cannot understand
+    ├── PublishError                 Kafka refused or timed out   (retryable)
+    └── CommandError
+        ├── RestRejected             4xx other than 401/429       (not retryable)
+        └── RestUnavailable          5xx, timeouts, connect errors (retryable)
+
+Messages never carry a token, a secret or a ``?session=`` URL.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class BridgeError(Exception):
+    """Base of every error the bridge raises on purpose."""
+
+    retryable: ClassVar[bool] = False
+
+
+class ConfigError(BridgeError):
+    """The configuration is invalid; ``problems`` lists every problem found."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("invalid configuration:\n  - " + "\n  - ".join(problems))
+
+
+class UpstreamError(BridgeError):
+    """Something went wrong talking to Sendstack."""
+
+
+class UpstreamUnavailable(UpstreamError):
+    """Sendstack could not be reached or answered 5xx; try again later."""
+
+    retryable = True
+
+
+class SessionRejected(UpstreamError):
+    """Sendstack refused the credentials or the session; re-authenticate."""
+
+
+class AuthLockedOut(UpstreamError):
+    """The session endpoint answered 429: too many failed attempts."""
+
+    retryable = True
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class UpstreamClosed(UpstreamError):
+    """The tracking socket closed; ``reauth`` when the close says the session is bad."""
+
+    retryable = True
+
+    def __init__(self, code: int | None, reason: str, *, reauth: bool = False) -> None:
+        super().__init__(f"upstream closed (code={code}, reason={reason!r})")
+        self.code = code
+        self.reason = reason
+        self.reauth = reauth
+
+
+class UpstreamProtocolError(UpstreamError):
+    """Sendstack answered something we cannot interpret."""
+
+
+class PublishError(BridgeError):
+    """Kafka did not acknowledge a record."""
+
+    retryable = True
+
+
+class CommandError(BridgeError):
+    """A command could not be carried out."""
+
+
+class RestRejected(CommandError):
+    """Sendstack rejected the request (4xx); retrying will not help."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class RestUnavailable(CommandError):
+    """5xx, timeout or connection error; the request may be retried."""
+
+    retryable = True

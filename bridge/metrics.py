@@ -1,0 +1,192 @@
+"""Every Prometheus metric of the bridge, defined on an injected registry.
+
+Names use the ``bridge_`` prefix and base units; labels are bounded sets (no
+ids, no tokens). Label children that we know in advance are created up front
+so dashboards see zero series instead of missing ones.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+ITEM_KINDS = ("position", "device_status", "event")
+FRAME_OUTCOMES = ("ok", "keepalive", "dead_lettered", "partial")
+DLQ_REASONS = (
+    "oversize",
+    "malformed_json",
+    "not_an_object",
+    "unknown_field",
+    "unknown_event_type",
+    "invalid_item",
+    "other",
+)
+CLOSE_REASONS = (
+    "normal",
+    "abnormal",
+    "keepalive_timeout",
+    "session",
+    "too_big",
+    "server_error",
+    "stale",
+    "rotation",
+    "other",
+)
+WS_STATES = {"disconnected": 0, "connecting": 1, "open": 2, "rotating": 3}
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class StreamMetrics:
+    """Metrics of the ``stream`` path."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.frames = Counter(
+            "bridge_stream_frames_total",
+            "Websocket frames received, by what the codec made of them.",
+            ["outcome"],
+            registry=registry,
+        )
+        self.items = Counter(
+            "bridge_stream_items_total",
+            "Upstream items decoded from frames, by kind.",
+            ["kind"],
+            registry=registry,
+        )
+        self.duplicates = Counter(
+            "bridge_stream_duplicates_dropped_total",
+            "Items dropped because their event id was just published "
+            "(rotation overlap, reconnect).",
+            registry=registry,
+        )
+        self.published = Counter(
+            "bridge_records_published_total",
+            "Records acknowledged by Kafka, by kind (dead_letter included).",
+            ["kind"],
+            registry=registry,
+        )
+        self.dead_lettered = Counter(
+            "bridge_records_dead_lettered_total",
+            "Inputs sent to the dead-letter topic, by origin and reason.",
+            ["origin", "reason"],
+            registry=registry,
+        )
+        self.kafka_send_seconds = Histogram(
+            "bridge_kafka_send_seconds",
+            "Time from handing a record to the producer to Kafka's ack.",
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.kafka_errors = Counter(
+            "bridge_kafka_send_errors_total",
+            "Failed Kafka sends (each is retried), by error class.",
+            ["error"],
+            registry=registry,
+        )
+        self.buffer_records = Gauge(
+            "bridge_buffer_records",
+            "Records accepted but not yet acknowledged by Kafka.",
+            registry=registry,
+        )
+        self.buffer_bytes = Gauge(
+            "bridge_buffer_bytes",
+            "Bytes of records accepted but not yet acknowledged by Kafka.",
+            registry=registry,
+        )
+        self.buffer_full_seconds = Counter(
+            "bridge_buffer_full_seconds_total",
+            "Time intake spent blocked on a full buffer (backpressure).",
+            registry=registry,
+        )
+        self.ws_connects = Counter(
+            "bridge_ws_connects_total",
+            "Websocket connection attempts, by outcome.",
+            ["outcome"],
+            registry=registry,
+        )
+        self.ws_disconnects = Counter(
+            "bridge_ws_disconnects_total",
+            "Websocket connections that ended, by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        self.ws_reconnects = Counter(
+            "bridge_ws_reconnects_total",
+            "Reconnections after a connection was lost (not rotations).",
+            registry=registry,
+        )
+        self.ws_state = Gauge(
+            "bridge_ws_state",
+            "Websocket state: 0 disconnected, 1 connecting, 2 open, 3 rotating.",
+            registry=registry,
+        )
+        self.ws_open = Gauge(
+            "bridge_ws_open_connections",
+            "Open tracking sockets (2 during a make-before-break overlap).",
+            registry=registry,
+        )
+        self.last_frame = Gauge(
+            "bridge_stream_last_frame_timestamp_seconds",
+            "Unix time of the last frame received.",
+            registry=registry,
+        )
+        self.watchdog = Counter(
+            "bridge_stream_watchdog_triggers_total",
+            "Reconnects forced by the staleness watchdog.",
+            registry=registry,
+        )
+        self.session_expires_in = Gauge(
+            "bridge_session_expires_in_seconds",
+            "Seconds until the current session expires (negative: none valid).",
+            registry=registry,
+        )
+        self.session_obtained = Counter(
+            "bridge_session_obtained_total",
+            "Sessions obtained from Sendstack.",
+            registry=registry,
+        )
+        self.rotations = Counter(
+            "bridge_session_rotations_total",
+            "Socket rotations onto a new session, by outcome.",
+            ["outcome"],
+            registry=registry,
+        )
+        self.rotation_gap = Histogram(
+            "bridge_session_rotation_gap_seconds",
+            "Intake gap during a rotation: last frame handled on the old socket "
+            "to the first frame handled on the new one.",
+            buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=registry,
+        )
+        self.auth_failures = Counter(
+            "bridge_auth_failures_total",
+            "Failed session requests, by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        self.end_to_end = Histogram(
+            "bridge_stream_end_to_end_seconds",
+            "Event time (upstream) to Kafka acknowledgement.",
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        for outcome in FRAME_OUTCOMES:
+            self.frames.labels(outcome)
+        for kind in (*ITEM_KINDS, "dead_letter"):
+            self.published.labels(kind)
+        for kind in ITEM_KINDS:
+            self.items.labels(kind)
+        for reason in DLQ_REASONS:
+            self.dead_lettered.labels("stream", reason)
+        for reason in CLOSE_REASONS:
+            self.ws_disconnects.labels(reason)
+        for outcome in ("ok", "rejected", "failed"):
+            self.ws_connects.labels(outcome)
+        for outcome in ("ok", "failed", "closed_first"):
+            self.rotations.labels(outcome)
+        for reason in ("rejected", "locked_out", "unavailable", "protocol"):
+            self.auth_failures.labels(reason)
+
+
+def dlq_reason_label(reason: str) -> str:
+    """Map a codec rejection reason to the bounded label set."""
+    return reason if reason in DLQ_REASONS else "other"

@@ -27,9 +27,9 @@ name; the record contract (``bridge/core/records.py``) does not change.
 
 This module is on the hot path (tens of thousands of items per second), which
 explains its style: ``type(x) is int`` rather than ``isinstance`` (it also
-excludes ``bool``), a fast path for the canonical timestamp form, no copies
-of upstream sub-objects, and a private exception that unwinds only on the
-rare invalid item.
+excludes ``bool``), a fast path for UTC millisecond timestamps, no copies of
+upstream sub-objects, positional dataclass construction, and a private
+exception that unwinds only on the rare invalid item.
 """
 
 from __future__ import annotations
@@ -168,7 +168,9 @@ class Item:
             :attr:`data`.
         event_time: When it happened, ISO-8601 UTC with milliseconds and ``Z``.
         event_time_ms: :attr:`event_time` as epoch milliseconds.
-        data: The record value (see ``docs/record-contract.md``).
+        data: The record value (see ``docs/record-contract.md``). Treat it
+            as read-only: it shares upstream sub-objects (``attributes``,
+            ``extra``) without copying them.
     """
 
     kind: Kind

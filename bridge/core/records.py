@@ -9,9 +9,10 @@ in ``bridge/schemas/``.
 
 * :func:`to_record` turns one :class:`~bridge.core.codec.Item` into a
   CloudEvents 1.0 record in the Kafka protocol binding's *binary* content
-  mode: the value is the JSON data alone and every CloudEvents attribute is a
-  ``ce_*`` header, so consumers that know nothing of CloudEvents still read
-  plain JSON, and those that do get a standard envelope. The key and the
+  mode: the value is the JSON data alone and the CloudEvents attributes are
+  ``ce_*`` headers (``datacontenttype`` travels as ``content-type``), so
+  consumers that know nothing of CloudEvents still read plain JSON, and those
+  that do get a standard envelope. The key and the
   ``ce_partitionkey`` extension are the device id, so each device's records
   stay in order on one partition.
 * :func:`dead_letter_record` wraps a frame (or, later, a webhook body) that was

@@ -178,6 +178,9 @@ class Fleet:
             )
             self._devices.append(dev)
         self._by_id = {d.id: d for d in self._devices}
+        start_ms = self._now_ms()
+        for dev in self._devices:
+            dev.last_update_ms = start_ms
 
     # -- counters ---------------------------------------------------------------
 
@@ -276,6 +279,7 @@ class Fleet:
             "seq": self._take_seq(batch),
         }
         dev.position_id = self._position_id
+        dev.last_update_ms = max(dev.last_update_ms, now_ms)  # as Traccar does
         dev.latest = item
         dev.history.append((now_ms, item))
         batch.positions.append(item)

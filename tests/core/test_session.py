@@ -26,9 +26,7 @@ def session(obtained: float = 1_000.0, lifetime: float = SIX_HOURS) -> Session:
     )
 
 
-def test_six_hour_session_rotates_between_margin_plus_jitter_and_margin_before_expiry() -> (
-    None
-):
+def test_six_hour_session_rotates_15_to_17_minutes_before_expiry() -> None:
     """A 6 h session rotates 15 to 17 minutes before it expires with default policy."""
     s = session()
     policy = RotationPolicy(margin=900, jitter=120)
@@ -46,7 +44,7 @@ def test_short_sessions_keep_half_their_lifetime_before_rotating() -> None:
 
 
 def test_decide_maps_time_to_keep_rotate_and_expired() -> None:
-    """Before the instant: keep; after it: rotate; after expiry or without a session: expired."""
+    """Before the instant keep, then rotate; expired after expiry or with no session."""
     s = session()
     at = rotation_at(s, RotationPolicy(), 0.5)
     assert decide(at - 1, s, at) is Decision.KEEP

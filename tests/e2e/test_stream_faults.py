@@ -20,10 +20,10 @@ from tests.kafka_broker import Broker
 pytestmark = pytest.mark.e2e
 
 
-async def test_malformed_unknown_and_oversize_frames_are_dead_lettered_and_stream_goes_on(
+async def test_bad_frames_are_dead_lettered_and_the_stream_goes_on(
     broker: Broker,
 ) -> None:
-    """Bad frames reach the dead-letter topic verbatim with a reason; nothing is lost."""
+    """Bad frames reach the dead-letter topic with a reason; no item is lost."""
     topics = await fresh_topics(broker.bootstrap)
     async with Emulator(EmulatorConfig(devices=20, max_frames_per_second=10.0)) as emu:
         env = bridge_env(emu, broker.bootstrap, topics)
@@ -72,10 +72,10 @@ async def test_malformed_unknown_and_oversize_frames_are_dead_lettered_and_strea
     assert max(seqs.values()) == 1
 
 
-async def test_broker_paused_longer_than_request_timeout_loses_nothing_and_memory_is_bounded(
+async def test_broker_pause_beyond_request_timeout_loses_nothing_within_bounds(
     broker: Broker,
 ) -> None:
-    """A 10 s broker freeze (request timeout 2 s) loses nothing; the buffer stays bounded."""
+    """A 10 s broker freeze (2 s request timeout) loses nothing; memory is bounded."""
     if broker.external:
         pytest.skip("pausing needs the broker process")
     topics = await fresh_topics(broker.bootstrap)
@@ -207,7 +207,8 @@ async def test_no_token_secret_or_session_url_reaches_logs_or_metrics_at_debug(
             )
         sample_token = reply.json()["data"]["session"]
     text = out.getvalue()
-    assert "session_rotated" in text and "upstream_connected" in text
+    assert "session_rotated" in text
+    assert "upstream_connected" in text
     assert "websockets" in text or "aiokafka" in text, (
         "library DEBUG logs were captured"
     )

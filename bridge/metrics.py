@@ -13,9 +13,11 @@ ITEM_KINDS = ("position", "device_status", "event")
 FRAME_OUTCOMES = ("ok", "keepalive", "dead_lettered", "partial")
 DLQ_REASONS = (
     "oversize",
+    "empty",
     "malformed_json",
     "not_an_object",
     "unknown_field",
+    "not_an_array",
     "unknown_event_type",
     "invalid_item",
     "other",

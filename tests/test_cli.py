@@ -1,0 +1,72 @@
+"""The command line, run as a real process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from prometheus_client import CollectorRegistry
+
+from bridge.core.codec import REJECTION_REASONS
+from bridge.metrics import DLQ_REASONS, StreamMetrics
+
+
+def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
+    return subprocess.run(  # noqa: S603 - our own module, fixed arguments
+        [sys.executable, "-m", "bridge", *args],
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+def test_check_config_lists_every_problem_and_exits_2() -> None:
+    """A bad configuration names each problem at once and exits with code 2."""
+    result = run_cli(
+        "check-config",
+        env={"BRIDGE_STREAM_PING_INTERVAL_SECONDS": "abc", "BRIDGE_LOG_LEVL": "info"},
+    )
+    assert result.returncode == 2
+    assert "BRIDGE_SENDSTACK_APP_ID" in result.stderr
+    assert "BRIDGE_KAFKA_BOOTSTRAP_SERVERS" in result.stderr
+    assert "BRIDGE_STREAM_PING_INTERVAL_SECONDS" in result.stderr
+    assert "BRIDGE_LOG_LEVEL" in result.stderr  # the "did you mean" hint
+
+
+def test_check_config_prints_a_valid_configuration_with_the_secret_redacted() -> None:
+    """A valid configuration prints and exits 0, never showing the secret."""
+    result = run_cli(
+        "check-config",
+        env={
+            "BRIDGE_SENDSTACK_APP_ID": "7302915",
+            "BRIDGE_SENDSTACK_APP_SECRET": "ZK4P0QW7TRV2M9XBC81LJ6DHS5NA3EYU",
+            "BRIDGE_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9092",
+        },
+    )
+    assert result.returncode == 0, result.stderr
+    assert "7302915" in result.stdout
+    assert "ZK4P0QW7TRV2M9XBC81LJ6DHS5NA3EYU" not in result.stdout + result.stderr
+    assert "***" in result.stdout
+
+
+def test_stream_with_a_bad_configuration_exits_2_without_starting() -> None:
+    """`stream` refuses to start on an invalid configuration."""
+    result = run_cli("stream", env={})
+    assert result.returncode == 2
+    assert "invalid configuration" in result.stderr
+
+
+def test_every_codec_rejection_reason_has_its_own_metric_label() -> None:
+    """Dead-letter reasons from the codec are pre-created label values, not 'other'."""
+    registry = CollectorRegistry()
+    StreamMetrics(registry)
+    assert set(REJECTION_REASONS) <= set(DLQ_REASONS)
+    for reason in REJECTION_REASONS:
+        value = registry.get_sample_value(
+            "bridge_records_dead_lettered_total", {"origin": "stream", "reason": reason}
+        )
+        assert value == 0.0

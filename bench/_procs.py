@@ -168,6 +168,7 @@ def spawn(
     logdir: Path,
     cpus: frozenset[int],
     stdout_pipe: bool = False,
+    stdin_pipe: bool = False,
 ) -> Watched:
     """Start a child with stderr (and stdout unless piped) in ``logdir``."""
     err: IO[bytes] = (logdir / f"{name}.stderr.log").open("wb")
@@ -175,7 +176,11 @@ def spawn(
         subprocess.PIPE if stdout_pipe else (logdir / f"{name}.stdout.log").open("wb")
     )
     popen = subprocess.Popen(  # noqa: S603 - our own interpreter and modules
-        list(argv), env=env, stdout=out, stderr=err
+        list(argv),
+        env=env,
+        stdin=subprocess.PIPE if stdin_pipe else subprocess.DEVNULL,
+        stdout=out,
+        stderr=err,
     )
     err.close()
     if not isinstance(out, int):
@@ -302,6 +307,34 @@ class OffsetProbe:
     async def per_partition(self) -> dict[Any, int]:
         offsets: dict[Any, int] = await self._consumer.end_offsets(self.partitions)
         return offsets
+
+    async def exact_per_partition(self) -> dict[Any, int]:
+        """True end offsets: read past the reported ones until nothing comes.
+
+        Tansu (0.6) answers ListOffsets(latest) with the base offset of the
+        last batch, so the reported end misses up to one batch per partition.
+        Use this once producing has stopped.
+        """
+        reported = await self.per_partition()
+        exact = dict(reported)
+        tail = AIOKafkaConsumer(
+            bootstrap_servers=self._bootstrap, enable_auto_commit=False
+        )
+        await tail.start()
+        try:
+            tail.assign(list(reported))
+            for tp, off in reported.items():
+                tail.seek(tp, off)
+            quiet = 0
+            while quiet < 3:
+                batches = await tail.getmany(timeout_ms=300, max_records=10_000)
+                quiet = 0 if batches else quiet + 1
+                for tp, msgs in batches.items():
+                    if msgs:
+                        exact[tp] = max(exact[tp], msgs[-1].offset + 1)
+        finally:
+            await tail.stop()
+        return exact
 
     async def per_topic(self) -> dict[str, int]:
         totals = dict.fromkeys(self._topics, 0)

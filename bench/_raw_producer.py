@@ -82,9 +82,7 @@ async def pump(
     while not state.stopping:
         topic, value, key, headers = records[i]
         i = i + 1 if i + 1 < n else 0
-        pending.append(
-            await producer.send(topic, value, key=key, headers=headers)
-        )
+        pending.append(await producer.send(topic, value, key=key, headers=headers))
         state.sent += 1
         if len(pending) >= max_in_flight:
             for _ in range(chunk):
@@ -107,8 +105,7 @@ def reply(obj: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
-async def run(spec_path: Path) -> int:
-    spec = orjson.loads(spec_path.read_bytes())
+async def run(spec: dict[str, Any]) -> int:
     records = decode_records(spec["records"])
     producer = AIOKafkaProducer(**spec["producer"])
     await producer.start()
@@ -157,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench._raw_producer")
     p.add_argument("spec", type=Path)
     args = p.parse_args(argv)
-    return asyncio.run(run(args.spec))
+    return asyncio.run(run(orjson.loads(args.spec.read_bytes())))
 
 
 if __name__ == "__main__":

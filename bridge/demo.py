@@ -23,7 +23,9 @@ import contextlib
 import itertools
 import os
 import secrets
+import shutil
 import signal
+import socket
 import sys
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
@@ -209,6 +211,7 @@ async def _demo(opts: argparse.Namespace, logs_to: str) -> int:
         check = await _drain(demo)
         _say("\n".join(render_summary(_view(demo, elapsed), check)))
         _say("shutting down ...")
+    _say("done: bridge, consumer, emulator and broker stopped")
     return 1 if _failed(check) else 0
 
 
@@ -218,6 +221,7 @@ async def _start(
     signals: _Signals,
     logs_to: str,
 ) -> _Demo:
+    _check_port_free(opts.ops_port)
     bootstrap, broker_label = await _broker(opts.bootstrap, stack, signals)
     topics = _topic_names("" if opts.bootstrap is None else _run_suffix())
     existing = await create_topics(bootstrap, list(topics.values()))
@@ -285,8 +289,8 @@ def bridge_env(
     session_ttl: float,
 ) -> dict[str, str]:
     """Bridge settings for the demo: short timers so rotations and faults show."""
-    # Rotate shortly before expiry, so a viewer sees the countdown run out.
-    margin = min(2.0, session_ttl / 4)
+    # A third of the TTL: rotations come every ~2/3 TTL, so one watches them happen.
+    margin = session_ttl / 3
     return {
         "BRIDGE_SENDSTACK_BASE_URL": emu.base_url,
         "BRIDGE_SENDSTACK_APP_ID": emu.config.app_id,
@@ -336,6 +340,20 @@ async def _start_bridge(
             raise DemoFailed(f"the bridge did not start: {_failure(task)}")
         await asyncio.sleep(0.05)
     return app, task
+
+
+def _check_port_free(port: int) -> None:
+    """Fail with a hint now rather than with a half-started bridge."""
+    if port == 0:
+        return
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            raise DemoFailed(
+                f"ops port {port} is in use: pass --ops-port 0 for a free one"
+            ) from None
 
 
 async def _stop_bridge(stop: asyncio.Event, task: asyncio.Task[int]) -> None:
@@ -403,7 +421,7 @@ async def _inject(emu: Emulator, fault: str) -> str:
             "(expect 2 dead letters)"
         )
     n = await emu.half_open(hold_seconds=10.0)
-    return f"fault: half-opened {n} socket(s) (expect a keepalive timeout, reconnect)"
+    return f"fault: half-opened {n} socket(s) (expect a reconnect within ~3 s)"
 
 
 def _show(demo: _Demo, elapsed: float, events: list[str], *, tty: bool) -> None:
@@ -414,7 +432,8 @@ def _show(demo: _Demo, elapsed: float, events: list[str], *, tty: bool) -> None:
     demo.recent.extend(stamped)
     view = _view(demo, elapsed, bridge, rates=demo.tracker.rates(elapsed, w.totals))
     if tty:
-        print(render_panel(view), flush=True)
+        width = shutil.get_terminal_size().columns
+        print(render_panel(view, width=width), flush=True)
         return
     for line in stamped:
         _say(line)

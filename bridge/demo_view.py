@@ -186,32 +186,38 @@ def seq_of(data: object) -> int | None:
     return seq if isinstance(seq, int) and not isinstance(seq, bool) else None
 
 
-def render_panel(view: View, *, color: bool = True) -> str:
-    """The full-screen view, redrawn in place once a second."""
+def render_panel(view: View, *, width: int = 120, color: bool = True) -> str:
+    """The full-screen view, redrawn in place once a second; lines fit *width*."""
     bold, dim, reset = (_BOLD, _DIM, _RESET) if color else ("", "", "")
-    width = max(len(name) for name in view.topics.values())
-    lines = [
-        f"{bold}sendstack-bridge demo{reset}  {_clock(view.elapsed)}  {view.header}",
-        "",
-        f"{dim}{'topic':<{width}}  {'rec/s':>6}  {'total':>7}  latest{reset}",
-    ]
-    lines += [
-        f"{topic:<{width}}  {view.rates.get(kind, 0.0):>6.1f}  "
+    name_width = max(len(name) for name in view.topics.values())
+    rows = [
+        f"{topic:<{name_width}}  {view.rates.get(kind, 0.0):>6.1f}  "
         f"{view.totals.get(kind, 0):>7}  {view.latest.get(kind, '-')}"
         for kind, topic in view.topics.items()
     ]
     b = view.bridge
-    lines += [
-        "",
+    status = [
         f"session   expires in {_expiry(b.expires_in)}   rotations {b.rotations}"
         f" (last intake gap {_ms(view.last_gap)})",
-        f"socket    {b.state} ({b.open_connections} open)   reconnects {b.reconnects}",
+        f"socket    {b.state}, {b.open_connections} connection(s)"
+        f"   reconnects {b.reconnects}",
         f"buffer    {b.buffer_records} record(s) awaiting Kafka's ack",
         f"dead      {view.dead_letters} dead letter(s)"
         f" (last reason {view.last_reason or '-'})",
+    ]
+    fit = [_fit(line, width) for line in (*rows, "", *status, "")]
+    title = _fit(f"sendstack-bridge demo  {_clock(view.elapsed)}", width)
+    heading = _fit(
+        f"{'topic':<{name_width}}  {'rec/s':>6}  {'total':>7}  latest", width
+    )
+    lines = [
+        f"{bold}{title}{reset}",
+        f"{dim}{_fit(view.header, width)}{reset}",
         "",
+        f"{dim}{heading}{reset}",
+        *fit,
         f"{dim}recent{reset}",
-        *(f"  {event}" for event in view.events),
+        *(_fit(f"  {event}", width) for event in view.events),
         "",
         f"{dim}Ctrl-C stops, drains and verifies.{reset}",
     ]
@@ -221,13 +227,13 @@ def render_panel(view: View, *, color: bool = True) -> str:
 def render_line(view: View) -> str:
     """One line per second, for logs and pipes."""
     b = view.bridge
-    flows = " ".join(
-        f"{KINDS[kind]} {view.rates.get(kind, 0.0):.0f}/s={view.totals.get(kind, 0)}"
+    flows = " · ".join(
+        f"{KINDS[kind]} {view.rates.get(kind, 0.0):.0f}/s {view.totals.get(kind, 0)}"
         for kind in view.topics
     )
     return (
         f"[{_clock(view.elapsed)}] {flows} | session {_expiry(b.expires_in)}"
-        f" rotations {b.rotations} | ws {b.state}/{b.open_connections}"
+        f" rotations {b.rotations} | ws {b.state} ({b.open_connections})"
         f" reconnects {b.reconnects} | dead letters {view.dead_letters}"
         f" | buffer {b.buffer_records}"
     )
@@ -270,14 +276,19 @@ def _verdict(check: Verification | None) -> str:
     return f"NOT verified: {counts}, {check.unexpected} unexpected"
 
 
+def _fit(text: str, width: int) -> str:
+    """Cut *text* to *width* columns: a wrapped line would break the redraw."""
+    return text if len(text) <= width else text[: max(width - 1, 0)] + "…"
+
+
 def _clock(seconds: float) -> str:
     minutes, secs = divmod(max(seconds, 0.0), 60)
     return f"{int(minutes):02d}:{secs:04.1f}"
 
 
 def _expiry(seconds: float) -> str:
-    return "- (no session)" if seconds < 0 else f"{seconds:5.1f} s"
+    return "- (no session)" if seconds < 0 else f"{seconds:.1f} s"
 
 
 def _ms(seconds: float | None) -> str:
-    return "-" if seconds is None else f"{seconds * 1000:.0f} ms"
+    return "-" if seconds is None else f"{seconds * 1000:.1f} ms"

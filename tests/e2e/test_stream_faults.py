@@ -217,3 +217,65 @@ async def test_no_token_secret_or_session_url_reaches_logs_or_metrics_at_debug(
         assert "eyJ" not in haystack  # every JWT starts with a base64 '{"'
         assert sample_token[:40] not in haystack
         assert "session=ey" not in haystack
+
+
+async def test_staleness_watchdog_reconnects_a_silent_socket(broker: Broker) -> None:
+    """A socket that stays open but silent past the stale limit is replaced."""
+    topics = await fresh_topics(broker.bootstrap)
+    async with Emulator(EmulatorConfig(devices=5, max_frames_per_second=5.0)) as emu:
+        env = bridge_env(
+            emu, broker.bootstrap, topics, BRIDGE_STREAM_STALE_AFTER_SECONDS="1.0"
+        )
+        async with running_bridge(env) as bridge:
+            await wait_for(lambda: bridge.sample("bridge_ws_open_connections") >= 1, 10)
+            emu.pause()  # pings are still answered: only the watchdog can notice
+            await wait_for(
+                lambda: bridge.sample("bridge_stream_watchdog_triggers_total") >= 1, 10
+            )
+            await wait_for(
+                lambda: (
+                    bridge.sample("bridge_ws_connects_total", {"outcome": "ok"}) >= 2
+                ),
+                10,
+            )
+            assert (
+                bridge.sample("bridge_ws_disconnects_total", {"reason": "stale"}) >= 1
+            )
+
+
+async def test_single_session_upstream_rotates_close_first_without_loss(
+    broker: Broker,
+) -> None:
+    """When a new session ends the old one, the bridge closes first and loses nothing."""
+    topics = await fresh_topics(broker.bootstrap)
+    config = EmulatorConfig(
+        session_ttl_seconds=3.0,
+        single_session=True,
+        devices=30,
+        max_frames_per_second=10.0,
+    )
+    async with Emulator(config) as emu:
+        env = bridge_env(
+            emu, broker.bootstrap, topics, BRIDGE_STREAM_SINGLE_SESSION="true"
+        )
+        async with running_bridge(env) as bridge:
+            await wait_for(
+                lambda: (
+                    bridge.sample(
+                        "bridge_session_rotations_total", {"outcome": "closed_first"}
+                    )
+                    >= 3
+                ),
+                30,
+            )
+            emu.pause()
+            await asyncio.sleep(1.0)
+            await wait_for(
+                lambda: bridge.app.sink.statistics().in_flight_records == 0, 10
+            )
+        written = emu.written_seqs()
+    consumed = await read_all(broker.bootstrap, topics.all)
+    seqs = consumed.seqs(topics.data)
+    assert written
+    assert set(seqs) == written
+    assert max(seqs.values()) == 1

@@ -246,7 +246,7 @@ async def test_staleness_watchdog_reconnects_a_silent_socket(broker: Broker) -> 
 async def test_single_session_upstream_rotates_close_first_without_loss(
     broker: Broker,
 ) -> None:
-    """When a new session ends the old one, the bridge closes first and loses nothing."""
+    """If a new session ends the old one, the bridge closes first and loses nothing."""
     topics = await fresh_topics(broker.bootstrap)
     config = EmulatorConfig(
         session_ttl_seconds=3.0,

@@ -8,8 +8,9 @@ From those we report where the time is spent:
 * **inclusive**: every function on the stack (each counted once per sample),
   for our own code (``bridge/``) only, to see which of our steps cost what.
 
-Sampling slows the bridge a little (``--nonblocking`` keeps it small), so a
-profiled run's throughput is not the benchmark's figure.
+py-spy pauses the bridge for each sample (``--nonblocking`` would not, but
+then about a quarter of the stacks come out torn), which slows it by a few
+per cent: a profiled run's throughput is not the benchmark's figure.
 """
 
 from __future__ import annotations
@@ -50,8 +51,7 @@ def start(
             "--duration",
             str(max(1, round(seconds))),
             "--rate",
-            "200",
-            "--nonblocking",
+            "100",
             "--format",
             "raw",
             "--output",

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry
 
 from bridge.app import StreamApp
+from bridge.broker import create_topics
 from bridge.config import Settings
 from bridge.emulator import Emulator
-from tests.conftest import create_topics
 from tests.kafka_broker import unique_topic
 
 

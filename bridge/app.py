@@ -11,6 +11,7 @@ stop intake (close the sockets), flush the producer, stop the ops server.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ssl
 import time
 from collections.abc import Mapping
@@ -113,7 +114,7 @@ class StreamApp:
             metrics=self.metrics,
         )
         self.sink = KafkaRecordSink(
-            build_producer(**producer_settings(kafka)),
+            functools.partial(build_producer, **producer_settings(kafka)),
             max_records=s.buffer.max_records,
             max_bytes=s.buffer.max_bytes,
             retry_backoff=Backoff(
@@ -183,9 +184,14 @@ class StreamApp:
 
     async def run(self, stop: asyncio.Event) -> int:
         """Run until ``stop`` is set, then shut down within the grace period."""
-        await self.ops.start()
-        log.info("ops_listening", port=self.ops.port)
-        await self._start_sink(stop)
+        try:
+            await self.ops.start()
+            log.info("ops_listening", port=self.ops.port)
+            await self._start_sink(stop)
+        except BaseException:
+            await self._http.aclose()
+            await self.ops.stop()
+            raise
         # A worker that crashes cancels this body too, and the TaskGroup re-raises.
         async with asyncio.TaskGroup() as group:
             keeper = group.create_task(self.keeper.run(), name="session-keeper")
@@ -207,7 +213,6 @@ class StreamApp:
             try:
                 await self.sink.start()
             except Exception as exc:  # aiokafka raises several unrelated types here
-                await self.sink.stop()
                 delay = backoff.delay(attempt, 0.5)
                 log.warning(
                     "kafka_unavailable", error=type(exc).__name__, retry_in=delay

@@ -38,7 +38,7 @@ class KafkaRecordSink:
 
     def __init__(
         self,
-        producer: AIOKafkaProducer,
+        producer_factory: Callable[[], AIOKafkaProducer],
         *,
         max_records: int,
         max_bytes: int,
@@ -47,7 +47,9 @@ class KafkaRecordSink:
         topic_kinds: Mapping[str, str],
         on_ack: AckCallback | None = None,
     ) -> None:
-        self._producer = producer
+        # A producer whose start failed is closed for good: each start builds anew.
+        self._factory = producer_factory
+        self._producer: AIOKafkaProducer | None = None
         self._max_records = max_records
         self._max_bytes = max_bytes
         self._backoff = retry_backoff
@@ -68,8 +70,14 @@ class KafkaRecordSink:
         self._started = False
 
     async def start(self) -> None:
-        """Connect the producer (raises aiokafka's error if Kafka is unreachable)."""
-        await self._producer.start()
+        """Connect a new producer (raises aiokafka's error if Kafka is unreachable)."""
+        producer = self._factory()
+        try:
+            await producer.start()
+        except BaseException:
+            await producer.stop()
+            raise
+        self._producer = producer
         self._started = True
         self._retrier = asyncio.create_task(self._retry_loop(), name="kafka-retrier")
 
@@ -79,8 +87,8 @@ class KafkaRecordSink:
             self._retrier.cancel()
             await asyncio.gather(self._retrier, return_exceptions=True)
             self._retrier = None
-        if self._started:
-            self._started = False
+        self._started = False
+        if self._producer is not None:
             await self._producer.stop()
 
     def statistics(self) -> SinkStatistics:
@@ -123,6 +131,7 @@ class KafkaRecordSink:
         )
 
     async def _dispatch(self, record: OutboundRecord) -> None:
+        assert self._producer is not None, "send() before start()"  # noqa: S101
         started = time.monotonic()
         try:
             future = await self._producer.send(

@@ -279,3 +279,34 @@ async def test_single_session_upstream_rotates_close_first_without_loss(
     assert written
     assert set(seqs) == written
     assert max(seqs.values()) == 1
+
+
+async def test_bridge_started_before_kafka_waits_for_it_then_delivers(
+    broker: Broker,
+) -> None:
+    """Kafka unreachable at start: the bridge retries, then delivers everything."""
+    if broker.external:
+        pytest.skip("pausing needs the broker process")
+    topics = await fresh_topics(broker.bootstrap)
+    async with Emulator(EmulatorConfig(devices=10, max_frames_per_second=10.0)) as emu:
+        env = bridge_env(
+            emu, broker.bootstrap, topics, BRIDGE_KAFKA_REQUEST_TIMEOUT_MS="1000"
+        )
+        broker.pause()
+        try:
+            async with running_bridge(env) as bridge:
+                await asyncio.sleep(3.0)
+                assert bridge.app.sink.statistics().acked == 0
+                broker.resume()
+                await wait_for(lambda: bridge.app.sink.statistics().acked > 20, 30)
+                emu.pause()
+                await asyncio.sleep(0.5)
+                await wait_for(
+                    lambda: bridge.app.sink.statistics().in_flight_records == 0, 10
+                )
+        finally:
+            broker.resume()
+        written = emu.written_seqs()
+    consumed = await read_all(broker.bootstrap, topics.all)
+    assert written
+    assert set(consumed.seqs(topics.data)) == written

@@ -62,6 +62,7 @@ import httpx
 import orjson
 import psutil  # type: ignore[import-untyped]
 from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import KafkaError
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench import _profile
@@ -447,6 +448,7 @@ class BridgeRun:
     sample: list[dict[str, Any]]
     emulator: dict[str, Any]
     hotspots: _profile.Hotspots | None
+    max_in_flight: int  # the bridge's record buffer bound, for the baseline
 
 
 async def bridge_phase(
@@ -489,9 +491,8 @@ async def bridge_phase(
         )
         port = free_port()
         env = bridge_env(opts, emu, broker.bootstrap, topics, port)
-        producer_kwargs = producer_settings(
-            Settings.from_env(env).require(KafkaSettings)
-        )
+        settings = Settings.from_env(env)
+        producer_kwargs = producer_settings(settings.require(KafkaSettings))
         await probe.start()
         metrics_url = f"http://127.0.0.1:{port}/metrics"
         async with httpx.AsyncClient(timeout=5.0) as http:
@@ -509,6 +510,8 @@ async def bridge_phase(
             log(f"bridge is publishing; warming up {opts.warmup:g}s")
             await asyncio.sleep(opts.warmup)
 
+            snap_offsets: list[dict[Any, int]] = []
+
             async def snap() -> Snap:
                 cpu = cpu_of(procs, harness)
                 percpu = psutil.cpu_times(percpu=True)
@@ -520,7 +523,6 @@ async def bridge_phase(
                 snap_offsets.append(offsets)
                 return s
 
-            snap_offsets: list[dict[Any, int]] = []
             s0 = await snap()
             fills: list[float] = []
             poller = asyncio.create_task(
@@ -578,7 +580,14 @@ async def bridge_phase(
             opts.sample_records,
         )
         log(f"captured {len(sample)} records for the baseline")
-        return BridgeRun(result, producer_kwargs, sample, emu, hotspots)
+        return BridgeRun(
+            result,
+            producer_kwargs,
+            sample,
+            emu,
+            hotspots,
+            settings.buffer.max_records,
+        )
     finally:
         await sampler.stop()
         with contextlib.suppress(Exception):
@@ -783,6 +792,26 @@ def limiter(bridge: PhaseResult, pinning: Pinning) -> tuple[str, bool]:
     return why, False
 
 
+def warnings(bridge: PhaseResult, raw: PhaseResult, pinning: Pinning) -> list[str]:
+    """Reasons to distrust the run (design §2.3: harness CPU over ~80 %)."""
+    out: list[str] = []
+    if pinning.enabled:
+        for phase in (bridge, raw):
+            busy = max(phase.per_cpu_busy[c] for c in pinning.harness)
+            if busy > 0.8:
+                out.append(
+                    f"WARNING: the harness CPU was {busy:.0%} busy in the "
+                    f"{phase.name} window (> 80 %): the harness may have limited it"
+                )
+    r_util = raw.cpu_util.get("raw", 0.0)
+    if r_util < 0.85:
+        out.append(
+            f"WARNING: the raw producer used only {r_util:.0%} of its core: the "
+            "baseline was limited by the broker or the harness, not by aiokafka"
+        )
+    return out
+
+
 def verdict(ok: bool) -> str:
     return "PASS" if ok else "FAIL"
 
@@ -877,6 +906,7 @@ def render(
         + ", ".join(f"{k} {v:.0%}" for k, v in rw.cpu_util.items())
         + f" | per CPU: {_busy(rw)}",
         f"limited by: {why}",
+        *warnings(bridge, raw, pinning),
     ]
     return "\n".join(lines + notes)
 
@@ -959,9 +989,6 @@ async def run(opts: Options, logdir: Path) -> int:
             stop_process(broker.watched)
             broker = start_tansu(logdir, pinning.harness, "raw")
             log(f"fresh broker for the baseline at {broker.bootstrap}")
-        max_in_flight = Settings.from_env(
-            bridge_env(opts, b.emulator, broker.bootstrap, TopicSet.fresh("x"), 0)
-        ).buffer.max_records
         r = await raw_phase(
             opts,
             broker,
@@ -970,9 +997,15 @@ async def run(opts: Options, logdir: Path) -> int:
             harness,
             b.producer_kwargs,
             b.sample,
-            max_in_flight,
+            b.max_in_flight,
         )
-    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+    except (
+        RuntimeError,
+        OSError,
+        subprocess.SubprocessError,
+        KafkaError,
+        httpx.HTTPError,
+    ) as exc:
         for name in ("bridge", "raw", "emulator"):
             text = tail(logdir / f"{name}.stderr.log")
             if text:
@@ -1013,6 +1046,12 @@ async def run(opts: Options, logdir: Path) -> int:
             "peak_rss_pass": b.result.peak_rss_mb <= TARGET_RSS_MB,
             "limited_by": why,
             "emulator_bound": emulator_bound,
+            "warnings": warnings(b.result, r, pinning),
+            "whole_run_delivery_match": {
+                "bridge": b.result.extra["whole_run_acked_from_log"]
+                == b.result.extra["whole_run_end_offsets"],
+                "raw": r.extra["whole_run_acked"] == r.extra["whole_run_end_offsets"],
+            },
         },
         "table": table,
         "hotspots": None if b.hotspots is None else asdict(b.hotspots),

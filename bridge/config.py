@@ -114,6 +114,12 @@ _SESSION_LIFETIME_SECONDS = 6 * 60 * 60
 _ECHO_LIMIT = 60
 
 
+SignatureScheme = Literal["webhook_id", "payload", "any"]
+_SIGNATURE_SCHEMES: tuple[SignatureScheme, ...] = ("webhook_id", "payload", "any")
+AssignMethod = Literal["POST", "GET"]
+_ASSIGN_METHODS: tuple[AssignMethod, ...] = ("POST", "GET")
+
+
 # --------------------------------------------------------------------------
 # Settings groups
 
@@ -203,6 +209,44 @@ class OpsSettings:
     host: str
     port: int
     shutdown_grace_seconds: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WebhookSettings:
+    """The webhook receiver: where it listens, what it accepts and publishes."""
+
+    host: str
+    port: int
+    path: str
+    signature_scheme: SignatureScheme
+    max_body_bytes: int
+    dedupe_capacity: int
+    publish_timeout_seconds: float
+    topic_deliveries: str
+    topic_tracking: str
+    topic_dead_letter: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CommandSettings:
+    """The command worker: topics, concurrency, politeness towards Sendstack."""
+
+    topic: str
+    results_topic: str
+    dead_letter_topic: str
+    state_topic: str
+    group_id: str
+    concurrency: int
+    rate_per_second: float
+    rate_burst: int
+    default_deadline_seconds: float
+    request_timeout_seconds: float
+    retry_initial_seconds: float
+    retry_max_seconds: float
+    breaker_failures: int
+    breaker_reset_seconds: float
+    max_message_bytes: int
+    assign_method: AssignMethod
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -944,6 +988,222 @@ _SHUTDOWN_GRACE: Variable[float] = Variable(
     description="On SIGTERM, flush and close within this, then cancel.",
 )
 
+# webhooks -----------------------------------------------------------------
+_WEBHOOK_HOST: Variable[str] = Variable(
+    name="BRIDGE_WEBHOOK_HOST",
+    group="webhooks",
+    field="host",
+    kind=_text(r"\S+", what="a host name or address"),
+    default="0.0.0.0",  # noqa: S104 - Sendstack must reach it
+    description="Address the webhook receiver binds.",
+)
+_WEBHOOK_PORT: Variable[int] = Variable(
+    name="BRIDGE_WEBHOOK_PORT",
+    group="webhooks",
+    field="port",
+    kind=_integer(ge=0, le=65535),
+    default=8080,
+    description="Port of the webhook receiver (0: any free port).",
+)
+_WEBHOOK_PATH: Variable[str] = Variable(
+    name="BRIDGE_WEBHOOK_PATH",
+    group="webhooks",
+    field="path",
+    kind=_text(r"/\S*", what="a URL path starting with /"),
+    default="/webhooks/sendstack",
+    description="Path Sendstack posts webhooks to.",
+)
+_WEBHOOK_SIGNATURE_SCHEME: Variable[SignatureScheme] = Variable(
+    name="BRIDGE_WEBHOOK_SIGNATURE_SCHEME",
+    group="webhooks",
+    field="signature_scheme",
+    kind=_choice(_SIGNATURE_SCHEMES),
+    default="any",
+    description=(
+        "Which x-sendstack-signature scheme to accept: webhook_id (current"
+        " docs: HMAC of the JSON-encoded webhookId), payload (legacy: HMAC of"
+        " the whole body) or any."
+    ),
+)
+_WEBHOOK_MAX_BODY_BYTES: Variable[int] = Variable(
+    name="BRIDGE_WEBHOOK_MAX_BODY_BYTES",
+    group="webhooks",
+    field="max_body_bytes",
+    kind=_integer(ge=1),
+    default=1_048_576,
+    description="Larger bodies get 413 without being read.",
+)
+_WEBHOOK_DEDUPE_CAPACITY: Variable[int] = Variable(
+    name="BRIDGE_WEBHOOK_DEDUPE_CAPACITY",
+    group="webhooks",
+    field="dedupe_capacity",
+    kind=_integer(ge=1),
+    default=100_000,
+    description="Recent webhookIds remembered, to drop Sendstack's retries.",
+)
+_WEBHOOK_PUBLISH_TIMEOUT_SECONDS: Variable[float] = Variable(
+    name="BRIDGE_WEBHOOK_PUBLISH_TIMEOUT_SECONDS",
+    group="webhooks",
+    field="publish_timeout_seconds",
+    kind=_number(gt=0),
+    default=10.0,
+    description="How long a webhook waits for Kafka's ack before answering 503.",
+)
+_WEBHOOK_TOPIC_DELIVERIES: Variable[str] = Variable(
+    name="BRIDGE_WEBHOOK_TOPIC_DELIVERIES",
+    group="webhooks",
+    field="topic_deliveries",
+    kind=_TOPIC,
+    default="sendstack.webhooks.deliveries",
+    description="Topic for delivery webhooks (order.*).",
+)
+_WEBHOOK_TOPIC_TRACKING: Variable[str] = Variable(
+    name="BRIDGE_WEBHOOK_TOPIC_TRACKING",
+    group="webhooks",
+    field="topic_tracking",
+    kind=_TOPIC,
+    default="sendstack.webhooks.tracking-events",
+    description="Topic for live-tracking event webhooks.",
+)
+_WEBHOOK_TOPIC_DEAD_LETTER: Variable[str] = Variable(
+    name="BRIDGE_WEBHOOK_TOPIC_DEAD_LETTER",
+    group="webhooks",
+    field="topic_dead_letter",
+    kind=_TOPIC,
+    default="sendstack.webhooks.dlq",
+    description="Topic for webhooks that were verified but not understood.",
+)
+
+# commands -----------------------------------------------------------------
+_COMMANDS_TOPIC: Variable[str] = Variable(
+    name="BRIDGE_COMMANDS_TOPIC",
+    group="commands",
+    field="topic",
+    kind=_TOPIC,
+    default="sendstack.commands",
+    description="Topic the command worker consumes.",
+)
+_COMMANDS_RESULTS_TOPIC: Variable[str] = Variable(
+    name="BRIDGE_COMMANDS_RESULTS_TOPIC",
+    group="commands",
+    field="results_topic",
+    kind=_TOPIC,
+    default="sendstack.commands.results",
+    description="Topic with one result per command, keyed by command id.",
+)
+_COMMANDS_DEAD_LETTER_TOPIC: Variable[str] = Variable(
+    name="BRIDGE_COMMANDS_DEAD_LETTER_TOPIC",
+    group="commands",
+    field="dead_letter_topic",
+    kind=_TOPIC,
+    default="sendstack.commands.dlq",
+    description="Topic for rejected and failed commands.",
+)
+_COMMANDS_STATE_TOPIC: Variable[str] = Variable(
+    name="BRIDGE_COMMANDS_STATE_TOPIC",
+    group="commands",
+    field="state_topic",
+    kind=_TOPIC,
+    default="sendstack.commands.state",
+    description="Compacted topic recording in-flight and done command ids.",
+)
+_COMMANDS_GROUP_ID: Variable[str] = Variable(
+    name="BRIDGE_COMMANDS_GROUP_ID",
+    group="commands",
+    field="group_id",
+    kind=_text(r"\S+", what="a consumer group id"),
+    default="sendstack-bridge-commands",
+    description="Kafka consumer group of the command workers.",
+)
+_COMMANDS_CONCURRENCY: Variable[int] = Variable(
+    name="BRIDGE_COMMANDS_CONCURRENCY",
+    group="commands",
+    field="concurrency",
+    kind=_integer(ge=1, le=1024),
+    default=8,
+    description="Commands executed at once (per worker); one delivery at a time.",
+)
+_COMMANDS_RATE_PER_SECOND: Variable[float] = Variable(
+    name="BRIDGE_COMMANDS_RATE_PER_SECOND",
+    group="commands",
+    field="rate_per_second",
+    kind=_number(gt=0),
+    default=10.0,
+    description="Sendstack API calls per second, shared by every command.",
+)
+_COMMANDS_RATE_BURST: Variable[int] = Variable(
+    name="BRIDGE_COMMANDS_RATE_BURST",
+    group="commands",
+    field="rate_burst",
+    kind=_integer(ge=1),
+    default=20,
+    description="Calls that may go at once after a quiet spell.",
+)
+_COMMANDS_DEFAULT_DEADLINE_SECONDS: Variable[float] = Variable(
+    name="BRIDGE_COMMANDS_DEFAULT_DEADLINE_SECONDS",
+    group="commands",
+    field="default_deadline_seconds",
+    kind=_number(gt=0),
+    default=120.0,
+    description="Deadline of a command that names none.",
+)
+_COMMANDS_REQUEST_TIMEOUT_SECONDS: Variable[float] = Variable(
+    name="BRIDGE_COMMANDS_REQUEST_TIMEOUT_SECONDS",
+    group="commands",
+    field="request_timeout_seconds",
+    kind=_number(gt=0),
+    default=15.0,
+    description="Timeout of one Sendstack API call.",
+)
+_COMMANDS_RETRY_INITIAL_SECONDS: Variable[float] = Variable(
+    name="BRIDGE_COMMANDS_RETRY_INITIAL_SECONDS",
+    group="commands",
+    field="retry_initial_seconds",
+    kind=_number(gt=0),
+    default=0.5,
+    description="First retry delay after a 5xx, a timeout or a bare 429.",
+)
+_COMMANDS_RETRY_MAX_SECONDS: Variable[float] = Variable(
+    name="BRIDGE_COMMANDS_RETRY_MAX_SECONDS",
+    group="commands",
+    field="retry_max_seconds",
+    kind=_number(gt=0),
+    default=30.0,
+    description="Longest delay between retries.",
+)
+_COMMANDS_BREAKER_FAILURES: Variable[int] = Variable(
+    name="BRIDGE_COMMANDS_BREAKER_FAILURES",
+    group="commands",
+    field="breaker_failures",
+    kind=_integer(ge=1),
+    default=5,
+    description="Consecutive 5xx/timeouts that open the circuit breaker.",
+)
+_COMMANDS_BREAKER_RESET_SECONDS: Variable[float] = Variable(
+    name="BRIDGE_COMMANDS_BREAKER_RESET_SECONDS",
+    group="commands",
+    field="breaker_reset_seconds",
+    kind=_number(gt=0),
+    default=30.0,
+    description="How long the breaker stays open before one trial call.",
+)
+_COMMANDS_MAX_MESSAGE_BYTES: Variable[int] = Variable(
+    name="BRIDGE_COMMANDS_MAX_MESSAGE_BYTES",
+    group="commands",
+    field="max_message_bytes",
+    kind=_integer(ge=1),
+    default=1_048_576,
+    description="Larger command messages are rejected.",
+)
+_COMMANDS_ASSIGN_METHOD: Variable[AssignMethod] = Variable(
+    name="BRIDGE_COMMANDS_ASSIGN_METHOD",
+    group="commands",
+    field="assign_method",
+    kind=_choice(_ASSIGN_METHODS),
+    default="POST",
+    description="HTTP method of Assign Drop (the docs show both GET and POST).",
+)
+
 # log ----------------------------------------------------------------------
 _LOG_LEVEL: Variable[LogLevel] = Variable(
     name="BRIDGE_LOG_LEVEL",
@@ -1016,6 +1276,32 @@ VARIABLES: tuple[Variable[Any], ...] = (
     _SHUTDOWN_GRACE,
     _LOG_LEVEL,
     _LOG_FORMAT,
+    _WEBHOOK_HOST,
+    _WEBHOOK_PORT,
+    _WEBHOOK_PATH,
+    _WEBHOOK_SIGNATURE_SCHEME,
+    _WEBHOOK_MAX_BODY_BYTES,
+    _WEBHOOK_DEDUPE_CAPACITY,
+    _WEBHOOK_PUBLISH_TIMEOUT_SECONDS,
+    _WEBHOOK_TOPIC_DELIVERIES,
+    _WEBHOOK_TOPIC_TRACKING,
+    _WEBHOOK_TOPIC_DEAD_LETTER,
+    _COMMANDS_TOPIC,
+    _COMMANDS_RESULTS_TOPIC,
+    _COMMANDS_DEAD_LETTER_TOPIC,
+    _COMMANDS_STATE_TOPIC,
+    _COMMANDS_GROUP_ID,
+    _COMMANDS_CONCURRENCY,
+    _COMMANDS_RATE_PER_SECOND,
+    _COMMANDS_RATE_BURST,
+    _COMMANDS_DEFAULT_DEADLINE_SECONDS,
+    _COMMANDS_REQUEST_TIMEOUT_SECONDS,
+    _COMMANDS_RETRY_INITIAL_SECONDS,
+    _COMMANDS_RETRY_MAX_SECONDS,
+    _COMMANDS_BREAKER_FAILURES,
+    _COMMANDS_BREAKER_RESET_SECONDS,
+    _COMMANDS_MAX_MESSAGE_BYTES,
+    _COMMANDS_ASSIGN_METHOD,
 )
 """Every settings variable, in documentation order."""
 
@@ -1041,6 +1327,8 @@ _GROUP_TYPES: Mapping[str, type] = MappingProxyType(
         "buffer": BufferSettings,
         "ops": OpsSettings,
         "log": LogSettings,
+        "webhooks": WebhookSettings,
+        "commands": CommandSettings,
     }
 )
 
@@ -1048,7 +1336,11 @@ GROUP_NAMES: tuple[str, ...] = tuple(_GROUP_TYPES)
 """The `Settings` fields, in order; also the names `require` accepts."""
 
 REQUIREMENTS: Mapping[str, frozenset[str]] = MappingProxyType(
-    {"stream": frozenset({"sendstack", "kafka"})}
+    {
+        "stream": frozenset({"sendstack", "kafka"}),
+        "webhooks": frozenset({"sendstack", "kafka"}),
+        "commands": frozenset({"sendstack", "kafka"}),
+    }
 )
 """The groups each subcommand needs; pass one as ``require=``."""
 
@@ -1076,6 +1368,8 @@ class Settings:
     buffer: BufferSettings
     ops: OpsSettings
     log: LogSettings
+    webhooks: WebhookSettings
+    commands: CommandSettings
 
     @classmethod
     def from_env(
@@ -1113,6 +1407,8 @@ class Settings:
             buffer=_read_buffer(reader),
             ops=_read_ops(reader),
             log=_read_log(reader),
+            webhooks=_read_webhooks(reader),
+            commands=_read_commands(reader),
         )
         _check_together(reader, settings)
         reader.check_names()
@@ -1433,6 +1729,42 @@ def _read_ops(r: _Reader) -> OpsSettings:
 
 def _read_log(r: _Reader) -> LogSettings:
     return LogSettings(level=r(_LOG_LEVEL), format=r(_LOG_FORMAT))
+
+
+def _read_webhooks(r: _Reader) -> WebhookSettings:
+    return WebhookSettings(
+        host=r(_WEBHOOK_HOST),
+        port=r(_WEBHOOK_PORT),
+        path=r(_WEBHOOK_PATH),
+        signature_scheme=r(_WEBHOOK_SIGNATURE_SCHEME),
+        max_body_bytes=r(_WEBHOOK_MAX_BODY_BYTES),
+        dedupe_capacity=r(_WEBHOOK_DEDUPE_CAPACITY),
+        publish_timeout_seconds=r(_WEBHOOK_PUBLISH_TIMEOUT_SECONDS),
+        topic_deliveries=r(_WEBHOOK_TOPIC_DELIVERIES),
+        topic_tracking=r(_WEBHOOK_TOPIC_TRACKING),
+        topic_dead_letter=r(_WEBHOOK_TOPIC_DEAD_LETTER),
+    )
+
+
+def _read_commands(r: _Reader) -> CommandSettings:
+    return CommandSettings(
+        topic=r(_COMMANDS_TOPIC),
+        results_topic=r(_COMMANDS_RESULTS_TOPIC),
+        dead_letter_topic=r(_COMMANDS_DEAD_LETTER_TOPIC),
+        state_topic=r(_COMMANDS_STATE_TOPIC),
+        group_id=r(_COMMANDS_GROUP_ID),
+        concurrency=r(_COMMANDS_CONCURRENCY),
+        rate_per_second=r(_COMMANDS_RATE_PER_SECOND),
+        rate_burst=r(_COMMANDS_RATE_BURST),
+        default_deadline_seconds=r(_COMMANDS_DEFAULT_DEADLINE_SECONDS),
+        request_timeout_seconds=r(_COMMANDS_REQUEST_TIMEOUT_SECONDS),
+        retry_initial_seconds=r(_COMMANDS_RETRY_INITIAL_SECONDS),
+        retry_max_seconds=r(_COMMANDS_RETRY_MAX_SECONDS),
+        breaker_failures=r(_COMMANDS_BREAKER_FAILURES),
+        breaker_reset_seconds=r(_COMMANDS_BREAKER_RESET_SECONDS),
+        max_message_bytes=r(_COMMANDS_MAX_MESSAGE_BYTES),
+        assign_method=r(_COMMANDS_ASSIGN_METHOD),
+    )
 
 
 def _check_at_least(

@@ -31,23 +31,18 @@ from bridge.core.codec import codec_by_name
 from bridge.core.records import OutboundRecord, Topics
 from bridge.core.retry import Backoff, FailureBudget
 from bridge.core.session import RotationPolicy
-from bridge.metrics import StreamMetrics
+from bridge.metrics import ReadyMetric, StreamMetrics
 from bridge.workers.session_keeper import SessionKeeper
 from bridge.workers.stream_pump import PumpOptions, StreamPump
 
 log = structlog.get_logger("bridge.app")
 
 
-def producer_settings(kafka: KafkaSettings) -> dict[str, Any]:
-    """aiokafka producer keyword arguments from our Kafka settings."""
+def client_settings(kafka: KafkaSettings) -> dict[str, Any]:
+    """aiokafka keyword arguments shared by producers and consumers."""
     kwargs: dict[str, Any] = {
         "bootstrap_servers": ",".join(kafka.bootstrap_servers),
         "client_id": kafka.client_id,
-        "acks": "all" if kafka.acks == "all" else int(kafka.acks),
-        "enable_idempotence": kafka.enable_idempotence,
-        "compression_type": None if kafka.compression == "none" else kafka.compression,
-        "linger_ms": kafka.linger_ms,
-        "max_batch_size": kafka.max_batch_bytes,
         "request_timeout_ms": kafka.request_timeout_ms,
         "retry_backoff_ms": kafka.retry_backoff_ms,
         "security_protocol": kafka.security_protocol,
@@ -61,6 +56,18 @@ def producer_settings(kafka: KafkaSettings) -> dict[str, Any]:
     if kafka.security_protocol in ("SSL", "SASL_SSL"):
         kwargs["ssl_context"] = ssl.create_default_context(cafile=kafka.ssl_cafile)
     return kwargs
+
+
+def producer_settings(kafka: KafkaSettings) -> dict[str, Any]:
+    """aiokafka producer keyword arguments from our Kafka settings."""
+    return {
+        **client_settings(kafka),
+        "acks": "all" if kafka.acks == "all" else int(kafka.acks),
+        "enable_idempotence": kafka.enable_idempotence,
+        "compression_type": None if kafka.compression == "none" else kafka.compression,
+        "linger_ms": kafka.linger_ms,
+        "max_batch_size": kafka.max_batch_bytes,
+    }
 
 
 def topics_of(settings: Settings) -> Topics:
@@ -166,6 +173,7 @@ class StreamApp:
             self.registry, self.readiness, host=s.ops.host, port=s.ops.port
         )
         self.metrics.session_expires_in.set_function(self.keeper.expires_in)
+        ReadyMetric(self.registry).track(self.readiness)
         self._end_to_end = self.metrics.end_to_end
 
     def _acked(self, record: OutboundRecord) -> None:

@@ -12,14 +12,17 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from bridge import __version__
 from bridge.config import REQUIREMENTS, Settings, load_settings, render_check_config
 from bridge.errors import ConfigError
 
-if TYPE_CHECKING:
-    from bridge.app import StreamApp
+
+class Runnable(Protocol):
+    """What every subcommand's app offers: run until ``stop`` is set."""
+
+    async def run(self, stop: asyncio.Event) -> int: ...
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -30,6 +33,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=__version__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("stream", help="tracking websocket -> Kafka")
+    sub.add_parser("webhooks", help="signed Sendstack webhooks -> Kafka")
+    sub.add_parser("commands", help="Kafka commands -> Sendstack API calls")
     check = sub.add_parser(
         "check-config", help="validate the configuration and print it"
     )
@@ -60,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ns = _parser().parse_args(args)
     if ns.command == "check-config":
         return _check_config(ns.for_command)
-    return _stream()
+    return _run(ns.command)
 
 
 def _load(command: str) -> Settings | None:
@@ -79,18 +84,37 @@ def _check_config(command: str) -> int:
     return 0
 
 
-def _stream() -> int:
-    settings = _load("stream")
+def _run(command: str) -> int:
+    settings = _load(command)
     if settings is None:
         return 2
-    from bridge.app import StreamApp
     from bridge.logs import configure_logging
 
-    configure_logging(settings.log.level, settings.log.format)
-    return asyncio.run(_serve(StreamApp(settings)))
+    configure_logging(
+        settings.log.level,
+        settings.log.format,
+        secrets=[settings.sendstack.app_secret] if settings.sendstack else [],
+        query_keys=[settings.stream.session_query_key],
+    )
+    return asyncio.run(_serve(_build(command, settings)))
 
 
-async def _serve(app: StreamApp) -> int:
+def _build(command: str, settings: Settings) -> Runnable:
+    # Imported lazily: each subcommand loads only the adapters it runs.
+    if command == "webhooks":
+        from bridge.app_webhooks import WebhookApp
+
+        return WebhookApp(settings)
+    if command == "commands":
+        from bridge.app_commands import CommandApp
+
+        return CommandApp(settings)
+    from bridge.app import StreamApp
+
+    return StreamApp(settings)
+
+
+async def _serve(app: Runnable) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 

@@ -246,6 +246,7 @@ class CommandSettings:
     breaker_failures: int
     breaker_reset_seconds: float
     max_message_bytes: int
+    session_timeout_ms: int
     assign_method: AssignMethod
 
 
@@ -1195,6 +1196,17 @@ _COMMANDS_MAX_MESSAGE_BYTES: Variable[int] = Variable(
     default=1_048_576,
     description="Larger command messages are rejected.",
 )
+_COMMANDS_SESSION_TIMEOUT_MS: Variable[int] = Variable(
+    name="BRIDGE_COMMANDS_SESSION_TIMEOUT_MS",
+    group="commands",
+    field="session_timeout_ms",
+    kind=_integer(ge=1000),
+    default=10_000,
+    description=(
+        "Consumer-group session timeout: how soon a dead worker's partitions"
+        " move to another worker."
+    ),
+)
 _COMMANDS_ASSIGN_METHOD: Variable[AssignMethod] = Variable(
     name="BRIDGE_COMMANDS_ASSIGN_METHOD",
     group="commands",
@@ -1301,6 +1313,7 @@ VARIABLES: tuple[Variable[Any], ...] = (
     _COMMANDS_BREAKER_FAILURES,
     _COMMANDS_BREAKER_RESET_SECONDS,
     _COMMANDS_MAX_MESSAGE_BYTES,
+    _COMMANDS_SESSION_TIMEOUT_MS,
     _COMMANDS_ASSIGN_METHOD,
 )
 """Every settings variable, in documentation order."""
@@ -1763,6 +1776,7 @@ def _read_commands(r: _Reader) -> CommandSettings:
         breaker_failures=r(_COMMANDS_BREAKER_FAILURES),
         breaker_reset_seconds=r(_COMMANDS_BREAKER_RESET_SECONDS),
         max_message_bytes=r(_COMMANDS_MAX_MESSAGE_BYTES),
+        session_timeout_ms=r(_COMMANDS_SESSION_TIMEOUT_MS),
         assign_method=r(_COMMANDS_ASSIGN_METHOD),
     )
 

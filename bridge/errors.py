@@ -15,7 +15,8 @@ genuine bugs. Retryability lives on the type::
     ├── PublishError                 Kafka refused or timed out   (retryable)
     └── CommandError
         ├── RestRejected             4xx other than 401/429       (not retryable)
-        └── RestUnavailable          5xx, timeouts, connect errors (retryable)
+        └── RestUnavailable          5xx, timeouts, connect errors (retryable;
+                                     ``ambiguous`` if it may have taken effect)
 
 Messages never carry a token, a secret or a ``?session=`` URL.
 """
@@ -98,6 +99,19 @@ class RestRejected(CommandError):
 
 
 class RestUnavailable(CommandError):
-    """5xx, timeout or connection error; the request may be retried."""
+    """5xx, timeout or connection error; the request may be retried.
+
+    ``ambiguous`` is True when the request may have reached Sendstack (a
+    timeout or a dropped connection after it was sent), so it may have taken
+    effect; False when it certainly did not (connection refused, DNS, TLS,
+    pool timeout). ``status`` is the HTTP status when there was a reply.
+    """
 
     retryable = True
+
+    def __init__(
+        self, message: str, *, ambiguous: bool = True, status: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.ambiguous = ambiguous
+        self.status = status

@@ -7,6 +7,8 @@ so dashboards see zero series instead of missing ones.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 ITEM_KINDS = ("position", "device_status", "event")
@@ -192,3 +194,201 @@ class StreamMetrics:
 def dlq_reason_label(reason: str) -> str:
     """Map a codec rejection reason to the bounded label set."""
     return reason if reason in DLQ_REASONS else "other"
+
+
+class ReadyMetric:
+    """``bridge_ready``: 1 while the app's readiness checks all pass, else 0.
+
+    Every app (``stream``, ``webhooks``, ``commands``) registers one and hands
+    it the same check that ``/readyz`` answers with; the value is computed at
+    scrape time, so it is current even when nothing probes ``/readyz``.
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.gauge = Gauge(
+            "bridge_ready",
+            "1 when the process is ready (what /readyz answers 200 for), else 0.",
+            registry=registry,
+        )
+
+    def track(self, readiness: Callable[[], Mapping[str, bool]]) -> None:
+        """Report ``all(readiness().values())`` at every scrape."""
+        self.gauge.set_function(lambda: float(all(readiness().values())))
+
+
+COMMAND_OUTCOMES = ("succeeded", "failed", "rejected")
+
+
+class CommandMetrics:
+    """Metrics of the ``commands`` path."""
+
+    def __init__(
+        self, registry: CollectorRegistry, command_types: tuple[str, ...]
+    ) -> None:
+        self.commands = Counter(
+            "bridge_commands_total",
+            "Commands finished, by type and outcome (one per command id).",
+            ["type", "outcome"],
+            registry=registry,
+        )
+        self.duration = Histogram(
+            "bridge_commands_duration_seconds",
+            "Time from taking a command to publishing its result.",
+            ["type"],
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.retries = Counter(
+            "bridge_commands_retries_total",
+            "API attempts beyond the first, by command type.",
+            ["type"],
+            registry=registry,
+        )
+        self.api_calls = Counter(
+            "bridge_commands_api_calls_total",
+            "Calls to Sendstack's API, by status class (2xx, 4xx, 429, 5xx, error).",
+            ["status"],
+            registry=registry,
+        )
+        self.rate_limiter_wait = Counter(
+            "bridge_commands_rate_limiter_wait_seconds_total",
+            "Time commands waited for the shared rate limiter.",
+            registry=registry,
+        )
+        self.in_flight = Gauge(
+            "bridge_commands_in_flight",
+            "Commands taken from Kafka and not yet finished.",
+            registry=registry,
+        )
+        self.consumer_lag = Gauge(
+            "bridge_commands_consumer_lag",
+            "Messages in the command topic not yet consumed, by partition.",
+            ["partition"],
+            registry=registry,
+        )
+        self.breaker_open = Gauge(
+            "bridge_commands_breaker_open",
+            "1 while the circuit breaker holds calls back.",
+            registry=registry,
+        )
+        self.auth_blocked = Gauge(
+            "bridge_commands_auth_blocked",
+            "1 while calls are stopped after a 401 (credentials refused).",
+            registry=registry,
+        )
+        self.duplicates = Counter(
+            "bridge_commands_duplicates_skipped_total",
+            "Redelivered commands whose result already existed.",
+            registry=registry,
+        )
+        self.reconciled = Counter(
+            "bridge_commands_reconciled_total",
+            "Ambiguous earlier attempts resolved by reading Sendstack, by finding.",
+            ["found"],
+            registry=registry,
+        )
+        self.dead_lettered = Counter(
+            "bridge_commands_dead_lettered_total",
+            "Commands sent to the dead-letter topic, by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        for command_type in command_types:
+            for outcome in COMMAND_OUTCOMES:
+                self.commands.labels(command_type, outcome)
+            self.duration.labels(command_type)
+            self.retries.labels(command_type)
+        for status in ("2xx", "4xx", "429", "5xx", "error"):
+            self.api_calls.labels(status)
+        for found in ("yes", "no"):
+            self.reconciled.labels(found)
+
+
+# -- webhooks ----------------------------------------------------------------
+
+WEBHOOK_OUTCOMES = (
+    "accepted",
+    "dead_lettered",
+    "duplicate",
+    "bad_signature",
+    "missing_signature",
+    "malformed",
+    "too_large",
+    "unavailable",
+    "not_found",
+)
+WEBHOOK_FAMILIES = ("delivery", "tracking", "dead_letter")
+WEBHOOK_DLQ_REASONS = (
+    "missing_webhook_id",
+    "missing_event_type",
+    "invalid_event_type",
+    "unknown_event_type",
+    "oversize",
+    "other",
+)
+WEBHOOK_SCHEMES = ("webhook_id", "payload")
+WEBHOOK_UNAVAILABLE = ("disconnected", "timeout", "full", "failed")
+
+
+class WebhookMetrics:
+    """Metrics of the ``webhooks`` path (the receiver; Kafka's are the sink's)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter(
+            "bridge_webhook_requests_total",
+            "Webhook requests answered, by outcome (2xx: accepted, dead_lettered, "
+            "duplicate).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.unavailable = Counter(
+            "bridge_webhook_unavailable_total",
+            "Webhooks answered 503 so that Sendstack retries, by cause.",
+            ["cause"],
+            registry=registry,
+        )
+        self.verified = Counter(
+            "bridge_webhook_verified_total",
+            "Webhooks whose signature verified, by scheme (webhook_id: current, "
+            "payload: legacy).",
+            ["scheme"],
+            registry=registry,
+        )
+        self.published = Counter(
+            "bridge_webhook_records_published_total",
+            "Webhook records acknowledged by Kafka, by family (dead_letter included).",
+            ["family"],
+            registry=registry,
+        )
+        self.dead_lettered = Counter(
+            "bridge_webhook_dead_lettered_total",
+            "Verified webhooks sent to the dead-letter topic, by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        self.publish_seconds = Histogram(
+            "bridge_webhook_publish_seconds",
+            "Time from receiving a webhook to Kafka's ack of its record.",
+            buckets=(0.001, 0.0025, *_LATENCY_BUCKETS),
+            registry=registry,
+        )
+        self.in_flight = Gauge(
+            "bridge_webhook_in_flight_records",
+            "Webhook records handed to the producer and not yet acknowledged.",
+            registry=registry,
+        )
+        for outcome in WEBHOOK_OUTCOMES:
+            self.requests.labels(outcome)
+        for cause in WEBHOOK_UNAVAILABLE:
+            self.unavailable.labels(cause)
+        for scheme in WEBHOOK_SCHEMES:
+            self.verified.labels(scheme)
+        for family in WEBHOOK_FAMILIES:
+            self.published.labels(family)
+        for reason in WEBHOOK_DLQ_REASONS:
+            self.dead_lettered.labels(reason)
+
+
+def webhook_dlq_reason_label(reason: str) -> str:
+    """Map a webhook dead-letter reason to the bounded label set."""
+    return reason if reason in WEBHOOK_DLQ_REASONS else "other"

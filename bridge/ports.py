@@ -7,11 +7,15 @@ only ``bridge.errors`` types for expected failures.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from bridge.core.records import OutboundRecord
 from bridge.secrets import Secret
+
+if TYPE_CHECKING:
+    from bridge.core.commands import RestRequest
 
 
 class Clock(Protocol):
@@ -95,3 +99,67 @@ class RecordSink(Protocol):
         ...
 
     def statistics(self) -> SinkStatistics: ...
+
+
+# -- commands ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SourceMessage:
+    """One command message as consumed from Kafka."""
+
+    topic: str
+    partition: int
+    offset: int
+    value: bytes
+
+
+class RebalanceHandler(Protocol):
+    """What the command worker does when partitions move."""
+
+    async def on_revoked(self, partitions: set[int]) -> None: ...
+
+    async def on_assigned(self, partitions: set[int]) -> None: ...
+
+
+class CommandSource(Protocol):
+    """The command topic, consumed in a group with manual commits."""
+
+    async def fetch(self, max_records: int, wait: float) -> list[SourceMessage]: ...
+
+    async def commit(self, offsets: dict[int, int]) -> None:
+        """Commit ``{partition: next offset to read}``."""
+        ...
+
+    def assignment(self) -> set[int]: ...
+
+    def lag(self) -> dict[int, int]: ...
+
+
+class AckingPublisher(Protocol):
+    """Publishes one record and returns only once Kafka acknowledged it.
+
+    Raises ``PublishError`` if Kafka did not acknowledge within its deadline.
+    """
+
+    async def publish(self, record: OutboundRecord) -> None: ...
+
+
+class StateLog(Protocol):
+    """Reads the command state and result topics, to know what was done."""
+
+    async def catch_up(self) -> list[tuple[str, str, bytes]]:
+        """Every (topic, key, value) written since the last call, up to the end."""
+        ...
+
+
+class RestGateway(Protocol):
+    """Sends one request to Sendstack's REST API.
+
+    Returns (status, body, headers); raises ``RestUnavailable`` (with
+    ``ambiguous`` set when the request may have reached Sendstack).
+    """
+
+    async def execute(
+        self, request: RestRequest
+    ) -> tuple[int, bytes, Mapping[str, str]]: ...

@@ -14,6 +14,24 @@ Endpoints (all JSON; ``conn`` selects one stream connection by id, default all):
     POST /admin/sessions/expire
     POST /admin/fleet            {"paused": bool, "max_frames_per_second": x|null,
                                   "frame_items": n}   (every key optional)
+
+Webhook endpoints (see ``bridge.emulator.webhooks``):
+
+    GET  /admin/webhooks[?limit=N]       counters and the last N deliveries
+    POST /admin/webhooks/send    {"url": U, "kind": K|"all", "count": N,
+                                  "scheme": "webhook_id"|"payload"|"none",
+                                  "tamper": bool, "duplicate": bool,
+                                  "max_attempts": N}   (only url required)
+    POST /admin/webhooks/ticker  {"url": U, "every": S, "scheme": ...} or
+                                 {"stop": true}
+
+Delivery endpoints (see ``bridge.emulator.deliveries.admin_routes``):
+
+    GET  /admin/requests[?key=K]   recorded requests, executions for key K
+    GET  /admin/deliveries         counters and armed faults
+    POST /admin/deliveries/wallet  {"balance": N}
+    POST /admin/faults/deliveries/{latency,fail-next,always,execute-then-drop,
+                                   reject-credentials,clear}
 """
 
 from __future__ import annotations
@@ -25,7 +43,9 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from bridge.adapters.http_server import HttpRequest, HttpResponse
+from bridge.emulator.deliveries import admin_routes as delivery_admin_routes
 from bridge.emulator.faults import SESSION_FAULT_MODES
+from bridge.emulator.webhooks import admin_routes as webhook_admin_routes
 
 if TYPE_CHECKING:
     from bridge.emulator.server import Emulator
@@ -99,6 +119,8 @@ class AdminApi:
             ("POST", "/admin/sessions/expire"): self._expire,
             ("POST", "/admin/fleet"): self._fleet,
         }
+        self._routes.update(delivery_admin_routes(emulator.deliveries))
+        self._routes.update(webhook_admin_routes(emulator.webhooks))
 
     async def __call__(self, request: HttpRequest) -> HttpResponse:
         # Bound to loopback already; refusing other peers guards against a

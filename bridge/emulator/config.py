@@ -48,6 +48,14 @@ class EmulatorConfig:
     lockout_threshold: int = 20
     lockout_window_seconds: float = 900.0
 
+    # Delivery Management (§14) and tracker events (§15.3): see deliveries.py.
+    wallet_balance: float = 1_000_000.0  # NGN; a booking costing more gets 422
+    drop_price: float = 2_750.0  # NGN per drop
+    # Sendstack documents no Idempotency-Key, so by default it is not honoured.
+    honour_idempotency_key: bool = False
+    delivery_latency_ms: float = 0.0  # added to every delivery endpoint
+    request_log_limit: int = 100_000  # requests kept for inspection
+
     # Websocket (path and query key are ASSUMED).
     ws_path: str = "/api/v1/tracking/stream"
     session_query_key: str = "session"
@@ -115,6 +123,10 @@ class EmulatorConfig:
             problems.append("history_per_device must be >= 1")
         if self.event_names not in ("traccar", "sendstack"):
             problems.append("event_names must be 'traccar' or 'sendstack'")
+        if not self.delivery_latency_ms >= 0 or not self.drop_price >= 0:
+            problems.append("delivery_latency_ms and drop_price must be >= 0")
+        if self.request_log_limit < 1:
+            problems.append("request_log_limit must be >= 1")
         if problems:
             raise ConfigError(problems)
 

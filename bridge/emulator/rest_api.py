@@ -11,7 +11,7 @@ import logging
 import math
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bridge.adapters.http_server import HttpRequest, HttpResponse
 from bridge.emulator.config import EmulatorConfig
@@ -23,6 +23,9 @@ from bridge.emulator.sessions import (
     SessionStore,
     credentials_match,
 )
+
+if TYPE_CHECKING:
+    from bridge.emulator.deliveries import DeliveryApi
 
 _log = logging.getLogger(__name__)
 
@@ -78,6 +81,7 @@ class RestApi:
         fleet: Fleet,
         session_faults: SessionFaults,
         on_replaced: Callable[[list[Session]], None],
+        deliveries: DeliveryApi | None = None,
     ) -> None:
         self._cfg = config
         self._sessions = sessions
@@ -85,6 +89,7 @@ class RestApi:
         self._fleet = fleet
         self._faults = session_faults
         self._on_replaced = on_replaced
+        self._deliveries = deliveries
         prefix = config.rest_prefix.rstrip("/")
         self._routes: dict[str, tuple[str, Callable[[HttpRequest], HttpResponse]]] = {
             prefix + config.session_path: ("POST", self._session),
@@ -97,6 +102,11 @@ class RestApi:
     async def __call__(self, request: HttpRequest) -> HttpResponse:
         route = self._routes.get(request.path.rstrip("/") or "/")
         if route is None:
+            if self._deliveries is not None:
+                # Delivery endpoints (§14, §15.3) share the credential check.
+                answer = await self._deliveries.handle(request, self._authenticate)
+                if answer is not None:
+                    return answer
             return fail_short(404, "Route not found")
         method, handler = route
         if request.method != method:

@@ -22,6 +22,7 @@ from bridge.adapters.http_server import HttpServer
 from bridge.emulator.admin_api import ADMIN_HOST, AdminApi
 from bridge.emulator.broadcast import HALF_OPEN, OPEN, Hub
 from bridge.emulator.config import EmulatorConfig
+from bridge.emulator.deliveries import DeliveryApi
 from bridge.emulator.faults import (
     SessionFaultMode,
     SessionFaults,
@@ -35,6 +36,12 @@ from bridge.emulator.pump import FramePump
 from bridge.emulator.rest_api import RestApi
 from bridge.emulator.sessions import FailureLimiter, Session, SessionStore
 from bridge.emulator.tracking_ws import TrackingServer
+from bridge.emulator.webhooks import (
+    RetryPolicy,
+    SignScheme,
+    WebhookDelivery,
+    WebhookOutbox,
+)
 
 _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -69,6 +76,10 @@ class Emulator:
             history_per_device=cfg.history_per_device,
         )
         self.session_faults = SessionFaults()
+        # Outgoing signed webhooks (see webhooks.py).
+        self.webhooks = WebhookOutbox(cfg.app_secret, seed=cfg.seed)
+        # Delivery endpoints: store, request log and faults (see deliveries.py).
+        self.deliveries = DeliveryApi(cfg, self.limiter)
         self._hub: Hub | None = None
         self._pump: FramePump | None = None
         self._tracking: TrackingServer | None = None
@@ -97,6 +108,7 @@ class Emulator:
             self.fleet,
             self.session_faults,
             self._on_sessions_replaced,
+            deliveries=self.deliveries,
         )
         self._http = HttpServer(
             self._rest, cfg.host, cfg.http_port, max_body_bytes=cfg.max_body_bytes
@@ -126,6 +138,7 @@ class Emulator:
 
     async def stop(self) -> None:
         """Stop generating, close every socket, stop every server."""
+        await self.webhooks.close()
         if self._pump is not None:
             await self._pump.stop()
         if self._tracking is not None:
@@ -235,6 +248,34 @@ class Emulator:
         """End every session now: tokens stop working, sockets close with 4001."""
         ended = self.sessions.expire_all()
         return self._need(self._tracking).end_sessions(ended, "session expired")
+
+    def executions(self, idempotency_key: str) -> int:
+        """How many delivery requests with this Idempotency-Key took effect."""
+        return self.deliveries.executions(idempotency_key)
+
+    # -- webhooks -------------------------------------------------------------------
+
+    async def send_webhooks(
+        self,
+        url: str,
+        kind: str = "new_delivery",
+        count: int = 1,
+        *,
+        scheme: SignScheme = "webhook_id",
+        tamper: bool = False,
+        duplicate: bool = False,
+        retry: RetryPolicy | None = None,
+    ) -> list[WebhookDelivery]:
+        """POST signed webhooks to ``url`` with retries (see ``webhooks.py``)."""
+        return await self.webhooks.send(
+            url,
+            kind,
+            count,
+            scheme=scheme,
+            tamper=tamper,
+            duplicate=duplicate,
+            retry=retry,
+        )
 
     def _on_sessions_replaced(self, replaced: list[Session]) -> None:
         self._need(self._tracking).end_sessions(replaced, "session replaced")
@@ -349,6 +390,8 @@ class Emulator:
                 },
                 **self._stream_faults,
             },
+            "deliveries": self.deliveries.stats(),
+            "webhooks": self.webhooks.stats(),
             "fleet": {
                 "paused": pump.paused,
                 "max_frames_per_second": pump.max_frames_per_second,

@@ -1,0 +1,212 @@
+"""The ``commands`` process: Kafka command messages → Sendstack API calls.
+
+Composition root of the command path: builds the consumer, the acking
+producer, the state log, the REST gateway and the executor from settings,
+runs the worker, and shuts down in order within the grace period (stop
+taking commands, let running ones finish, commit, leave the group, stop the
+producer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from collections.abc import Mapping
+
+import httpx
+import structlog
+from aiokafka import AIOKafkaConsumer
+from prometheus_client import CollectorRegistry
+
+from bridge.adapters.clock import SystemClock
+from bridge.adapters.kafka_commands import (
+    KafkaAckingPublisher,
+    KafkaCommandSource,
+    KafkaStateLog,
+)
+from bridge.adapters.kafka_producer import build_producer
+from bridge.adapters.ops_http import ops_server
+from bridge.adapters.sendstack_rest import SendstackRest
+from bridge.app import client_settings, producer_settings
+from bridge.config import KafkaSettings, SendstackSettings, Settings
+from bridge.core.breaker import CircuitBreaker
+from bridge.core.commands import COMMAND_TYPES, RestRequest
+from bridge.core.ratelimit import TokenBucket
+from bridge.core.retry import Backoff, FailureBudget
+from bridge.metrics import CommandMetrics, ReadyMetric
+from bridge.workers.command_executor import CommandExecutor
+from bridge.workers.command_worker import CommandWorker, WorkerOptions
+
+log = structlog.get_logger("bridge.app")
+
+# The cheapest authenticated read, used to learn when credentials work again.
+_PROBE = RestRequest(
+    method="GET",
+    path="/wallet/balance",
+    query=(),
+    body=None,
+    idempotency_key="credentials-probe",
+    reconcile=None,
+)
+
+
+class CommandApp:
+    """The ``commands`` process."""
+
+    def __init__(
+        self, settings: Settings, *, registry: CollectorRegistry | None = None
+    ) -> None:
+        self.settings = settings
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.metrics = CommandMetrics(self.registry, (*COMMAND_TYPES, "invalid"))
+        sendstack = settings.require(SendstackSettings)
+        kafka = settings.require(KafkaSettings)
+        c = settings.commands
+        clock = SystemClock()
+        self._http = httpx.AsyncClient(timeout=c.request_timeout_seconds)
+        gateway = SendstackRest(
+            self._http,
+            base_url=sendstack.base_url,
+            app_id=sendstack.app_id,
+            app_secret=sendstack.app_secret,
+            send_source=sendstack.send_source_header,
+        )
+        self.executor = CommandExecutor(
+            gateway,
+            clock=clock,
+            bucket=TokenBucket(
+                rate=c.rate_per_second, burst=c.rate_burst, now=clock.time()
+            ),
+            breaker=CircuitBreaker(
+                threshold=c.breaker_failures, reset_after=c.breaker_reset_seconds
+            ),
+            retry=Backoff(initial=c.retry_initial_seconds, maximum=c.retry_max_seconds),
+            auth_backoff=Backoff(
+                initial=settings.session.auth_backoff_initial_seconds,
+                maximum=settings.session.auth_backoff_max_seconds,
+            ),
+            auth_budget=FailureBudget(
+                max_failures=settings.session.auth_max_failures,
+                window=settings.session.auth_failure_window_seconds,
+            ),
+            probe=_PROBE,
+            metrics=self.metrics,
+        )
+        self.publisher = KafkaAckingPublisher(
+            functools.partial(build_producer, **producer_settings(kafka)),
+            timeout=max(30.0, kafka.request_timeout_ms / 1000 * 2),
+            retry=Backoff(initial=0.1, maximum=2.0),
+        )
+        consumer_kwargs = client_settings(kafka)
+        self.state_log = KafkaStateLog(
+            functools.partial(
+                AIOKafkaConsumer,
+                **consumer_kwargs,
+                group_id=None,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+            ),
+            [c.state_topic, c.results_topic],
+        )
+        self.worker = CommandWorker(
+            self.executor,
+            self.publisher,
+            self.state_log,
+            clock=clock,
+            options=WorkerOptions(
+                command_topic=c.topic,
+                results_topic=c.results_topic,
+                dead_letter_topic=c.dead_letter_topic,
+                state_topic=c.state_topic,
+                concurrency=c.concurrency,
+                max_outstanding=max(64, c.concurrency * 16),
+                default_deadline=c.default_deadline_seconds,
+                max_message_bytes=c.max_message_bytes,
+                assign_method=c.assign_method,
+            ),
+            metrics=self.metrics,
+        )
+        self.source = KafkaCommandSource(
+            functools.partial(
+                AIOKafkaConsumer,
+                **consumer_kwargs,
+                group_id=c.group_id,
+                session_timeout_ms=c.session_timeout_ms,
+                heartbeat_interval_ms=max(300, c.session_timeout_ms // 3),
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+            ),
+            topic=c.topic,
+            handler=self.worker,
+        )
+        self.worker.attach(self.source)
+        self.ops = ops_server(
+            self.registry,
+            self.readiness,
+            host=settings.ops.host,
+            port=settings.ops.port,
+        )
+        ReadyMetric(self.registry).track(self.readiness)
+
+    def readiness(self) -> Mapping[str, bool]:
+        """Ready: partitions assigned, Sendstack reachable, producer connected."""
+        return {
+            "partitions_assigned": bool(self.source.assignment()),
+            "sendstack_authorised": self.executor.authorised,
+            "sendstack_circuit_closed": not self.executor.breaker_open(),
+            "producer_connected": self.publisher.connected,
+        }
+
+    async def run(self, stop: asyncio.Event) -> int:
+        """Run until ``stop`` is set, then shut down within the grace period."""
+        try:
+            await self.ops.start()
+            await self._start_kafka(stop)
+        except BaseException:
+            await self._close()
+            raise
+        log.info("commands_started", ops_port=self.ops.port)
+        async with asyncio.TaskGroup() as group:
+            worker = group.create_task(self.worker.run(), name="command-worker")
+            await stop.wait()
+            grace = self.settings.ops.shutdown_grace_seconds
+            log.info("shutdown_started", grace_seconds=grace)
+            deadline = time.monotonic() + grace
+            await self.worker.stop(grace=max(0.1, deadline - time.monotonic() - 2))
+            worker.cancel()
+        await self._close()
+        log.info("shutdown_complete")
+        return 0
+
+    async def _start_kafka(self, stop: asyncio.Event) -> None:
+        # Kafka may come up after us: retry until it answers or we are told to stop.
+        attempt = 0
+        backoff = Backoff(initial=0.5, maximum=10.0)
+        while True:
+            try:
+                await self.publisher.start()
+                await self.state_log.start()
+                await self.source.start()
+            except Exception as exc:  # aiokafka raises several unrelated types here
+                await self.source.stop()
+                await self.state_log.stop()
+                await self.publisher.stop()
+                if stop.is_set():
+                    raise
+                delay = backoff.delay(attempt, 0.5)
+                log.warning(
+                    "kafka_unavailable", error=type(exc).__name__, retry_in=delay
+                )
+                attempt += 1
+                await asyncio.sleep(delay)
+            else:
+                return
+
+    async def _close(self) -> None:
+        await self.source.stop()
+        await self.state_log.stop()
+        await self.executor.stop()
+        await self.publisher.stop()
+        await self._http.aclose()
+        await self.ops.stop()

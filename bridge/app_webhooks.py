@@ -1,0 +1,220 @@
+"""The composition root of the ``webhooks`` process: signed webhooks → Kafka.
+
+The only module that knows the concrete adapters of this process: the h11
+webhook server (`WebhookHttpServer`), the acknowledging Kafka sink
+(`AckingSink` over `KafkaRecordSink`) and the ops server. `WebhookApp.run`
+starts the ops server and the receiver at once (while Kafka is unreachable
+every webhook gets 503, so Sendstack keeps it and retries), connects the
+producer in the background, and on ``stop`` shuts down in order within
+``BRIDGE_SHUTDOWN_GRACE_SECONDS``: stop intake (no new connections; requests
+being handled may finish), flush the producer, stop it, stop the ops server.
+Nothing was answered 2xx that Kafka does not hold, so a shutdown that runs out
+of time loses nothing Sendstack considers delivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from collections.abc import Mapping
+
+import structlog
+from prometheus_client import CollectorRegistry
+
+from bridge.adapters.clock import SystemClock
+from bridge.adapters.kafka_producer import AckCallback, KafkaRecordSink, build_producer
+from bridge.adapters.ops_http import ops_server
+from bridge.adapters.webhook_http import WebhookHttpServer
+from bridge.adapters.webhook_sink import AckingSink
+from bridge.app import producer_settings
+from bridge.config import (
+    KafkaSettings,
+    SendstackSettings,
+    Settings,
+    SignatureScheme,
+)
+from bridge.core import webhooks
+from bridge.core.retry import Backoff
+from bridge.metrics import ReadyMetric, StreamMetrics, WebhookMetrics
+from bridge.workers.webhook_receiver import ReceiverOptions, WebhookReceiver
+
+log = structlog.get_logger("bridge.app_webhooks")
+
+_WILDCARD_HOSTS = ("0.0.0.0", "::", "")  # noqa: S104 - only used to build URLs
+
+
+def accepted_schemes(setting: SignatureScheme) -> tuple[webhooks.Scheme, ...]:
+    """The schemes ``BRIDGE_WEBHOOK_SIGNATURE_SCHEME`` accepts (``any``: both)."""
+    if setting == "any":
+        return webhooks.SCHEMES
+    return (setting,)
+
+
+class WebhookApp:
+    """The ``webhooks`` process: Sendstack webhooks → Kafka, acked before 2xx."""
+
+    def __init__(
+        self, settings: Settings, *, registry: CollectorRegistry | None = None
+    ) -> None:
+        self.settings = settings
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.metrics = WebhookMetrics(self.registry)
+        self.clock = SystemClock()
+        s = settings
+        wh = s.webhooks
+        kafka = s.require(KafkaSettings)
+        secret = s.require(SendstackSettings).app_secret
+        self.topics = webhooks.WebhookTopics(
+            deliveries=wh.topic_deliveries,
+            tracking=wh.topic_tracking,
+            dead_letter=wh.topic_dead_letter,
+        )
+        # KafkaRecordSink reports through StreamMetrics. Its Kafka and buffer
+        # metrics are exported here; the stream-only ones (sockets, sessions)
+        # stay in a private registry so that this process does not show them.
+        sink_metrics = StreamMetrics(CollectorRegistry())
+        for metric in (
+            sink_metrics.kafka_send_seconds,
+            sink_metrics.kafka_errors,
+            sink_metrics.buffer_records,
+            sink_metrics.buffer_bytes,
+            sink_metrics.buffer_full_seconds,
+        ):
+            self.registry.register(metric)
+
+        def make_sink(on_ack: AckCallback) -> KafkaRecordSink:
+            return KafkaRecordSink(
+                functools.partial(build_producer, **producer_settings(kafka)),
+                max_records=s.buffer.max_records,
+                max_bytes=s.buffer.max_bytes,
+                retry_backoff=Backoff(
+                    initial=s.buffer.publish_retry_initial_seconds,
+                    maximum=s.buffer.publish_retry_max_seconds,
+                ),
+                metrics=sink_metrics,
+                topic_kinds={
+                    self.topics.deliveries: "webhook_delivery",
+                    self.topics.tracking: "webhook_tracking",
+                    self.topics.dead_letter: "dead_letter",
+                },
+                on_ack=on_ack,
+            )
+
+        self.sink = AckingSink(make_sink)
+        self.receiver = WebhookReceiver(
+            self.sink,
+            verifier=webhooks.SignatureVerifier(
+                secret.reveal().encode(), accepted_schemes(wh.signature_scheme)
+            ),
+            topics=self.topics,
+            options=ReceiverOptions(
+                path=wh.path,
+                accept=accepted_schemes(wh.signature_scheme),
+                publish_timeout=wh.publish_timeout_seconds,
+                dedupe_capacity=wh.dedupe_capacity,
+                max_body_bytes=wh.max_body_bytes,
+                max_in_flight_records=s.buffer.max_records,
+                max_in_flight_bytes=s.buffer.max_bytes,
+            ),
+            clock=self.clock,
+            metrics=self.metrics,
+        )
+        self.http = WebhookHttpServer(
+            self.receiver.handle,
+            self.receiver.count,
+            wh.host,
+            wh.port,
+            max_body_bytes=wh.max_body_bytes,
+        )
+        self.ops = ops_server(
+            self.registry, self.readiness, host=s.ops.host, port=s.ops.port
+        )
+        ReadyMetric(self.registry).track(self.readiness)
+
+    @property
+    def webhook_url(self) -> str:
+        """Where to POST webhooks (a wildcard bind is given as 127.0.0.1)."""
+        host = self.settings.webhooks.host
+        if host in _WILDCARD_HOSTS:
+            host = "127.0.0.1"
+        elif ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.http.port}{self.settings.webhooks.path}"
+
+    def readiness(self) -> Mapping[str, bool]:
+        """Ready: the producer is connected and the receiver is listening."""
+        return {
+            "producer_connected": self.sink.is_connected(),
+            "receiver_listening": bool(self.http.sockets_names),
+        }
+
+    async def run(self, stop: asyncio.Event) -> int:
+        """Run until ``stop`` is set, then shut down within the grace period."""
+        await self.ops.start()
+        try:
+            await self.http.start()
+        except BaseException:
+            await self.ops.stop()
+            raise
+        log.info(
+            "webhooks_listening",
+            port=self.http.port,
+            path=self.settings.webhooks.path,
+            ops_port=self.ops.port,
+        )
+        async with asyncio.TaskGroup() as group:
+            connect = group.create_task(self._start_sink(), name="kafka-connect")
+            await stop.wait()
+            log.info(
+                "shutdown_started",
+                grace_seconds=self.settings.ops.shutdown_grace_seconds,
+            )
+            connect.cancel()
+        await self._shutdown()
+        return 0
+
+    async def _start_sink(self) -> None:
+        # Kafka may come up after us: answer 503 until it does.
+        attempt = 0
+        backoff = Backoff(initial=0.5, maximum=10.0)
+        while True:
+            try:
+                await self.sink.start()
+            except Exception as exc:  # aiokafka raises several unrelated types here
+                delay = backoff.delay(attempt, 0.5)
+                log.warning(
+                    "kafka_unavailable", error=type(exc).__name__, retry_in=delay
+                )
+                attempt += 1
+                await asyncio.sleep(delay)
+            else:
+                log.info("kafka_connected")
+                return
+
+    async def _shutdown(self) -> None:
+        grace = self.settings.ops.shutdown_grace_seconds
+        deadline = time.monotonic() + grace
+        # Keep a quarter of the grace to stop the producer, which closes its
+        # connections only once its own pending batches are done or expired.
+        flush_deadline = deadline - grace / 4
+
+        def left(until: float = deadline) -> float:
+            return max(0.1, until - time.monotonic())
+
+        # Requests being answered wait for their ack at most the publish timeout.
+        await self.http.stop(
+            grace=min(left(), self.settings.webhooks.publish_timeout_seconds + 1.0)
+        )
+        flushed = await self.sink.drain(left(flush_deadline))
+        stats = self.sink.statistics()
+        if not flushed:
+            # Their webhooks were answered 503 (or not at all): Sendstack retries.
+            log.error("shutdown_unflushed", records=stats.in_flight_records)
+        try:
+            async with asyncio.timeout(left()):
+                await self.sink.stop()
+        except TimeoutError:
+            log.exception("producer_stop_timed_out")
+        await self.ops.stop()
+        log.info("shutdown_complete", flushed=flushed, acked=stats.acked)

@@ -1,0 +1,297 @@
+"""The webhook receiver: one request in, one answer out, 2xx only once Kafka has it.
+
+Theory of operation
+-------------------
+``handle`` runs for every request the HTTP adapter hands it, in this order
+(each step answers at once when it decides):
+
+1. Wrong path: 404; wrong method: 405. Over ``max_body_bytes``: 413 (the
+   HTTP adapter refuses such bodies before reading them; this is a backstop).
+2. No ``x-sendstack-signature``: **401** ``missing_signature``. A body that is
+   not a JSON object: **400** ``malformed``. A signature that matches no
+   accepted scheme: **401** ``bad_signature``. Nothing is published for any
+   of these, and each has its counter.
+3. The pure core (`bridge.core.webhooks.plan`) turns the verified body into
+   one record: data (by family) or dead letter (with a reason).
+4. De-duplication on the ``webhookId`` (`RecentIds`, bounded) is safe with
+   "2xx only after Kafka's ack":
+
+   * an id is remembered only **after** Kafka acknowledged its record, so a
+     retry after a failure is published, not dropped;
+   * while a record is in flight its id maps to its ack future, and a
+     concurrent duplicate waits for that same future (within its own
+     timeout) and answers as the first would, instead of publishing again;
+   * the future outlives a 503: the sink keeps retrying the record, and if
+     Kafka acknowledges it later the id is remembered then, so Sendstack's
+     retry of a webhook we answered 503 is recognised as a duplicate and
+     never written twice.
+5. If the producer is disconnected (not started, or its last send failed),
+   or the in-flight records already fill the bound: **503** at once, nothing
+   handed over, so the retry is the one that publishes. Otherwise the record
+   is submitted and the request waits up to ``publish_timeout`` for the ack:
+   **200** (``accepted``, ``dead_lettered``), or **503** with ``Retry-After``.
+
+The worker knows nothing of HTTP libraries or Kafka clients: it gets plain
+`WebhookRequest` values and a publisher port, and returns `WebhookReply`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+import structlog
+
+from bridge.core import webhooks
+from bridge.core.dedupe import RecentIds
+from bridge.core.records import OutboundRecord, iso_ms
+from bridge.core.webhooks import Outcome, WebhookReply, WebhookRequest
+from bridge.metrics import WebhookMetrics, webhook_dlq_reason_label
+from bridge.ports import Clock
+
+log = structlog.get_logger("bridge.webhooks")
+
+
+class AckingPublisher(Protocol):
+    """Hands records to Kafka and tells when each one is acknowledged."""
+
+    def is_connected(self) -> bool:
+        """False while the producer is not started or its last send failed."""
+        ...
+
+    def submit(self, record: OutboundRecord) -> asyncio.Future[None]:
+        """Start publishing; the future resolves on Kafka's ack.
+
+        It fails (with ``PublishError``) only if the record could not be
+        handed over at all.
+        """
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiverOptions:
+    """How the receiver behaves (from ``WebhookSettings`` and the buffer bound).
+
+    Attributes:
+        path: The only path webhooks are accepted on.
+        accept: The signature schemes accepted.
+        publish_timeout: How long a request waits for Kafka's ack.
+        dedupe_capacity: How many acknowledged webhook ids are remembered.
+        max_body_bytes: Larger bodies get 413.
+        max_in_flight_records: Records awaiting an ack before new webhooks
+            get 503 instead of piling up in memory.
+        max_in_flight_bytes: The same bound in bytes.
+        retry_after_seconds: The ``Retry-After`` sent with 503.
+        max_value_bytes: Larger verified bodies are dead-lettered truncated.
+        source: ``ce_source`` of the records.
+        rules: How a webhook's family is recognised.
+    """
+
+    path: str
+    accept: tuple[webhooks.Scheme, ...]
+    publish_timeout: float
+    dedupe_capacity: int
+    max_body_bytes: int
+    max_in_flight_records: int
+    max_in_flight_bytes: int
+    retry_after_seconds: int = 5
+    max_value_bytes: int = 900_000
+    source: str = webhooks.DEFAULT_SOURCE
+    rules: webhooks.FamilyRules = webhooks.DEFAULT_RULES
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiverStatistics:
+    """What the receiver holds and has done (for readiness, tests, the demo)."""
+
+    in_flight: int
+    in_flight_bytes: int
+    remembered: int
+    answered: Mapping[str, int]
+
+
+@dataclass(slots=True)
+class _Pending:
+    """A record handed to Kafka and not yet acknowledged."""
+
+    future: asyncio.Future[None]
+    family: str
+    size: int
+    started: float
+    dead_letter_reason: str | None
+
+
+class WebhookReceiver:
+    """Verifies, de-duplicates and publishes webhooks; see the module doc."""
+
+    def __init__(
+        self,
+        publisher: AckingPublisher,
+        *,
+        verifier: webhooks.SignatureVerifier,
+        topics: webhooks.WebhookTopics,
+        options: ReceiverOptions,
+        clock: Clock,
+        metrics: WebhookMetrics,
+    ) -> None:
+        self._publisher = publisher
+        self._verifier = verifier
+        self._topics = topics
+        self._options = options
+        self._clock = clock
+        self._metrics = metrics
+        self._recent = RecentIds(options.dedupe_capacity)
+        self._in_flight: dict[str, _Pending] = {}
+        self._in_flight_bytes = 0
+        self._answered: dict[str, int] = {}
+
+    def statistics(self) -> ReceiverStatistics:
+        return ReceiverStatistics(
+            in_flight=len(self._in_flight),
+            in_flight_bytes=self._in_flight_bytes,
+            remembered=len(self._recent),
+            answered=dict(self._answered),
+        )
+
+    async def handle(self, request: WebhookRequest) -> WebhookReply:
+        """Answer one webhook request (never raises for a bad request)."""
+        reply = await self._handle(request)
+        self.count(reply.outcome)
+        return reply
+
+    def count(self, outcome: Outcome) -> None:
+        """Count an answer, also for answers the HTTP adapter gives itself (413)."""
+        self._metrics.requests.labels(outcome).inc()
+        self._answered[outcome] = self._answered.get(outcome, 0) + 1
+
+    async def _handle(self, request: WebhookRequest) -> WebhookReply:
+        started = self._clock.monotonic()
+        opts = self._options
+        if request.path != opts.path:
+            return WebhookReply(404, "not_found", detail="no such path")
+        if request.method != "POST":
+            return WebhookReply(405, "not_found", detail="use POST", allow="POST")
+        if len(request.body) > opts.max_body_bytes:
+            return WebhookReply(413, "too_large", detail="body too large")
+        signature = request.headers.get(webhooks.SIGNATURE_HEADER, "").strip()
+        if not signature:
+            log.info("webhook_rejected", reason="missing_signature", peer=request.peer)
+            return WebhookReply(
+                401, "missing_signature", detail="x-sendstack-signature is missing"
+            )
+        inbound = webhooks.parse(request.body)
+        if isinstance(inbound, webhooks.Malformed):
+            log.info("webhook_rejected", reason="malformed", peer=request.peer)
+            return WebhookReply(400, "malformed", detail=inbound.detail)
+        scheme = self._verifier.verify(inbound.raw, inbound.webhook_id, signature)
+        if scheme is None:
+            log.info("webhook_rejected", reason="bad_signature", peer=request.peer)
+            return WebhookReply(
+                401, "bad_signature", detail="x-sendstack-signature does not match"
+            )
+        self._metrics.verified.labels(scheme).inc()
+        plan = webhooks.plan(
+            inbound,
+            self._topics,
+            verified_by=scheme,
+            received_at=iso_ms(self._clock.time()),
+            source=opts.source,
+            rules=opts.rules,
+            max_value_bytes=opts.max_value_bytes,
+        )
+        return await self._publish(plan, inbound.webhook_id, started)
+
+    async def _publish(
+        self, plan: webhooks.Plan, webhook_id: str | None, started: float
+    ) -> WebhookReply:
+        key = plan.dedupe_key
+        if key in self._recent:
+            log.debug("webhook_duplicate", webhook_id=webhook_id)
+            return WebhookReply(200, "duplicate", webhook_id)
+        pending = self._in_flight.get(key)
+        if pending is not None:
+            # Another request for this webhook is in flight: share its fate.
+            if await self._acked(pending, started):
+                return WebhookReply(200, "duplicate", webhook_id)
+            return self._unavailable(webhook_id, "timeout")
+        if not self._publisher.is_connected():
+            return self._unavailable(webhook_id, "disconnected")
+        size = plan.record.size
+        if self._in_flight and (
+            len(self._in_flight) >= self._options.max_in_flight_records
+            or self._in_flight_bytes + size > self._options.max_in_flight_bytes
+        ):
+            return self._unavailable(webhook_id, "full")
+        pending = _Pending(
+            future=self._publisher.submit(plan.record),
+            family=plan.family,
+            size=size,
+            started=started,
+            dead_letter_reason=(
+                None if plan.rejection is None else plan.rejection.reason
+            ),
+        )
+        self._in_flight[key] = pending
+        self._in_flight_bytes += size
+        self._metrics.in_flight.set(len(self._in_flight))
+        pending.future.add_done_callback(
+            lambda future: self._settled(key, pending, future)
+        )
+        if plan.rejection is not None:
+            log.warning(
+                "webhook_dead_lettered",
+                reason=plan.rejection.reason,
+                detail=plan.rejection.detail,
+                webhook_id=webhook_id,
+                event_type=plan.event_type,
+            )
+        if not await self._acked(pending, started):
+            return self._unavailable(
+                webhook_id, "failed" if pending.future.done() else "timeout"
+            )
+        if plan.family == "dead_letter":
+            return WebhookReply(200, "dead_lettered", webhook_id)
+        return WebhookReply(200, "accepted", webhook_id)
+
+    async def _acked(self, pending: _Pending, started: float) -> bool:
+        """Wait for ``pending``'s ack within this request's budget; True if acked.
+
+        ``asyncio.wait`` neither raises nor cancels the shared future, which
+        other requests and the sink's retries still depend on.
+        """
+        budget = self._options.publish_timeout - (self._clock.monotonic() - started)
+        if not pending.future.done() and budget > 0:
+            await asyncio.wait({pending.future}, timeout=budget)
+        future = pending.future
+        return future.done() and not future.cancelled() and future.exception() is None
+
+    def _settled(
+        self, key: str, pending: _Pending, future: asyncio.Future[None]
+    ) -> None:
+        """The record was acknowledged (remember its id) or never handed over."""
+        if self._in_flight.get(key) is pending:
+            del self._in_flight[key]
+            self._in_flight_bytes -= pending.size
+        self._metrics.in_flight.set(len(self._in_flight))
+        if future.cancelled() or future.exception() is not None:
+            return  # not in Kafka: the id stays unknown so a retry publishes
+        self._recent.add(key)
+        self._metrics.published.labels(pending.family).inc()
+        if pending.dead_letter_reason is not None:
+            self._metrics.dead_lettered.labels(
+                webhook_dlq_reason_label(pending.dead_letter_reason)
+            ).inc()
+        self._metrics.publish_seconds.observe(self._clock.monotonic() - pending.started)
+
+    def _unavailable(self, webhook_id: str | None, cause: str) -> WebhookReply:
+        self._metrics.unavailable.labels(cause).inc()
+        log.info("webhook_unavailable", cause=cause, webhook_id=webhook_id)
+        return WebhookReply(
+            503,
+            "unavailable",
+            webhook_id,
+            detail="Kafka has not acknowledged it; retry later",
+            retry_after=self._options.retry_after_seconds,
+        )

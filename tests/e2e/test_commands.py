@@ -342,3 +342,94 @@ async def test_a_booking_executed_then_dropped_is_reconciled_not_repeated(
     assert found == 1
     assert result["reconciled"] is True
     assert result["response"]["batchId"]
+
+
+async def test_same_delivery_runs_in_order_while_other_deliveries_run_concurrently(
+    broker: Broker,
+) -> None:
+    """Commands for one delivery never overlap and keep their order; others overlap."""
+    topics = await fresh_command_topics(broker.bootstrap, partitions=1)
+    async with Emulator(EmulatorConfig(start_paused=True)) as emu:
+        env = commands_env(emu, broker.bootstrap, topics)
+        async with running_worker(env) as worker:
+            book = booking()
+            await produce(broker.bootstrap, topics.commands, [book])
+            await wait_for(lambda: emu.executions(book["commandId"]) == 1, 20)
+            await wait_for(
+                lambda: (
+                    worker.sample(
+                        "bridge_commands_total",
+                        {"type": "book_delivery", "outcome": "succeeded"},
+                    )
+                    == 1
+                ),
+                10,
+            )
+            first = await read_all(broker.bootstrap, [topics.results], quiet=0.5)
+            batch_id = orjson.loads(first.records[topics.results][0].value or b"")[
+                "response"
+            ]["batchId"]
+            emu.deliveries.set_latency(100)
+            same = [envelope("track_delivery", {"batchId": batch_id}) for _ in range(5)]
+            independent = [envelope("wallet_balance") for _ in range(5)]
+            interleaved = [
+                c for pair in zip(same, independent, strict=True) for c in pair
+            ]
+            await produce(broker.bootstrap, topics.commands, interleaved)
+            await wait_for(
+                lambda: (
+                    worker.sample(
+                        "bridge_commands_total",
+                        {"type": "track_delivery", "outcome": "succeeded"},
+                    )
+                    == 5
+                ),
+                20,
+            )
+        same_calls = [emu.deliveries.requests(c["commandId"])[0] for c in same]
+        other_calls = [emu.deliveries.requests(c["commandId"])[0] for c in independent]
+    assert [r.seq for r in same_calls] == sorted(r.seq for r in same_calls)
+    gaps = [b.at - a.at for a, b in zip(same_calls, same_calls[1:], strict=False)]
+    assert min(gaps) >= 0.09, f"same-delivery calls overlapped: {gaps}"
+    spread = max(r.at for r in other_calls) - min(r.at for r in other_calls)
+    assert spread < 0.09, f"independent calls were serialised: {spread:.3f}s"
+
+
+async def test_repeated_5xx_open_the_circuit_breaker_and_calls_pause(
+    broker: Broker,
+) -> None:
+    """After N consecutive 5xx no call goes out until the breaker's reset time."""
+    topics = await fresh_command_topics(broker.bootstrap)
+    balances = [envelope("wallet_balance", timeoutSeconds=30) for _ in range(3)]
+    async with Emulator(EmulatorConfig(start_paused=True)) as emu:
+        emu.deliveries.always(503, kind="wallet_balance")
+        env = commands_env(
+            emu,
+            broker.bootstrap,
+            topics,
+            BRIDGE_COMMANDS_BREAKER_FAILURES="3",
+            BRIDGE_COMMANDS_BREAKER_RESET_SECONDS="3",
+            BRIDGE_COMMANDS_CONCURRENCY="1",
+        )
+        async with running_worker(env) as worker:
+            await produce(broker.bootstrap, topics.commands, balances)
+            await wait_for(lambda: emu.deliveries.stats()["requests"] >= 3, 20)
+            await asyncio.sleep(0.3)
+            opened_at = emu.deliveries.stats()["requests"]
+            readiness = worker.app.readiness()
+            await asyncio.sleep(1.5)
+            still = emu.deliveries.stats()["requests"]
+            emu.deliveries.always(None, kind="wallet_balance")
+            await wait_for(
+                lambda: (
+                    worker.sample(
+                        "bridge_commands_total",
+                        {"type": "wallet_balance", "outcome": "succeeded"},
+                    )
+                    == 3
+                ),
+                20,
+            )
+    assert opened_at == 3
+    assert still == 3, "no call while the breaker is open"
+    assert readiness["sendstack_circuit_closed"] is False

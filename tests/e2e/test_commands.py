@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import itertools
 from typing import Any
 
 import orjson
@@ -389,7 +390,7 @@ async def test_same_delivery_runs_in_order_while_other_deliveries_run_concurrent
         same_calls = [emu.deliveries.requests(c["commandId"])[0] for c in same]
         other_calls = [emu.deliveries.requests(c["commandId"])[0] for c in independent]
     assert [r.seq for r in same_calls] == sorted(r.seq for r in same_calls)
-    gaps = [b.at - a.at for a, b in zip(same_calls, same_calls[1:], strict=False)]
+    gaps = [b.at - a.at for a, b in itertools.pairwise(same_calls)]
     assert min(gaps) >= 0.09, f"same-delivery calls overlapped: {gaps}"
     spread = max(r.at for r in other_calls) - min(r.at for r in other_calls)
     assert spread < 0.09, f"independent calls were serialised: {spread:.3f}s"

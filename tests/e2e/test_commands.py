@@ -434,3 +434,33 @@ async def test_repeated_5xx_open_the_circuit_breaker_and_calls_pause(
     assert opened_at == 3
     assert still == 3, "no call while the breaker is open"
     assert readiness["sendstack_circuit_closed"] is False
+
+
+async def test_one_rate_limiter_paces_every_call(broker: Broker) -> None:
+    """At 5 calls/s with a burst of 1, ten calls take at least 1.8 s in all."""
+    topics = await fresh_command_topics(broker.bootstrap)
+    balances = [envelope("wallet_balance") for _ in range(10)]
+    async with Emulator(EmulatorConfig(start_paused=True)) as emu:
+        env = commands_env(
+            emu,
+            broker.bootstrap,
+            topics,
+            BRIDGE_COMMANDS_RATE_PER_SECOND="5",
+            BRIDGE_COMMANDS_RATE_BURST="1",
+        )
+        async with running_worker(env) as worker:
+            await produce(broker.bootstrap, topics.commands, balances)
+            await wait_for(
+                lambda: (
+                    worker.sample(
+                        "bridge_commands_total",
+                        {"type": "wallet_balance", "outcome": "succeeded"},
+                    )
+                    == 10
+                ),
+                20,
+            )
+            waited = worker.sample("bridge_commands_rate_limiter_wait_seconds_total")
+        calls = sorted(emu.deliveries.requests(c["commandId"])[0].at for c in balances)
+    assert calls[-1] - calls[0] >= 1.8 - 0.05
+    assert waited > 0

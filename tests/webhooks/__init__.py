@@ -1,0 +1,1 @@
+"""Tests of the webhooks path: core, receiver, and end to end."""

@@ -1,0 +1,113 @@
+"""Runs the real webhook receiver (in-process) against the real broker and emulator."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry
+
+from bridge.app_webhooks import WebhookApp
+from bridge.broker import create_topics
+from bridge.config import REQUIREMENTS, Settings
+from bridge.emulator import Emulator
+from tests.e2e.verifier import wait_for
+from tests.kafka_broker import unique_topic
+
+
+@dataclass(frozen=True)
+class WebhookTopicNames:
+    deliveries: str
+    tracking: str
+    dead_letter: str
+
+    @property
+    def all(self) -> list[str]:
+        return [self.deliveries, self.tracking, self.dead_letter]
+
+
+async def fresh_webhook_topics(bootstrap: str) -> WebhookTopicNames:
+    """Three new topics, created explicitly with 3 partitions each."""
+    topics = WebhookTopicNames(
+        deliveries=unique_topic("whd"),
+        tracking=unique_topic("wht"),
+        dead_letter=unique_topic("whq"),
+    )
+    await create_topics(bootstrap, topics.all)
+    return topics
+
+
+def webhook_env(
+    emu: Emulator, bootstrap: str, topics: WebhookTopicNames, **overrides: str
+) -> dict[str, str]:
+    """Receiver settings for a fast test run: free ports, idempotence off (Tansu)."""
+    env = {
+        "BRIDGE_SENDSTACK_BASE_URL": emu.base_url,
+        "BRIDGE_SENDSTACK_APP_ID": emu.config.app_id,
+        "BRIDGE_SENDSTACK_APP_SECRET": emu.config.app_secret,
+        "BRIDGE_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "BRIDGE_KAFKA_ENABLE_IDEMPOTENCE": "false",
+        "BRIDGE_WEBHOOK_HOST": "127.0.0.1",
+        "BRIDGE_WEBHOOK_PORT": "0",
+        "BRIDGE_WEBHOOK_TOPIC_DELIVERIES": topics.deliveries,
+        "BRIDGE_WEBHOOK_TOPIC_TRACKING": topics.tracking,
+        "BRIDGE_WEBHOOK_TOPIC_DEAD_LETTER": topics.dead_letter,
+        "BRIDGE_OPS_HOST": "127.0.0.1",
+        "BRIDGE_OPS_PORT": "0",
+        "BRIDGE_PUBLISH_RETRY_INITIAL_SECONDS": "0.1",
+        "BRIDGE_PUBLISH_RETRY_MAX_SECONDS": "0.5",
+        "BRIDGE_SHUTDOWN_GRACE_SECONDS": "10",
+    }
+    env.update(overrides)
+    return env
+
+
+@dataclass
+class RunningWebhooks:
+    app: WebhookApp
+    stop: asyncio.Event
+    task: asyncio.Task[int]
+
+    @property
+    def url(self) -> str:
+        return self.app.webhook_url
+
+    @property
+    def ops_url(self) -> str:
+        return f"http://127.0.0.1:{self.app.ops.port}"
+
+    def sample(self, name: str, labels: Mapping[str, str] | None = None) -> float:
+        value = self.app.registry.get_sample_value(name, dict(labels or {}))
+        return 0.0 if value is None else value
+
+    def outcome(self, outcome: str) -> float:
+        return self.sample("bridge_webhook_requests_total", {"outcome": outcome})
+
+
+def settings_of(env: Mapping[str, str]) -> Settings:
+    """Settings as ``sendstack-bridge webhooks`` reads them."""
+    return Settings.from_env(env, require=REQUIREMENTS["webhooks"])
+
+
+@asynccontextmanager
+async def running_webhooks(
+    env: Mapping[str, str], *, wait_connected: bool = True
+) -> AsyncIterator[RunningWebhooks]:
+    """Run ``WebhookApp`` until the block ends, then shut it down gracefully."""
+    app = WebhookApp(settings_of(env), registry=CollectorRegistry())
+    stop = asyncio.Event()
+    task = asyncio.create_task(app.run(stop))
+    running = RunningWebhooks(app=app, stop=stop, task=task)
+    try:
+        await wait_for(lambda: bool(app.http.sockets_names) or task.done(), 10)
+        if task.done():
+            await task  # surfaces the startup error
+        if wait_connected:
+            await wait_for(app.sink.is_connected, 20)
+        yield running
+    finally:
+        stop.set()
+        code = await asyncio.wait_for(task, timeout=30)
+        assert code == 0

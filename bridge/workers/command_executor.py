@@ -33,6 +33,7 @@ from bridge.core.commands import (
     Command,
     RestRequest,
     classify,
+    outcome_error,
     reconciled,
 )
 from bridge.core.ratelimit import TokenBucket
@@ -59,6 +60,11 @@ class Execution:
 
 class _Deadline(Exception):
     """The command's deadline would pass before the next attempt."""
+
+
+def _error(reason: str, message: str, *, status: object = None) -> dict[str, Any]:
+    """An ``error`` object as the result schema defines it (reason, message, status)."""
+    return {"reason": reason, "message": message, "status": status}
 
 
 def _status_class(status: int) -> str:
@@ -135,13 +141,14 @@ class CommandExecutor:
                     return settled
             return await self._attempts(command, request, execution, deadline)
         except _Deadline:
+            last = execution.error or {}
             execution.outcome = "failed"
-            execution.error = execution.error or {}
-            execution.error = {
-                **execution.error,
-                "kind": "deadline",
-                "message": "deadline passed",
-            }
+            execution.error = _error(
+                "deadline",
+                "the deadline passed; last problem: "
+                + str(last.get("message") or last.get("reason") or "none"),
+                status=last.get("status"),
+            )
             return execution
 
     async def _attempts(
@@ -164,7 +171,7 @@ class CommandExecutor:
             except RestUnavailable as exc:
                 self._metrics.api_calls.labels("error").inc()
                 self._breaker.record_failure(self._clock.time())
-                execution.error = {"kind": "unavailable", "message": str(exc)}
+                execution.error = _error("unavailable", str(exc))
                 if exc.ambiguous:
                     settled = await self._settle_ambiguity(
                         command, request, execution, deadline
@@ -187,16 +194,13 @@ class CommandExecutor:
             if outcome.kind == "rejected":
                 self._breaker.record_success()  # Sendstack answered: it is up
                 execution.outcome = "rejected"
-                execution.error = {
-                    "kind": "rejected",
-                    "status": status,
-                    "message": outcome.message,
-                    "response": outcome.data,
-                }
+                execution.error = outcome_error(outcome)
                 return execution
             if outcome.kind == "reauth":
                 self._breaker.record_success()
-                execution.error = {"kind": "unauthorized", "status": status}
+                execution.error = _error(
+                    "unauthorized", "Sendstack refused the credentials", status=status
+                )
                 self._block_auth()
                 continue  # _admit waits for the credentials to work again
             # retry (429) or unavailable (5xx)
@@ -204,11 +208,7 @@ class CommandExecutor:
                 self._breaker.record_failure(self._clock.time())
             else:
                 self._breaker.record_success()
-            execution.error = {
-                "kind": outcome.kind,
-                "status": status,
-                "message": outcome.message,
-            }
+            execution.error = outcome_error(outcome)
             delay = self._retry.delay(retry_attempt, random.random())
             if outcome.retry_after is not None:
                 delay = max(delay, outcome.retry_after)
@@ -228,11 +228,11 @@ class CommandExecutor:
         check = request.reconcile
         if check is None:
             execution.outcome = "failed"
-            execution.error = {
-                "kind": "ambiguous",
-                "message": "an earlier attempt may have reached Sendstack and this "
+            execution.error = _error(
+                "ambiguous",
+                "an earlier attempt may have reached Sendstack and this "
                 "command type cannot be checked; not sent again",
-            }
+            )
             return execution
         while True:
             await self._admit(deadline)

@@ -34,6 +34,7 @@ from bridge.core.commands import (
     Rejection,
     command_dead_letter,
     parse_command,
+    rejection_error,
     result_record,
     to_request,
 )
@@ -287,7 +288,7 @@ class CommandWorker:
         if command.reply_topic:
             await self._publisher.publish(_retopic(result, command.reply_topic))
         if execution.outcome != "succeeded":
-            reason = (execution.error or {}).get("kind", execution.outcome)
+            reason = (execution.error or {}).get("reason", execution.outcome)
             await self._publisher.publish(
                 command_dead_letter(
                     message.value,
@@ -347,7 +348,7 @@ class CommandWorker:
                 command_id=key,
                 outcome="rejected",
                 response=None,
-                error={"kind": rejection.reason, "message": rejection.detail},
+                error=rejection_error(rejection),
                 attempts=0,
                 first_attempt_at=None,
                 finished_at=now,

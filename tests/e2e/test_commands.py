@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import copy
 import itertools
+from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 from aiokafka.structs import ConsumerRecord
+from jsonschema import Draft202012Validator
 
+import bridge
 from bridge.emulator import Emulator, EmulatorConfig
 from tests.e2e.commands_harness import (
     booking,
@@ -26,6 +29,13 @@ from tests.kafka_broker import Broker
 pytestmark = pytest.mark.e2e
 
 
+RESULT_SCHEMA = Draft202012Validator(
+    orjson.loads(
+        (Path(bridge.__file__).parent / "schemas/commands/result.v1.json").read_bytes()
+    )
+)
+
+
 def results_by_id(
     records: list[ConsumerRecord[bytes, bytes]],
 ) -> dict[str, list[dict[str, Any]]]:
@@ -33,6 +43,7 @@ def results_by_id(
     for r in records:
         assert r.value is not None
         value = orjson.loads(r.value)
+        RESULT_SCHEMA.validate(value)  # the documented result contract
         out.setdefault(value["commandId"], []).append(value)
     return out
 
@@ -156,7 +167,7 @@ async def test_invalid_commands_are_rejected_and_dead_lettered_without_a_call(
             )
         calls = emu.deliveries.stats()
     consumed = await read_all(broker.bootstrap, [topics.results, topics.dead_letter])
-    results = [orjson.loads(r.value or b"") for r in consumed.records[topics.results]]
+    results = [v[0] for v in results_by_id(consumed.records[topics.results]).values()]
     assert sorted(r["outcome"] for r in results) == ["rejected"] * 3
     reasons = sorted(
         dict(r.headers)["bridge_dlq_reason"].decode()
@@ -193,7 +204,7 @@ async def test_a_4xx_is_dead_lettered_after_one_attempt(broker: Broker) -> None:
     assert result["error"]["status"] == 400
     assert executions == 1
     (dead,) = consumed.records[topics.dead_letter]
-    assert dict(dead.headers)["bridge_dlq_reason"] == b"rejected"
+    assert dict(dead.headers)["bridge_dlq_reason"] == b"http_400"
 
 
 async def test_an_always_503_command_fails_at_its_deadline_while_the_next_one_completes(
@@ -248,7 +259,7 @@ async def test_an_always_503_command_fails_at_its_deadline_while_the_next_one_co
         )
     }
     assert results[stuck["commandId"]]["outcome"] == "failed"
-    assert results[stuck["commandId"]]["error"]["kind"] == "deadline"
+    assert results[stuck["commandId"]]["error"]["reason"] == "deadline"
     assert results[stuck["commandId"]]["durationMs"] < 4000
     assert results[after["commandId"]]["outcome"] == "succeeded"
     assert retries >= 3

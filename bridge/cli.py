@@ -96,7 +96,7 @@ def _run(command: str) -> int:
         secrets=[settings.sendstack.app_secret] if settings.sendstack else [],
         query_keys=[settings.stream.session_query_key],
     )
-    return asyncio.run(_serve(_build(command, settings)))
+    return asyncio.run(_serve(command, settings))
 
 
 def _build(command: str, settings: Settings) -> Runnable:
@@ -114,7 +114,9 @@ def _build(command: str, settings: Settings) -> Runnable:
     return StreamApp(settings)
 
 
-async def _serve(app: Runnable) -> int:
+async def _serve(command: str, settings: Settings) -> int:
+    # Built inside the running loop: clients and primitives bind to it.
+    app = _build(command, settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 

@@ -30,6 +30,7 @@ import structlog
 
 from bridge.core.command_ledger import CommandLedger, CommandState
 from bridge.core.commands import (
+    QUERY_TYPES,
     Command,
     Rejection,
     command_dead_letter,
@@ -95,6 +96,7 @@ class CommandWorker:
         self._tasks: dict[int, set[asyncio.Task[None]]] = {}
         self._chains: dict[str, asyncio.Task[None]] = {}
         self._calls = asyncio.Semaphore(options.concurrency)
+        self._starting = asyncio.Semaphore(options.concurrency)
         self._room = asyncio.Event()
         self._room.set()
         self._outstanding = 0
@@ -244,16 +246,26 @@ class CommandWorker:
             self._clock.time() + self._opts.default_deadline
         )
         request = to_request(command, assign_method=self._opts.assign_method)
-        async with self._calls:
-            if state is CommandState.NEW:
+        # Reads are safe to repeat: they need no "started" marker. Writes get
+        # theirs acked while holding a "starting" slot, not a call slot, so the
+        # Kafka round trip overlaps other calls; both pools are `concurrency`
+        # large, so a crash leaves at most 2x that many commands ambiguous.
+        if state is CommandState.NEW and command.type not in QUERY_TYPES:
+            async with self._starting:
                 await self._publisher.publish(self._started_record(command))
                 self._ledger.mark_started(command.command_id)
+                await self._calls.acquire()
+        else:
+            await self._calls.acquire()
+        try:
             execution = await self._executor.execute(
                 command,
                 request,
                 deadline=deadline,
                 previously_started=state is CommandState.STARTED,
             )
+        finally:
+            self._calls.release()
         await self._finish(message, command, execution, started)
 
     async def _finish(

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import os
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +21,7 @@ from bridge.broker import create_topics
 from bridge.config import Settings
 from bridge.core.commands import EXAMPLES
 from bridge.emulator import Emulator
+from tests.e2e.harness import Running, running
 from tests.kafka_broker import unique_topic
 
 
@@ -117,33 +117,15 @@ async def produce(
         await producer.stop()
 
 
-@dataclass
-class RunningWorker:
-    app: CommandApp
-    stop: asyncio.Event
-    task: asyncio.Task[int]
-
-    def sample(self, name: str, labels: Mapping[str, str] | None = None) -> float:
-        value = self.app.registry.get_sample_value(name, dict(labels or {}))
-        return 0.0 if value is None else value
+RunningWorker = Running[CommandApp]
 
 
-@asynccontextmanager
-async def running_worker(env: Mapping[str, str]) -> AsyncIterator[RunningWorker]:
+def running_worker(
+    env: Mapping[str, str],
+) -> AbstractAsyncContextManager[RunningWorker]:
     """Run ``CommandApp`` in-process until the block ends, then shut it down."""
-    app = CommandApp(
-        Settings.from_env(env, require=frozenset({"sendstack", "kafka"})),
-        registry=CollectorRegistry(),
-    )
-    stop = asyncio.Event()
-    task = asyncio.create_task(app.run(stop))
-    worker = RunningWorker(app=app, stop=stop, task=task)
-    try:
-        yield worker
-    finally:
-        stop.set()
-        code = await asyncio.wait_for(task, timeout=30)
-        assert code == 0
+    settings = Settings.from_env(env, require=frozenset({"sendstack", "kafka"}))
+    return running(CommandApp(settings, registry=CollectorRegistry()))
 
 
 def start_worker_process(

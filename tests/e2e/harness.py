@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
 
 from prometheus_client import CollectorRegistry
 
@@ -14,6 +15,8 @@ from bridge.broker import create_topics
 from bridge.config import Settings
 from bridge.emulator import Emulator
 from tests.kafka_broker import unique_topic
+
+A = TypeVar("A", bound="App")
 
 
 @dataclass(frozen=True)
@@ -78,9 +81,19 @@ def bridge_env(
     return env
 
 
+class App(Protocol):
+    """What each subcommand's app offers tests: a registry and a run loop."""
+
+    registry: CollectorRegistry
+
+    async def run(self, stop: asyncio.Event) -> int: ...
+
+
 @dataclass
-class RunningBridge:
-    app: StreamApp
+class Running(Generic[A]):
+    """An app running in this event loop, and its metrics."""
+
+    app: A
     stop: asyncio.Event
     task: asyncio.Task[int]
 
@@ -90,15 +103,23 @@ class RunningBridge:
 
 
 @asynccontextmanager
-async def running_bridge(env: Mapping[str, str]) -> AsyncIterator[RunningBridge]:
-    """Run ``StreamApp`` until the block ends, then shut it down gracefully."""
-    app = StreamApp(Settings.from_env(env), registry=CollectorRegistry())
+async def running(app: A) -> AsyncIterator[Running[A]]:
+    """Run ``app`` until the block ends, then stop it and expect exit code 0."""
     stop = asyncio.Event()
     task = asyncio.create_task(app.run(stop))
-    bridge = RunningBridge(app=app, stop=stop, task=task)
     try:
-        yield bridge
+        yield Running(app=app, stop=stop, task=task)
     finally:
         stop.set()
         code = await asyncio.wait_for(task, timeout=30)
         assert code == 0
+
+
+RunningBridge = Running[StreamApp]
+
+
+def running_bridge(
+    env: Mapping[str, str],
+) -> AbstractAsyncContextManager[RunningBridge]:
+    """Run ``StreamApp`` until the block ends, then shut it down gracefully."""
+    return running(StreamApp(Settings.from_env(env), registry=CollectorRegistry()))

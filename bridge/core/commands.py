@@ -47,6 +47,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -189,18 +190,18 @@ def _name(key: str) -> str:
 # Specs: validate a value and render the equivalent JSON Schema
 
 
-class _Spec:
+class _Spec(ABC):
     """A node of a payload spec."""
 
     __slots__ = ()
 
+    @abstractmethod
     def check(self, value: object, path: str) -> str | None:
         """The first problem of ``value`` (at ``path``), or None."""
-        raise NotImplementedError
 
+    @abstractmethod
     def schema(self) -> dict[str, Any]:
         """The equivalent JSON Schema (draft 2020-12) fragment."""
-        raise NotImplementedError
 
 
 def _with_description(schema: dict[str, Any], description: str) -> dict[str, Any]:

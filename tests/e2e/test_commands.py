@@ -16,6 +16,7 @@ from jsonschema import Draft202012Validator
 import bridge
 from bridge.emulator import Emulator, EmulatorConfig
 from tests.e2e.commands_harness import (
+    RunningWorker,
     booking,
     commands_env,
     envelope,
@@ -27,6 +28,13 @@ from tests.e2e.verifier import read_all, wait_for
 from tests.kafka_broker import Broker
 
 pytestmark = pytest.mark.e2e
+
+
+def finished(worker: RunningWorker, command_type: str, outcome: str) -> float:
+    """Commands of a type the worker finished with an outcome (its own counter)."""
+    return worker.sample(
+        "bridge_commands_total", {"type": command_type, "outcome": outcome}
+    )
 
 
 RESULT_SCHEMA = Draft202012Validator(
@@ -59,13 +67,7 @@ async def test_every_command_type_runs_end_to_end_with_its_result(
             book = booking()
             await produce(broker.bootstrap, topics.commands, [book])
             await wait_for(
-                lambda: (
-                    worker.sample(
-                        "bridge_commands_total",
-                        {"type": "book_delivery", "outcome": "succeeded"},
-                    )
-                    == 1
-                ),
+                lambda: finished(worker, "book_delivery", "succeeded") == 1,
                 20,
             )
             first = await read_all(broker.bootstrap, [topics.results], quiet=0.5)
@@ -156,13 +158,7 @@ async def test_invalid_commands_are_rejected_and_dead_lettered_without_a_call(
                 broker.bootstrap, topics.commands, [b"{not json", unknown, bad_payload]
             )
             await wait_for(
-                lambda: (
-                    worker.sample(
-                        "bridge_commands_total",
-                        {"type": "invalid", "outcome": "rejected"},
-                    )
-                    == 3
-                ),
+                lambda: finished(worker, "invalid", "rejected") == 3,
                 20,
             )
         calls = emu.deliveries.stats()
@@ -188,13 +184,7 @@ async def test_a_4xx_is_dead_lettered_after_one_attempt(broker: Broker) -> None:
         async with running_worker(env) as worker:
             await produce(broker.bootstrap, topics.commands, [note])
             await wait_for(
-                lambda: (
-                    worker.sample(
-                        "bridge_commands_total",
-                        {"type": "add_private_note", "outcome": "rejected"},
-                    )
-                    == 1
-                ),
+                lambda: finished(worker, "add_private_note", "rejected") == 1,
                 20,
             )
         executions = len(emu.deliveries.requests(note["commandId"]))
@@ -222,30 +212,12 @@ async def test_an_always_503_command_fails_at_its_deadline_while_the_next_one_co
         async with running_worker(env) as worker:
             await produce(broker.bootstrap, topics.commands, [stuck, after])
             await wait_for(
-                lambda: (
-                    worker.sample(
-                        "bridge_commands_total",
-                        {"type": "book_delivery", "outcome": "succeeded"},
-                    )
-                    == 1
-                ),
+                lambda: finished(worker, "book_delivery", "succeeded") == 1,
                 10,
             )
-            assert (
-                worker.sample(
-                    "bridge_commands_total",
-                    {"type": "reschedule_delivery", "outcome": "failed"},
-                )
-                == 0
-            )
+            assert finished(worker, "reschedule_delivery", "failed") == 0
             await wait_for(
-                lambda: (
-                    worker.sample(
-                        "bridge_commands_total",
-                        {"type": "reschedule_delivery", "outcome": "failed"},
-                    )
-                    == 1
-                ),
+                lambda: finished(worker, "reschedule_delivery", "failed") == 1,
                 10,
             )
             retries = worker.sample(
@@ -279,13 +251,7 @@ async def test_a_429_is_waited_out_per_retry_after_then_succeeds(
         async with running_worker(env) as worker:
             await produce(broker.bootstrap, topics.commands, [balance])
             await wait_for(
-                lambda: (
-                    worker.sample(
-                        "bridge_commands_total",
-                        {"type": "wallet_balance", "outcome": "succeeded"},
-                    )
-                    == 1
-                ),
+                lambda: finished(worker, "wallet_balance", "succeeded") == 1,
                 20,
             )
     consumed = await read_all(broker.bootstrap, [topics.results])
@@ -337,13 +303,7 @@ async def test_a_booking_executed_then_dropped_is_reconciled_not_repeated(
         async with running_worker(env) as worker:
             await produce(broker.bootstrap, topics.commands, [book])
             await wait_for(
-                lambda: (
-                    worker.sample(
-                        "bridge_commands_total",
-                        {"type": "book_delivery", "outcome": "succeeded"},
-                    )
-                    == 1
-                ),
+                lambda: finished(worker, "book_delivery", "succeeded") == 1,
                 20,
             )
             found = worker.sample("bridge_commands_reconciled_total", {"found": "yes"})
@@ -368,13 +328,7 @@ async def test_same_delivery_runs_in_order_while_other_deliveries_run_concurrent
             await produce(broker.bootstrap, topics.commands, [book])
             await wait_for(lambda: emu.executions(book["commandId"]) == 1, 20)
             await wait_for(
-                lambda: (
-                    worker.sample(
-                        "bridge_commands_total",
-                        {"type": "book_delivery", "outcome": "succeeded"},
-                    )
-                    == 1
-                ),
+                lambda: finished(worker, "book_delivery", "succeeded") == 1,
                 10,
             )
             first = await read_all(broker.bootstrap, [topics.results], quiet=0.5)
@@ -389,13 +343,7 @@ async def test_same_delivery_runs_in_order_while_other_deliveries_run_concurrent
             ]
             await produce(broker.bootstrap, topics.commands, interleaved)
             await wait_for(
-                lambda: (
-                    worker.sample(
-                        "bridge_commands_total",
-                        {"type": "track_delivery", "outcome": "succeeded"},
-                    )
-                    == 5
-                ),
+                lambda: finished(worker, "track_delivery", "succeeded") == 5,
                 20,
             )
         same_calls = [emu.deliveries.requests(c["commandId"])[0] for c in same]
@@ -433,13 +381,7 @@ async def test_repeated_5xx_open_the_circuit_breaker_and_calls_pause(
             still = emu.deliveries.stats()["requests"]
             emu.deliveries.always(None, kind="wallet_balance")
             await wait_for(
-                lambda: (
-                    worker.sample(
-                        "bridge_commands_total",
-                        {"type": "wallet_balance", "outcome": "succeeded"},
-                    )
-                    == 3
-                ),
+                lambda: finished(worker, "wallet_balance", "succeeded") == 3,
                 20,
             )
     assert opened_at == 3
@@ -462,13 +404,7 @@ async def test_one_rate_limiter_paces_every_call(broker: Broker) -> None:
         async with running_worker(env) as worker:
             await produce(broker.bootstrap, topics.commands, balances)
             await wait_for(
-                lambda: (
-                    worker.sample(
-                        "bridge_commands_total",
-                        {"type": "wallet_balance", "outcome": "succeeded"},
-                    )
-                    == 10
-                ),
+                lambda: finished(worker, "wallet_balance", "succeeded") == 10,
                 20,
             )
             waited = worker.sample("bridge_commands_rate_limiter_wait_seconds_total")

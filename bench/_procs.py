@@ -261,7 +261,11 @@ def start_tansu(logdir: Path, cpus: frozenset[int], tag: str) -> Broker:
         logdir=logdir,
         cpus=cpus,
     )
-    wait_port(port, 20.0)
+    try:
+        wait_port(port, 20.0)
+    except BaseException:
+        stop_process(w)
+        raise
     pin_process(w.pid, cpus)  # the runtime's worker threads exist by now
     return Broker(f"127.0.0.1:{port}", w, Path(binary).name)
 
@@ -335,9 +339,3 @@ class OffsetProbe:
         finally:
             await tail.stop()
         return exact
-
-    async def per_topic(self) -> dict[str, int]:
-        totals = dict.fromkeys(self._topics, 0)
-        for tp, off in (await self.per_partition()).items():
-            totals[tp.topic] += off
-        return totals

@@ -11,7 +11,9 @@ What it does (design: reliability-and-benchmarks.md §2.2-2.3, ratio B1):
    variables). After ``--warmup`` seconds the bridge's
    ``bridge_records_published_total`` (``/metrics``, counted on Kafka's ack)
    and the topics' end offsets are read, again after ``--duration`` seconds;
-   records/s is the difference over the window. CPU seconds (user + system,
+   records/s is the difference over the window. ``bridge_buffer_records`` is
+   sampled twice a second: a buffer that sits full means the bridge waits on
+   Kafka's acks rather than on its CPU. CPU seconds (user + system,
    psutil) of every process are taken at the same instants; the RSS of the
    bridge is sampled every 100 ms from spawn to exit.
 2. **Sample.** A few thousand of the records the bridge wrote in the window
@@ -351,10 +353,6 @@ async def scrape(http: httpx.AsyncClient, url: str) -> dict[str, float]:
     return out
 
 
-class BridgeExited(RuntimeError):
-    pass
-
-
 async def wait_flowing(
     http: httpx.AsyncClient, url: str, bridge: Watched, wait_s: float
 ) -> None:
@@ -362,7 +360,7 @@ async def wait_flowing(
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
         if bridge.popen.poll() is not None:
-            raise BridgeExited(f"bridge exited with {bridge.popen.returncode}")
+            raise RuntimeError(f"bridge exited with {bridge.popen.returncode}")
         with contextlib.suppress(httpx.HTTPError):
             if sum((await scrape(http, url)).values()) > 0:
                 return
@@ -370,13 +368,7 @@ async def wait_flowing(
     raise RuntimeError(f"no record acked within {wait_s}s")
 
 
-# ``python -m bridge stream`` first; bench._bridge only if the CLI hits the
-# known bug (StreamApp built outside the event loop, see bench/_bridge.py).
-_LAUNCHERS = (
-    ("python -m bridge stream", ("-m", "bridge", "stream")),
-    ("python -m bench._bridge (CLI fallback)", ("-m", "bench._bridge")),
-)
-_CLI_LOOP_BUG = "should be created within an async function"
+_CLI = ("python -m bridge stream", ("-m", "bridge", "stream"))
 
 
 async def start_bridge(
@@ -386,29 +378,18 @@ async def start_bridge(
     logdir: Path,
     pinning: Pinning,
     sampler: Sampler,
-    launchers: Sequence[tuple[str, Sequence[str]]],
+    launcher: tuple[str, Sequence[str]],
 ) -> tuple[Watched, str]:
     """Spawn the bridge on the measured CPU and wait until it publishes."""
-    for n, (label, args) in enumerate(launchers):
-        bridge = spawn(
-            "bridge", [PY, *args], env=env, logdir=logdir, cpus=pinning.measured
-        )
-        sampler.watch(bridge)
-        try:
-            await wait_flowing(http, metrics_url, bridge, 60.0)
-        except BridgeExited:
-            sampler.watched.remove(bridge)
-            stderr = (logdir / "bridge.stderr.log").read_text(errors="replace")
-            stderr += (logdir / "bridge.stdout.log").read_text(errors="replace")
-            if _CLI_LOOP_BUG not in stderr or n + 1 == len(launchers):
-                raise
-            log(
-                "`python -m bridge stream` crashed at start-up (bridge/cli.py "
-                "builds StreamApp outside the event loop); using bench._bridge"
-            )
-            continue
-        return bridge, label
-    raise AssertionError("unreachable")
+    label, args = launcher
+    bridge = spawn("bridge", [PY, *args], env=env, logdir=logdir, cpus=pinning.measured)
+    sampler.watch(bridge)
+    try:
+        await wait_flowing(http, metrics_url, bridge, 60.0)
+    except BaseException:
+        stop_process(bridge, timeout=5.0)  # the caller never gets to stop it
+        raise
+    return bridge, label
 
 
 async def poll_queue(
@@ -421,6 +402,19 @@ async def poll_queue(
             conns = [c for c in resp.json()["connections"] if c["state"] == "open"]
             if conns:
                 out.append(max(c["queue_depth"] for c in conns) / cap)
+        await asyncio.sleep(0.5)
+
+
+async def poll_buffer(
+    http: httpx.AsyncClient, url: str, cap: int, out: list[float]
+) -> None:
+    """Fill of the bridge's record buffer (0..1, ``bridge_buffer_records``)."""
+    while True:
+        with contextlib.suppress(httpx.HTTPError, ValueError):
+            resp = await http.get(url)
+            for family in text_string_to_metric_families(resp.text):
+                if family.name == "bridge_buffer_records":
+                    out.extend(s.value / cap for s in family.samples)
         await asyncio.sleep(0.5)
 
 
@@ -496,13 +490,13 @@ async def bridge_phase(
         await probe.start()
         metrics_url = f"http://127.0.0.1:{port}/metrics"
         async with httpx.AsyncClient(timeout=5.0) as http:
-            launchers = (
-                _LAUNCHERS
+            how = (
+                _CLI
                 if opts.bridge_module is None
-                else ((f"python -m {opts.bridge_module}", ("-m", opts.bridge_module)),)
+                else (f"python -m {opts.bridge_module}", ("-m", opts.bridge_module))
             )
             bridge, launcher = await start_bridge(
-                http, metrics_url, env, logdir, pinning, sampler, launchers
+                http, metrics_url, env, logdir, pinning, sampler, how
             )
             procs: dict[str, Watched] = {"bridge": bridge, "emulator": emulator}
             if broker.watched is not None:
@@ -525,9 +519,19 @@ async def bridge_phase(
 
             s0 = await snap()
             fills: list[float] = []
-            poller = asyncio.create_task(
-                poll_queue(http, emu["admin_url"], int(emu["send_queue_frames"]), fills)
-            )
+            buffer_fills: list[float] = []
+            pollers = [
+                asyncio.create_task(
+                    poll_queue(
+                        http, emu["admin_url"], int(emu["send_queue_frames"]), fills
+                    )
+                ),
+                asyncio.create_task(
+                    poll_buffer(
+                        http, metrics_url, settings.buffer.max_records, buffer_fills
+                    )
+                ),
+            ]
             spy = (
                 None
                 if profile_out is None
@@ -538,9 +542,9 @@ async def bridge_phase(
             log(f"measuring {opts.duration:g}s" + (" (py-spy on)" if spy else ""))
             await asyncio.sleep(opts.duration)
             s1 = await snap()
-            poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await poller
+            for poller in pollers:
+                poller.cancel()
+            await asyncio.gather(*pollers, return_exceptions=True)
         hotspots = None
         if spy is not None and profile_out is not None:
             hotspots = await asyncio.to_thread(_profile.finish, spy, profile_out)
@@ -564,6 +568,9 @@ async def bridge_phase(
             "bridge_launcher": launcher,
             "emulator_queue_fill_mean": statistics.fmean(fills) if fills else None,
             "emulator_queue_fill_samples": len(fills),
+            "buffer_fill_mean": (
+                statistics.fmean(buffer_fills) if buffer_fills else None
+            ),
             "topics": asdict(topics),
         }
         result = phase_result("bridge", s0, s1, bridge, extra)
@@ -785,6 +792,9 @@ def limiter(bridge: PhaseResult, pinning: Pinning) -> tuple[str, bool]:
             f"the bridge, but not CPU-bound ({b_util:.0%} of a core): "
             "waiting on Kafka acks or its own buffer"
         )
+    buffer = bridge.extra.get("buffer_fill_mean")
+    if buffer is not None:
+        why += f"; its record buffer was {buffer:.0%} full on average"
     if fill is not None:
         why += (
             f"; the emulator kept its queue {fill:.0%} full (at {e_util:.0%} of a core)"
@@ -802,6 +812,15 @@ def warnings(bridge: PhaseResult, raw: PhaseResult, pinning: Pinning) -> list[st
                 out.append(
                     f"WARNING: the harness CPU was {busy:.0%} busy in the "
                     f"{phase.name} window (> 80 %): the harness may have limited it"
+                )
+        for phase, name in ((bridge, "bridge"), (raw, "raw")):
+            own = phase.cpu_util.get(name, 0.0)
+            busy = max(phase.per_cpu_busy[c] for c in pinning.measured)
+            if busy - own > 0.08:
+                out.append(
+                    f"WARNING: in the {name} window its CPU was {busy:.0%} busy but "
+                    f"{name} used {own:.0%}: other processes on this machine "
+                    "took the rest, so the run is noisy"
                 )
     r_util = raw.cpu_util.get("raw", 0.0)
     if r_util < 0.85:

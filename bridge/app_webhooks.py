@@ -99,6 +99,7 @@ class WebhookApp:
                     self.topics.dead_letter: "dead_letter",
                 },
                 on_ack=on_ack,
+                linger=kafka.linger_ms / 1000,
             )
 
         self.sink = AckingSink(make_sink)
@@ -110,7 +111,6 @@ class WebhookApp:
             topics=self.topics,
             options=ReceiverOptions(
                 path=wh.path,
-                accept=accepted_schemes(wh.signature_scheme),
                 publish_timeout=wh.publish_timeout_seconds,
                 dedupe_capacity=wh.dedupe_capacity,
                 max_body_bytes=wh.max_body_bytes,
@@ -181,7 +181,7 @@ class WebhookApp:
         while True:
             try:
                 await self.sink.start()
-            except Exception as exc:  # aiokafka raises several unrelated types here
+            except Exception as exc:  # noqa: BLE001 - aiokafka raises unrelated types
                 delay = backoff.delay(attempt, 0.5)
                 log.warning(
                     "kafka_unavailable", error=type(exc).__name__, retry_in=delay

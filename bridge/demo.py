@@ -48,6 +48,7 @@ from bridge.demo_view import (
     verify,
 )
 from bridge.demo_watch import Watcher
+from bridge.demo_webhooks import WebhookLeg, start_webhooks, verify_webhooks
 from bridge.emulator import Emulator, EmulatorConfig
 from bridge.emulator.config import DEMO_APP_SECRET
 from bridge.errors import ConfigError
@@ -109,6 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=10.0,
         metavar="SECONDS",
         help="seconds between faults (default: 10)",
+    )
+    p.add_argument(
+        "--webhooks",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also run the webhook receiver; the emulator posts one a second",
     )
     p.add_argument(
         "--quiet-logs",
@@ -193,6 +200,8 @@ class _Demo:
     watcher: Watcher
     topics: Mapping[str, str]
     header: str
+    webhooks: WebhookLeg | None = None
+    bootstrap: str = ""
     tracker: Tracker = field(default_factory=Tracker)
     recent: deque[str] = field(default_factory=lambda: deque(maxlen=_RECENT_EVENTS))
 
@@ -210,9 +219,14 @@ async def _demo(opts: argparse.Namespace, logs_to: str) -> int:
         _say(f"\npausing the fleet and draining for {DRAIN_SECONDS:.0f} s ...")
         check = await _drain(demo)
         _say("\n".join(render_summary(_view(demo, elapsed), check)))
+        hooks_ok = True
+        if demo.webhooks is not None:
+            verdict = await verify_webhooks(demo.webhooks, demo.emu, demo.bootstrap)
+            hooks_ok = verdict.startswith("webhooks verified")
+            _say(f"  {verdict}")
         _say("shutting down ...")
     _say("done: bridge, consumer, emulator and broker stopped")
-    return 1 if _failed(check) else 0
+    return 1 if _failed(check) or not hooks_ok else 0
 
 
 async def _start(
@@ -237,7 +251,12 @@ async def _start(
     ops = f"http://127.0.0.1:{app.ops.port}/metrics"
     _say(f"bridge: ops on {ops}, logs to {logs_to}")
     header = f"broker {broker_label} · {ops} · logs {logs_to}"
-    return _Demo(emu, app, task, watcher, topics, header)
+    hooks = None
+    if opts.webhooks:
+        suffix = "" if opts.bootstrap is None else _run_suffix()
+        hooks = await start_webhooks(emu, bootstrap, suffix, stack)
+        _say(f"webhooks: the emulator posts to {hooks.app.webhook_url} every second")
+    return _Demo(emu, app, task, watcher, topics, header, hooks, bootstrap)
 
 
 async def _broker(
@@ -434,10 +453,14 @@ def _show(demo: _Demo, elapsed: float, events: list[str], *, tty: bool) -> None:
     if tty:
         width = shutil.get_terminal_size().columns
         print(render_panel(view, width=width), flush=True)
+        if demo.webhooks is not None:
+            print(demo.webhooks.line()[:width], flush=True)
         return
     for line in stamped:
         _say(line)
     _say(render_line(view))
+    if demo.webhooks is not None:
+        _say(demo.webhooks.line())
 
 
 def _view(

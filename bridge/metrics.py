@@ -76,7 +76,8 @@ class StreamMetrics:
         )
         self.kafka_send_seconds = Histogram(
             "bridge_kafka_send_seconds",
-            "Time from handing a record to the producer to Kafka's ack.",
+            "Time from accepting a record to Kafka's ack (observed once per "
+            "batch, for its oldest record).",
             buckets=_LATENCY_BUCKETS,
             registry=registry,
         )
@@ -169,7 +170,8 @@ class StreamMetrics:
         )
         self.end_to_end = Histogram(
             "bridge_stream_end_to_end_seconds",
-            "Event time (upstream) to Kafka acknowledgement.",
+            "Event time (upstream) to Kafka acknowledgement (observed once per "
+            "batch, for its first record).",
             buckets=_LATENCY_BUCKETS,
             registry=registry,
         )

@@ -12,6 +12,9 @@ import pytest
 
 from bridge.broker import BrokerUnavailable, resolve_tansu
 
+WEBHOOKS_VERIFIED = re.compile(
+    r"webhooks verified: (\d+) acknowledged, \1 in Kafka, 0 missing, 0 duplicated"
+)
 VERIFIED = re.compile(
     r"verified: every item the emulator wrote was published exactly once "
     r"\((\d+) written, 0 lost, 0 duplicates\)"
@@ -61,6 +64,9 @@ def test_timed_run_with_faults_rotates_and_verifies_exactly_once(
     verified = VERIFIED.search(out)
     assert verified, out
     assert int(verified.group(1)) > 0
+    hooks = WEBHOOKS_VERIFIED.search(out)
+    assert hooks, out
+    assert int(hooks.group(1)) > 0  # signed webhooks flowed, each in Kafka once
     assert (tmp_path / "demo-bridge.log").stat().st_size > 0
 
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 from typing import Final
@@ -105,12 +105,40 @@ def _encoded_types() -> dict[tuple[Kind, str | None], bytes]:
     return encoded
 
 
-# Header values that depend only on the kind are encoded once, not per record.
-_TYPE_BYTES: Final[Mapping[tuple[Kind, str | None], bytes]] = MappingProxyType(
-    _encoded_types()
+# Header pairs that depend only on the kind (or on nothing) are built once:
+# per record that saves the encoding, the tuples and their garbage collection.
+_SPECVERSION: Final = ("ce_specversion", b"1.0")
+_CONTENT_TYPE_JSON: Final = ("content-type", _JSON)
+_TYPE_PAIRS: Final[Mapping[tuple[Kind, str | None], tuple[str, bytes]]] = (
+    MappingProxyType({k: ("ce_type", v) for k, v in _encoded_types().items()})
 )
-_SCHEMA_BYTES: Final[Mapping[Kind, bytes]] = MappingProxyType(
-    {kind: urn.encode() for kind, urn in DATA_SCHEMAS.items()}
+_SCHEMA_PAIRS: Final[Mapping[Kind, tuple[str, bytes]]] = MappingProxyType(
+    {kind: ("ce_dataschema", urn.encode()) for kind, urn in DATA_SCHEMAS.items()}
+)
+# ce_source takes few values; ce_bridgereceivedat is the same for a frame's
+# items, so the last one is kept (a cache: results never depend on it).
+_source_pairs: dict[str, tuple[str, bytes]] = {}
+_received_pair: tuple[str, tuple[str, bytes]] = ("", ("ce_bridgereceivedat", b""))
+# Header names, ce_specversion's and content-type's values: the same in every
+# record to_record builds.
+_FIXED_SIZE: Final = (
+    sum(
+        len(name)
+        for name in (
+            "ce_specversion",
+            "ce_id",
+            "ce_source",
+            "ce_type",
+            "ce_time",
+            "ce_subject",
+            "ce_dataschema",
+            "content-type",
+            "ce_partitionkey",
+            "ce_bridgereceivedat",
+        )
+    )
+    + len(_SPECVERSION[1])
+    + len(_CONTENT_TYPE_JSON[1])
 )
 
 
@@ -144,6 +172,8 @@ class OutboundRecord:
     headers: tuple[tuple[str, bytes], ...]
     dedupe_id: str | None
     event_time_ms: int | None
+    # The size, once known (-1: not yet): to_record knows it for free.
+    _size: int = field(default=-1, init=False, repr=False, compare=False)
 
     @property
     def size(self) -> int:
@@ -151,10 +181,60 @@ class OutboundRecord:
 
         Used for buffer accounting; it ignores Kafka's per-record framing.
         """
-        total = len(self.value) + (0 if self.key is None else len(self.key))
-        for name, value in self.headers:
-            total += len(name) + len(value)
+        total = self._size
+        if total < 0:
+            total = len(self.value) + (0 if self.key is None else len(self.key))
+            for name, value in self.headers:
+                total += len(name) + len(value)
+            object.__setattr__(self, "_size", total)
         return total
+
+
+# A frozen dataclass's __init__ sets each field through object.__setattr__;
+# per record that is a third of to_record. _record writes the slots directly.
+# The field list is checked at import, so a new field cannot be forgotten.
+_RECORD_FIELDS: Final = (
+    "topic",
+    "key",
+    "value",
+    "headers",
+    "dedupe_id",
+    "event_time_ms",
+    "_size",
+)
+if tuple(f.name for f in fields(OutboundRecord)) != _RECORD_FIELDS:
+    raise TypeError(f"OutboundRecord fields changed: update _record ({_RECORD_FIELDS})")
+(
+    _set_topic,
+    _set_key,
+    _set_value,
+    _set_headers,
+    _set_dedupe_id,
+    _set_event_time_ms,
+    _set_size,
+) = (vars(OutboundRecord)[name].__set__ for name in _RECORD_FIELDS)
+_new_object = object.__new__
+
+
+def _record(
+    topic: str,
+    key: bytes,
+    value: bytes,
+    headers: tuple[tuple[str, bytes], ...],
+    dedupe_id: str,
+    event_time_ms: int,
+    size: int,
+) -> OutboundRecord:
+    """``OutboundRecord(...)`` with its size, without the frozen ``__init__``."""
+    record: OutboundRecord = _new_object(OutboundRecord)
+    _set_topic(record, topic)
+    _set_key(record, key)
+    _set_value(record, value)
+    _set_headers(record, headers)
+    _set_dedupe_id(record, dedupe_id)
+    _set_event_time_ms(record, event_time_ms)
+    _set_size(record, size)
+    return record
 
 
 def to_record(
@@ -180,9 +260,10 @@ def to_record(
         ValueError: If the item is an event without a canonical event type
             (the codec never produces one).
     """
+    global _received_pair  # a one-entry cache, see above
     kind = item.kind
-    type_bytes = _TYPE_BYTES.get((kind, item.event_type))
-    if type_bytes is None:
+    type_pair = _TYPE_PAIRS.get((kind, item.event_type))
+    if type_pair is None:
         raise ValueError(
             f"no CloudEvents type for kind {kind!r} and event type {item.event_type!r}"
         )
@@ -192,26 +273,53 @@ def to_record(
         topic = topics.device_status
     else:
         topic = topics.events
+    source_pair = _source_pairs.get(source)
+    if source_pair is None:
+        if len(_source_pairs) >= 64:
+            _source_pairs.clear()
+        source_pair = _source_pairs[source] = ("ce_source", source.encode())
+    received = _received_pair  # read once: consistent even if replaced meanwhile
+    if received[0] != received_at:
+        received = _received_pair = (
+            received_at,
+            ("ce_bridgereceivedat", received_at.encode()),
+        )
+    received_pair = received[1]
     key = item.device_id.encode()
-    # Positional arguments: keywords make this call markedly slower per record.
-    return OutboundRecord(
+    event_id = item.event_id.encode()
+    event_time = item.event_time.encode()
+    schema_pair = _SCHEMA_PAIRS[kind]
+    # orjson's bytes keep its 4 KiB output buffer; an exact copy keeps the
+    # sink's buffer (up to 10,000 records) at the size it accounts for.
+    value = bytes(memoryview(orjson.dumps(item.data)))
+    return _record(
         topic,
         key,
-        orjson.dumps(item.data),
+        value,
         (
-            ("ce_specversion", b"1.0"),
-            ("ce_id", item.event_id.encode()),
-            ("ce_source", source.encode()),
-            ("ce_type", type_bytes),
-            ("ce_time", item.event_time.encode()),
+            _SPECVERSION,
+            ("ce_id", event_id),
+            source_pair,
+            type_pair,
+            ("ce_time", event_time),
             ("ce_subject", key),
-            ("ce_dataschema", _SCHEMA_BYTES[kind]),
-            ("content-type", _JSON),
+            schema_pair,
+            _CONTENT_TYPE_JSON,
             ("ce_partitionkey", key),
-            ("ce_bridgereceivedat", received_at.encode()),
+            received_pair,
         ),
         item.event_id,
         item.event_time_ms,
+        # OutboundRecord.size, without walking the headers.
+        _FIXED_SIZE
+        + len(value)
+        + 3 * len(key)
+        + len(event_id)
+        + len(event_time)
+        + len(source_pair[1])
+        + len(type_pair[1])
+        + len(schema_pair[1])
+        + len(received_pair[1]),
     )
 
 

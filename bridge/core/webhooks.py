@@ -60,6 +60,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import Final, Literal
 
 import orjson
@@ -113,10 +114,12 @@ FAMILIES: Final[tuple[Family, ...]] = ("delivery", "tracking")
 
 #: ``ce_dataschema`` per family; each is the ``$id`` of a schema in
 #: ``bridge/schemas/`` (``webhook_<family>.v1.json``).
-DATA_SCHEMAS: Final[Mapping[Family, str]] = {
-    "delivery": "urn:sendstack-bridge:schema:webhook_delivery:v1",
-    "tracking": "urn:sendstack-bridge:schema:webhook_tracking:v1",
-}
+DATA_SCHEMAS: Final[Mapping[Family, str]] = MappingProxyType(
+    {
+        "delivery": "urn:sendstack-bridge:schema:webhook_delivery:v1",
+        "tracking": "urn:sendstack-bridge:schema:webhook_tracking:v1",
+    }
+)
 
 #: Every dead-letter reason :func:`plan` gives (``bridge_dlq_reason``).
 DEAD_LETTER_REASONS: Final[tuple[str, ...]] = (
@@ -154,15 +157,17 @@ def js_json_string(value: str) -> str:
     return '"' + _escape(value) + '"'
 
 
-_ESCAPES: Final[Mapping[str, str]] = {
-    '"': '\\"',
-    "\\": "\\\\",
-    "\b": "\\b",
-    "\f": "\\f",
-    "\n": "\\n",
-    "\r": "\\r",
-    "\t": "\\t",
-}
+_ESCAPES: Final[Mapping[str, str]] = MappingProxyType(
+    {
+        '"': '\\"',
+        "\\": "\\\\",
+        "\b": "\\b",
+        "\f": "\\f",
+        "\n": "\\n",
+        "\r": "\\r",
+        "\t": "\\t",
+    }
+)
 _NEEDS_ESCAPE: Final = re.compile('["\\\\\x00-\x1f\ud800-\udfff]')
 
 
@@ -245,6 +250,8 @@ class SignatureVerifier:
 
 
 # -- requests and replies --------------------------------------------------------
+# The plain values the receiver worker and its HTTP adapter exchange, so that
+# neither depends on the other (nor the worker on an HTTP library).
 
 Outcome = Literal[
     "accepted",
@@ -482,6 +489,15 @@ def event_time(body: Mapping[str, object]) -> str | None:
         value = body.get(name)
         if not isinstance(value, str) or len(value) > _MAX_TIME:
             continue
+        # Fast path for what JavaScript's toISOString writes (Sendstack is
+        # Node): "YYYY-MM-DDTHH:MM:SS.sssZ" is already canonical once its
+        # digits parse as a date and time.
+        if len(value) == 24 and value[23] == "Z" and value[4:20:3] == "--T::.":
+            try:
+                datetime.fromisoformat(value[:23])
+            except ValueError:
+                continue
+            return value
         try:
             parsed = datetime.fromisoformat(value)
         except ValueError:

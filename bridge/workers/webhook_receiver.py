@@ -76,7 +76,6 @@ class ReceiverOptions:
 
     Attributes:
         path: The only path webhooks are accepted on.
-        accept: The signature schemes accepted.
         publish_timeout: How long a request waits for Kafka's ack.
         dedupe_capacity: How many acknowledged webhook ids are remembered.
         max_body_bytes: Larger bodies get 413.
@@ -90,7 +89,6 @@ class ReceiverOptions:
     """
 
     path: str
-    accept: tuple[webhooks.Scheme, ...]
     publish_timeout: float
     dedupe_capacity: int
     max_body_bytes: int
@@ -215,7 +213,9 @@ class WebhookReceiver:
             # Another request for this webhook is in flight: share its fate.
             if await self._acked(pending, started):
                 return WebhookReply(200, "duplicate", webhook_id)
-            return self._unavailable(webhook_id, "timeout")
+            return self._unavailable(
+                webhook_id, "failed" if pending.future.done() else "timeout"
+            )
         if not self._publisher.is_connected():
             return self._unavailable(webhook_id, "disconnected")
         size = plan.record.size

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+from datetime import UTC, datetime, timedelta, timezone
 
 import orjson
 import pytest
@@ -375,3 +376,22 @@ def test_topics_per_family() -> None:
     """Each family has its own topic."""
     assert TOPICS.of("delivery") == "d"
     assert TOPICS.of("tracking") == "t"
+
+
+@given(
+    st.datetimes(
+        min_value=datetime(1970, 1, 1),  # noqa: DTZ001 - hypothesis bounds are naive
+        max_value=datetime(9998, 12, 31),  # noqa: DTZ001
+        timezones=st.just(UTC),
+    ),
+    st.integers(min_value=-14 * 60, max_value=14 * 60),
+)
+def test_event_time_is_the_same_instant_whatever_the_spelling(
+    instant: datetime, offset_minutes: int
+) -> None:
+    """toISOString's form passes as is; other offsets give the same UTC instant."""
+    instant = instant.replace(microsecond=instant.microsecond // 1000 * 1000)
+    js = instant.strftime("%Y-%m-%dT%H:%M:%S.") + f"{instant.microsecond // 1000:03d}Z"
+    assert webhooks.event_time({"eventTime": js}) == js
+    shifted = instant.astimezone(timezone(timedelta(minutes=offset_minutes)))
+    assert webhooks.event_time({"eventTime": shifted.isoformat()}) == js

@@ -10,6 +10,7 @@ import asyncio
 import time
 from collections import Counter
 
+import httpx
 import pytest
 
 from bridge.emulator import Emulator, EmulatorConfig
@@ -110,6 +111,11 @@ async def test_a_disconnected_producer_answers_503_at_once_and_the_retry_publish
                     hooks.url, "no_signal", 5, retry=ONCE, concurrency=5
                 )
                 took = time.monotonic() - started
+                probe = emu.webhooks.prepare("geofence_in")
+                async with httpx.AsyncClient() as http:
+                    direct = await http.post(
+                        hooks.url, content=probe.body, headers=dict(probe.headers)
+                    )
                 in_flight = hooks.app.receiver.statistics().in_flight
                 ready = dict(hooks.app.readiness())
             finally:
@@ -127,7 +133,9 @@ async def test_a_disconnected_producer_answers_503_at_once_and_the_retry_publish
     assert took < 0.5, "503 should come at once, not after the publish timeout"
     assert in_flight == 1  # only the first webhook was handed to the producer
     assert ready["producer_connected"] is False
-    assert disconnected == 5
+    assert disconnected == 6
+    assert (direct.status_code, direct.headers["retry-after"]) == (503, "5")
+    assert direct.json()["outcome"] == "unavailable"
     assert [d.statuses for d in again] == [[200]] * 6
     counts = await ids_in_kafka(tansu.bootstrap, topics)
     for delivery in later:

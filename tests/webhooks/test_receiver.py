@@ -65,7 +65,6 @@ def make(
         topics=webhooks.WebhookTopics(),
         options=ReceiverOptions(
             path=PATH,
-            accept=webhooks.SCHEMES,
             publish_timeout=timeout,
             dedupe_capacity=capacity,
             max_body_bytes=max_body,
@@ -179,7 +178,7 @@ async def test_a_failed_hand_over_is_republished_on_retry() -> None:
     await asyncio.sleep(0.05)
     publisher.fail()
     assert [(await first).status, (await second).status] == [503, 503]
-    assert sample(registry, "bridge_webhook_unavailable_total", cause="failed") == 1
+    assert sample(registry, "bridge_webhook_unavailable_total", cause="failed") == 2
     retry = asyncio.create_task(receiver.handle(signed()))
     await asyncio.sleep(0.05)
     assert len(publisher.submitted) == 2

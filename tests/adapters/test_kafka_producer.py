@@ -1,0 +1,322 @@
+"""KafkaRecordSink on aiokafka's batch API, against the real broker (no mocks)."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
+from prometheus_client import CollectorRegistry
+
+from bridge.adapters.kafka_producer import KafkaRecordSink, build_producer
+from bridge.broker import TansuBroker, create_topics, start_tansu
+from bridge.core.codec import TraccarJsonCodec
+from bridge.core.records import OutboundRecord, Topics, to_record
+from bridge.core.retry import Backoff
+from bridge.metrics import StreamMetrics
+from tests.core.test_codec import DEVICE, EVENT, POSITION, frame
+from tests.e2e.verifier import read_all, wait_for
+from tests.kafka_broker import Broker, unique_topic
+
+
+def sink_for(
+    bootstrap: str,
+    *,
+    metrics: StreamMetrics | None = None,
+    topic_kinds: dict[str, str] | None = None,
+    max_records: int = 10_000,
+    max_bytes: int = 16 * 1024 * 1024,
+    **kwargs: Any,
+) -> KafkaRecordSink:
+    """A sink with the bridge's producer settings; ``producer_*`` go to aiokafka."""
+    producer = {
+        "bootstrap_servers": bootstrap,
+        "enable_idempotence": False,
+        "acks": "all",
+    }
+    producer.update(
+        {
+            k.removeprefix("producer_"): kwargs.pop(k)
+            for k in list(kwargs)
+            if k.startswith("producer_")
+        }
+    )
+    return KafkaRecordSink(
+        functools.partial(build_producer, **producer),
+        max_records=max_records,
+        max_bytes=max_bytes,
+        retry_backoff=Backoff(initial=0.05, maximum=0.5),
+        metrics=metrics or StreamMetrics(CollectorRegistry()),
+        topic_kinds=topic_kinds or {},
+        **kwargs,
+    )
+
+
+def record(topic: str, key: bytes | None, n: int) -> OutboundRecord:
+    return OutboundRecord(
+        topic, key, b'{"n":%d}' % n, (("n", str(n).encode()),), f"id-{n}", None
+    )
+
+
+def numbers(records: Sequence[Any]) -> list[int]:
+    return [int(dict(r.headers)["n"]) for r in records]
+
+
+async def test_partitions_are_the_ones_aiokafka_picks_for_the_same_key(
+    broker: Broker,
+) -> None:
+    """Keys land where aiokafka's (and Java's) default murmur2 partitioner puts them."""
+    ours, theirs = unique_topic("part"), unique_topic("part")
+    await create_topics(broker.bootstrap, [ours, theirs], partitions=6)
+    keys = [f"device-{i}".encode() for i in range(60)] + ["vän-7".encode(), b"1"]
+    sink = sink_for(broker.bootstrap)
+    await sink.start()
+    try:
+        for n, key in enumerate(keys):
+            await sink.send(record(ours, key, n))
+        assert await sink.flush(10)
+    finally:
+        await sink.stop()
+    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap)
+    await producer.start()
+    try:
+        for n, key in enumerate(keys):
+            await producer.send(theirs, b"x", key=key, headers=[("n", b"%d" % n)])
+        await producer.flush()
+    finally:
+        await producer.stop()
+    consumed = await read_all(broker.bootstrap, [ours, theirs])
+    where: dict[str, dict[bytes, int]] = {ours: {}, theirs: {}}
+    for topic in (ours, theirs):
+        for r in consumed.records[topic]:
+            assert r.key is not None
+            where[topic][r.key] = r.partition
+    assert where[ours] == where[theirs]
+    assert len(set(where[ours].values())) == 6, "62 keys should use every partition"
+    partitioner = DefaultPartitioner()
+    for key, partition in where[ours].items():
+        assert partitioner(key, list(range(6)), list(range(6))) == partition
+
+
+async def test_per_key_order_holds_across_many_batches(broker: Broker) -> None:
+    """Small batches, many keys, sends from the very first (unknown) topic state."""
+    topic = unique_topic("order")
+    await create_topics(broker.bootstrap, [topic], partitions=3)
+    acked: list[OutboundRecord] = []
+    batches: list[int] = []
+    sink = sink_for(
+        broker.bootstrap,
+        on_ack=acked.append,
+        on_batch_ack=lambda records: batches.append(len(records)),
+        producer_max_batch_size=2_048,  # ~40 records: many batches per partition
+    )
+    await sink.start()
+    sent: dict[bytes, list[int]] = defaultdict(list)
+    try:
+        for n in range(3_000):
+            key = f"d{n % 23}".encode()
+            sent[key].append(n)
+            await sink.send(record(topic, key, n))
+        assert await sink.flush(20)
+    finally:
+        await sink.stop()
+    assert len(batches) > 20
+    assert sum(batches) == len(acked) == 3_000
+    assert sink.statistics().acked == 3_000
+    consumed = await read_all(broker.bootstrap, [topic])
+    got: dict[bytes, list[int]] = defaultdict(list)
+    for r in consumed.records[topic]:
+        assert r.key is not None
+        got[r.key].append(int(dict(r.headers)["n"]))
+    assert got == sent
+    acked_by_key: dict[bytes, list[int]] = defaultdict(list)
+    for r in acked:
+        assert r.key is not None
+        acked_by_key[r.key] += numbers([r])
+    assert acked_by_key == sent, "on_ack follows each key's order"
+
+
+async def test_acks_metrics_and_linger(broker: Broker) -> None:
+    """Published counts are exact by kind; a lone record goes out after linger."""
+    positions, dlq, unmapped = (unique_topic(t) for t in ("pos", "dlq", "other"))
+    await create_topics(broker.bootstrap, [positions, dlq, unmapped])
+    registry = CollectorRegistry()
+    metrics = StreamMetrics(registry)
+    batch_sizes: list[int] = []
+    sink = sink_for(
+        broker.bootstrap,
+        metrics=metrics,
+        topic_kinds={positions: "position", dlq: "dead_letter"},
+        on_batch_ack=lambda records: batch_sizes.append(len(records)),
+        linger=0.05,
+    )
+    await sink.start()
+    try:
+        await sink.send(record(positions, b"k", 0))
+        # Nothing else is sent: only the linger timer can hand the batch over.
+        assert await sink.flush(5)
+        for n in range(1, 251):
+            await sink.send(record(positions, b"k%d" % (n % 7), n))
+        for n in range(30):
+            await sink.send(record(dlq, None, n))  # keyless: a random partition
+        await sink.send(record(unmapped, b"k", 1))
+        value = registry.get_sample_value
+        assert value("bridge_buffer_records") == 281
+        assert (
+            value("bridge_buffer_bytes")
+            == sum(record(positions, b"k%d" % (n % 7), n).size for n in range(1, 251))
+            + sum(record(dlq, None, n).size for n in range(30))
+            + record(unmapped, b"k", 1).size
+        )
+        assert await sink.flush(10)
+    finally:
+        await sink.stop()
+    published = {
+        kind: value("bridge_records_published_total", {"kind": kind})
+        for kind in ("position", "dead_letter", "other")
+    }
+    assert published == {"position": 251, "dead_letter": 30, "other": 1}
+    assert value("bridge_buffer_records") == 0
+    assert value("bridge_buffer_bytes") == 0
+    assert value("bridge_kafka_send_seconds_count") == len(batch_sizes)
+    assert sum(batch_sizes) == 282
+    consumed = await read_all(broker.bootstrap, [positions, dlq, unmapped])
+    assert [consumed.count(t) for t in (positions, dlq, unmapped)] == [251, 30, 1]
+
+
+async def test_send_blocks_at_the_count_and_byte_bounds(broker: Broker) -> None:
+    """With Kafka frozen, intake stops at either bound and resumes on acks."""
+    if broker.external:
+        pytest.skip("pausing needs the broker process")
+    topic = unique_topic("bound")
+    await create_topics(broker.bootstrap, [topic])
+    size = record(topic, b"k", 0).size
+    for max_records, max_bytes in ((5, 1_000_000), (1_000, 3 * size)):
+        sink = sink_for(broker.bootstrap, max_records=max_records, max_bytes=max_bytes)
+        await sink.start()
+        broker.pause()
+        try:
+            admitted = min(max_records, max_bytes // size)
+            for n in range(admitted):
+                await asyncio.wait_for(sink.send(record(topic, b"k", n)), 1)
+            blocked = asyncio.ensure_future(sink.send(record(topic, b"k", admitted)))
+            await asyncio.sleep(0.3)
+            assert not blocked.done(), "the bound should hold intake back"
+            assert sink.statistics().in_flight_records == admitted
+        finally:
+            broker.resume()
+        await asyncio.wait_for(blocked, 20)
+        assert await sink.flush(20)
+        await sink.stop()
+
+
+async def test_a_record_larger_than_the_byte_bound_still_goes(broker: Broker) -> None:
+    topic = unique_topic("big")
+    await create_topics(broker.bootstrap, [topic])
+    sink = sink_for(broker.bootstrap, max_bytes=10)
+    await sink.start()
+    try:
+        await asyncio.wait_for(sink.send(record(topic, b"k", 1)), 5)
+        assert await sink.flush(10)
+    finally:
+        await sink.stop()
+
+
+async def test_failed_batches_are_resent_ahead_of_later_records(
+    broker: Broker,
+) -> None:
+    """A broker that dies and comes back: failed batches go first, nothing is lost.
+
+    Batches sent to a dead broker fail without being written, so the order in
+    the new broker's log is the order in which the sink re-sent them.
+    """
+    if broker.external:
+        pytest.skip("restarting needs a broker of our own")
+    topic = unique_topic("retry")
+    first = start_tansu()
+    port = int(first.bootstrap.rsplit(":", 1)[1])
+    second: TansuBroker | None = None
+    await create_topics(first.bootstrap, [topic], partitions=1)
+    sink = sink_for(
+        first.bootstrap,
+        producer_request_timeout_ms=1_000,
+        producer_max_batch_size=1_024,  # ~20 records a batch
+    )
+    await sink.start()
+    sent: dict[bytes, list[int]] = defaultdict(list)
+
+    async def send(n: int) -> None:
+        key = f"d{n % 5}".encode()
+        await sink.send(record(topic, key, n))
+        if n >= 50:  # what the second broker must hold
+            sent[key].append(n)
+
+    try:
+        for n in range(50):
+            await send(n)
+        assert await sink.flush(10)
+        first.stop()
+        for n in range(50, 300):
+            await send(n)
+        await wait_for(lambda: sink.statistics().retried > 100, 20)
+        assert not sink.statistics().connected
+        second = start_tansu(port=port)
+        # Tansu may create it on the producer's metadata request: either is fine.
+        await create_topics(second.bootstrap, [topic], partitions=1)
+        for n in range(300, 400):
+            await send(n)
+        assert await sink.flush(30)
+        assert sink.statistics().connected
+        assert sink.statistics().acked == 400
+        consumed = await read_all(second.bootstrap, [topic])
+    finally:
+        await sink.stop()
+        first.stop()
+        if second is not None:
+            second.stop()
+    first_seen: dict[bytes, list[int]] = defaultdict(list)
+    for r in consumed.records[topic]:
+        assert r.key is not None
+        n = int(dict(r.headers)["n"])
+        if n not in first_seen[r.key]:
+            first_seen[r.key].append(n)
+    assert first_seen == sent, "nothing lost, and each key in order"
+
+
+async def test_send_before_start_is_refused(broker: Broker) -> None:
+    sink = sink_for(broker.bootstrap)
+    with pytest.raises(RuntimeError, match="before start"):
+        await sink.send(record("t", b"k", 1))
+    assert sink.statistics().in_flight_records == 0
+
+
+def test_to_record_knows_its_size() -> None:
+    """to_record's precomputed size is what the header walk gives."""
+    codec = TraccarJsonCodec()
+    for section, raw in (
+        ("positions", POSITION),
+        ("devices", DEVICE),
+        ("events", EVENT),
+    ):
+        (item,) = codec.decode(frame(**{section: [raw]})).items
+        for source in ("/sendstack/tracking", "/elsewhere/ü"):
+            r = to_record(
+                item, Topics(), received_at="2025-06-14T09:12:05.123Z", source=source
+            )
+            walked = (
+                len(r.value)
+                + len(r.key or b"")
+                + sum(len(name) + len(value) for name, value in r.headers)
+            )
+            assert r.size == walked
+            again = OutboundRecord(
+                r.topic, r.key, r.value, r.headers, r.dedupe_id, r.event_time_ms
+            )
+            assert again == r
+            assert hash(again) == hash(r)
+            assert again.size == walked

@@ -14,7 +14,7 @@ import asyncio
 import functools
 import ssl
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -68,6 +68,33 @@ def producer_settings(kafka: KafkaSettings) -> dict[str, Any]:
         "linger_ms": kafka.linger_ms,
         "max_batch_size": kafka.max_batch_bytes,
     }
+
+
+async def until_kafka_answers(
+    start: Callable[[], Awaitable[None]],
+    *,
+    stop: asyncio.Event | None = None,
+    cleanup: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """Call ``start`` until Kafka answers: it may come up after us (a fresh
+    cluster, a rolling restart). Gives up only when ``stop`` is set."""
+    attempt = 0
+    backoff = Backoff(initial=0.5, maximum=10.0)
+    while True:
+        try:
+            await start()
+        except Exception as exc:  # aiokafka raises several unrelated types here
+            if cleanup is not None:
+                await cleanup()
+            if stop is not None and stop.is_set():
+                raise
+            delay = backoff.delay(attempt, 0.5)
+            log.warning("kafka_unavailable", error=type(exc).__name__, retry_in=delay)
+            attempt += 1
+            await asyncio.sleep(delay)
+        else:
+            log.info("kafka_connected")
+            return
 
 
 def topics_of(settings: Settings) -> Topics:
@@ -200,7 +227,7 @@ class StreamApp:
         try:
             await self.ops.start()
             log.info("ops_listening", port=self.ops.port)
-            await self._start_sink(stop)
+            await until_kafka_answers(self.sink.start, stop=stop)
         except BaseException:
             await self._http.aclose()
             await self.ops.stop()
@@ -217,25 +244,6 @@ class StreamApp:
             await self._shutdown(pump)
             keeper.cancel()
         return 0
-
-    async def _start_sink(self, stop: asyncio.Event) -> None:
-        # Kafka may come up after us (a fresh cluster, a rolling restart): wait for it.
-        attempt = 0
-        backoff = Backoff(initial=0.5, maximum=10.0)
-        while True:
-            try:
-                await self.sink.start()
-            except Exception as exc:  # aiokafka raises several unrelated types here
-                delay = backoff.delay(attempt, 0.5)
-                log.warning(
-                    "kafka_unavailable", error=type(exc).__name__, retry_in=delay
-                )
-                attempt += 1
-                if stop.is_set():
-                    raise
-                await asyncio.sleep(delay)
-            else:
-                return
 
     async def _shutdown(self, pump: asyncio.Task[None]) -> None:
         grace = self.settings.ops.shutdown_grace_seconds

@@ -28,7 +28,7 @@ from bridge.adapters.kafka_commands import (
 from bridge.adapters.kafka_producer import build_producer
 from bridge.adapters.ops_http import ops_server
 from bridge.adapters.sendstack_rest import SendstackRest
-from bridge.app import client_settings, producer_settings
+from bridge.app import client_settings, producer_settings, until_kafka_answers
 from bridge.config import KafkaSettings, SendstackSettings, Settings
 from bridge.core.breaker import CircuitBreaker
 from bridge.core.commands import COMMAND_TYPES, RestRequest
@@ -162,7 +162,9 @@ class CommandApp:
         """Run until ``stop`` is set, then shut down within the grace period."""
         try:
             await self.ops.start()
-            await self._start_kafka(stop)
+            await until_kafka_answers(
+                self._start_kafka, stop=stop, cleanup=self._stop_kafka
+            )
         except BaseException:
             await self._close()
             raise
@@ -179,29 +181,15 @@ class CommandApp:
         log.info("shutdown_complete")
         return 0
 
-    async def _start_kafka(self, stop: asyncio.Event) -> None:
-        # Kafka may come up after us: retry until it answers or we are told to stop.
-        attempt = 0
-        backoff = Backoff(initial=0.5, maximum=10.0)
-        while True:
-            try:
-                await self.publisher.start()
-                await self.state_log.start()
-                await self.source.start()
-            except Exception as exc:  # aiokafka raises several unrelated types here
-                await self.source.stop()
-                await self.state_log.stop()
-                await self.publisher.stop()
-                if stop.is_set():
-                    raise
-                delay = backoff.delay(attempt, 0.5)
-                log.warning(
-                    "kafka_unavailable", error=type(exc).__name__, retry_in=delay
-                )
-                attempt += 1
-                await asyncio.sleep(delay)
-            else:
-                return
+    async def _start_kafka(self) -> None:
+        await self.publisher.start()
+        await self.state_log.start()
+        await self.source.start()
+
+    async def _stop_kafka(self) -> None:
+        await self.source.stop()
+        await self.state_log.stop()
+        await self.publisher.stop()
 
     async def _close(self) -> None:
         await self.source.stop()

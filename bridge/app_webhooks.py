@@ -27,7 +27,7 @@ from bridge.adapters.kafka_producer import AckCallback, KafkaRecordSink, build_p
 from bridge.adapters.ops_http import ops_server
 from bridge.adapters.webhook_http import WebhookHttpServer
 from bridge.adapters.webhook_sink import AckingSink
-from bridge.app import producer_settings
+from bridge.app import producer_settings, until_kafka_answers
 from bridge.config import (
     KafkaSettings,
     SendstackSettings,
@@ -164,7 +164,9 @@ class WebhookApp:
             ops_port=self.ops.port,
         )
         async with asyncio.TaskGroup() as group:
-            connect = group.create_task(self._start_sink(), name="kafka-connect")
+            connect = group.create_task(
+                until_kafka_answers(self.sink.start), name="kafka-connect"
+            )
             await stop.wait()
             log.info(
                 "shutdown_started",
@@ -173,24 +175,6 @@ class WebhookApp:
             connect.cancel()
         await self._shutdown()
         return 0
-
-    async def _start_sink(self) -> None:
-        # Kafka may come up after us: answer 503 until it does.
-        attempt = 0
-        backoff = Backoff(initial=0.5, maximum=10.0)
-        while True:
-            try:
-                await self.sink.start()
-            except Exception as exc:  # noqa: BLE001 - aiokafka raises unrelated types
-                delay = backoff.delay(attempt, 0.5)
-                log.warning(
-                    "kafka_unavailable", error=type(exc).__name__, retry_in=delay
-                )
-                attempt += 1
-                await asyncio.sleep(delay)
-            else:
-                log.info("kafka_connected")
-                return
 
     async def _shutdown(self) -> None:
         grace = self.settings.ops.shutdown_grace_seconds

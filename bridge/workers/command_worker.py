@@ -162,8 +162,8 @@ class CommandWorker:
             room = self._opts.max_outstanding - self._outstanding
             for message in await source.fetch(max_records=room, wait=0.2):
                 self._take(message)
-            self._update_lag(source)
             if time.monotonic() - self._last_commit >= self._opts.commit_interval:
+                self._update_lag(source)
                 await self._commit(set(self._offsets))
 
     async def stop(self, grace: float) -> None:
@@ -321,7 +321,8 @@ class CommandWorker:
         self._ledger.mark_done(command.command_id)
         self._metrics.commands.labels(command.type, execution.outcome).inc()
         self._metrics.duration.labels(command.type).observe(duration_ms / 1000)
-        log.info(
+        # Debug: the result record already says all of it, once per command.
+        log.debug(
             "command_finished",
             command_type=command.type,
             outcome=execution.outcome,

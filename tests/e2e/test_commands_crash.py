@@ -101,6 +101,5 @@ async def test_kills_and_rebalances_never_duplicate_a_booking_or_a_result(
     )
     print(
         f"{len(commands)} commands, {KILLS} kills, {reconciled} reconciled,"
-        f" {events['command_finished']} finished by workers,"
         f" {events['commands_partitions_assigned']} assignments"
     )

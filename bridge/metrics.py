@@ -35,6 +35,16 @@ CLOSE_REASONS = (
     "rotation",
     "other",
 )
+# The usual failures of a send, created up front so the first one counts in
+# increase(); others still appear as they happen.
+KAFKA_ERRORS = (
+    "KafkaTimeoutError",
+    "RequestTimedOutError",
+    "KafkaConnectionError",
+    "NotLeaderForPartitionError",
+    "LeaderNotAvailableError",
+    "NodeNotReadyError",
+)
 WS_STATES = {"disconnected": 0, "connecting": 1, "open": 2, "rotating": 3}
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -175,6 +185,8 @@ class StreamMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=registry,
         )
+        for error in KAFKA_ERRORS:
+            self.kafka_errors.labels(error)
         for outcome in FRAME_OUTCOMES:
             self.frames.labels(outcome)
         for kind in (*ITEM_KINDS, "dead_letter"):

@@ -151,7 +151,7 @@ def js_json_string(value: str) -> str:
     That is Python's ``json.dumps(value, ensure_ascii=False)`` (same escapes
     for ``"``, ``\\``, and control characters, lower-case ``\\u00XX``,
     non-ASCII left as is) except for lone surrogates, which ES2019's
-    well-formed ``JSON.stringify`` writes as ``\\uXXXX`` escapes. For the hex
+    well-formed ``JSON.stringify`` writes as ``\\u`` escapes. For the hex
     ``webhookId`` values Sendstack sends, it is simply the id in quotes.
     """
     return '"' + _escape(value) + '"'

@@ -262,6 +262,11 @@ class StreamPump:
     ) -> _Handoff | None:
         """Read ``conn`` until it closes or hands over to a successor."""
         self._set_state("open")
+        # Every log line of this task (and of the tasks it starts) names the
+        # socket and the session generation it serves.
+        structlog.contextvars.bind_contextvars(
+            connection_id=conn.connection_id, session_generation=session.generation
+        )
         handoff = _Handoff()
         helpers = [
             asyncio.create_task(self._rotate(conn, session, handoff), name="rotation")

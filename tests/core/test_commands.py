@@ -12,7 +12,6 @@ on a table of broken payloads. Regenerate the files after changing a spec::
 from __future__ import annotations
 
 import copy
-import math
 import re
 import sys
 from pathlib import Path
@@ -50,121 +49,13 @@ from bridge.core.commands import (
     to_request,
 )
 from bridge.core.records import iso_ms
-from tests.core.test_schemas import DLQ_HEADERS, errors as record_errors
+from tests.core.test_schemas import DLQ_HEADERS
+from tests.schema_check import schema_errors
 
 SCHEMA_DIR = Path(bridge.__file__).parent / "schemas" / "commands"
 NOW = 1_750_062_000.0  # 2025-06-16T08:20:00Z
 MAX = 1_048_576
 DROP = "6650aa10bc12de34f0a1b2c1"
-
-
-# --------------------------------------------------------------------------
-# An independent validator for the schema subset the command schemas use
-
-_ANNOTATIONS = {"$schema", "$id", "title", "description", "format", "examples"}
-_KEYWORDS = _ANNOTATIONS | {
-    "type",
-    "required",
-    "properties",
-    "additionalProperties",
-    "enum",
-    "const",
-    "minimum",
-    "maximum",
-    "exclusiveMinimum",
-    "minLength",
-    "maxLength",
-    "pattern",
-    "minItems",
-    "maxItems",
-    "items",
-    "anyOf",
-    "oneOf",
-    "allOf",
-    "if",
-    "then",
-    "$ref",
-}
-_TYPES = {
-    "object": lambda v: isinstance(v, dict),
-    "array": lambda v: isinstance(v, list),
-    "string": lambda v: isinstance(v, str),
-    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
-    "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
-    "boolean": lambda v: isinstance(v, bool),
-    "null": lambda v: v is None,
-}
-
-
-def schema_errors(
-    schema: dict[str, Any], instance: object, refs: dict[str, Any], path: str = "$"
-) -> list[str]:
-    """Problems of ``instance`` against ``schema``; refuses unknown keywords."""
-    unknown = set(schema) - _KEYWORDS
-    if unknown:
-        raise AssertionError(f"{path}: unsupported schema keywords {sorted(unknown)}")
-    found: list[str] = []
-
-    def sub(s: dict[str, Any], value: object, where: str) -> list[str]:
-        return schema_errors(s, value, refs, where)
-
-    if "$ref" in schema:
-        found += sub(refs[schema["$ref"]], instance, path)
-    if "type" in schema:
-        types = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
-        if not any(_TYPES[t](instance) for t in types):
-            return [*found, f"{path}: expected {types}"]
-    if "enum" in schema and instance not in schema["enum"]:
-        found.append(f"{path}: not in enum")
-    if "const" in schema and instance != schema["const"]:
-        found.append(f"{path}: not the constant")
-    if _TYPES["number"](instance):
-        assert isinstance(instance, int | float)
-        if "minimum" in schema and instance < schema["minimum"]:
-            found.append(f"{path}: below minimum")
-        if "exclusiveMinimum" in schema and instance <= schema["exclusiveMinimum"]:
-            found.append(f"{path}: not above exclusiveMinimum")
-        if "maximum" in schema and instance > schema["maximum"]:
-            found.append(f"{path}: above maximum")
-    if isinstance(instance, str):
-        if len(instance) < schema.get("minLength", 0):
-            found.append(f"{path}: shorter than minLength")
-        if len(instance) > schema.get("maxLength", math.inf):
-            found.append(f"{path}: longer than maxLength")
-        if "pattern" in schema and not re.search(schema["pattern"], instance):
-            found.append(f"{path}: does not match pattern")
-    if isinstance(instance, list):
-        if len(instance) < schema.get("minItems", 0):
-            found.append(f"{path}: fewer than minItems")
-        if len(instance) > schema.get("maxItems", math.inf):
-            found.append(f"{path}: more than maxItems")
-        if "items" in schema:
-            for i, item in enumerate(instance):
-                found += sub(schema["items"], item, f"{path}[{i}]")
-    if isinstance(instance, dict):
-        found += [
-            f"{path}: missing {name!r}"
-            for name in schema.get("required", [])
-            if name not in instance
-        ]
-        properties = schema.get("properties", {})
-        additional = schema.get("additionalProperties", True)
-        for name, value in instance.items():
-            if name in properties:
-                found += sub(properties[name], value, f"{path}.{name}")
-            elif additional is False:
-                found.append(f"{path}: unexpected {name!r}")
-    if "anyOf" in schema and all(sub(s, instance, path) for s in schema["anyOf"]):
-        found.append(f"{path}: matches none of anyOf")
-    if "oneOf" in schema:
-        matching = sum(not sub(s, instance, path) for s in schema["oneOf"])
-        if matching != 1:
-            found.append(f"{path}: matches {matching} of oneOf")
-    for part in schema.get("allOf", []):
-        found += sub(part, instance, path)
-    if "if" in schema and not sub(schema["if"], instance, path):
-        found += sub(schema.get("then", {}), instance, path)
-    return found
 
 
 def _file(name: str) -> dict[str, Any]:
@@ -1202,7 +1093,7 @@ def test_command_dead_letter_is_verbatim_with_source_headers() -> None:
     assert record.value == raw
     assert record.topic == "sendstack.commands.dlq"
     assert record.key is None
-    assert record_errors(DLQ_HEADERS, headers) == []
+    assert schema_errors(DLQ_HEADERS, headers) == []
     assert headers == {
         "bridge_dlq_reason": "unknown_type",
         "bridge_dlq_detail": "type: must be one of ...",

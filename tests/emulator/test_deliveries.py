@@ -11,6 +11,7 @@ import httpx
 import orjson
 import pytest
 
+from bridge.core.commands import EXAMPLES
 from bridge.emulator import Emulator
 from bridge.emulator.deliveries import KINDS, PARTNERS
 from tests.emulator.conftest import EmulatorFactory
@@ -20,31 +21,10 @@ HEX24 = re.compile(r"^[0-9a-f]{24}$")
 CODE6 = re.compile(r"^[A-Z0-9]{6}$")
 PARTNER = PARTNERS[0]["id"]
 
-# The illustrative New Booking request of api doc §14.6, plus externalOrderId.
-BOOKING: dict[str, Any] = {
-    "externalOrderId": "ORD-1",
-    "orderType": "PROCESSING",
-    "bookingName": "Ops Desk",
-    "bookingPhone": "08020000001",
-    "pickup": {
-        "address": "12, Bode Thomas Street, Surulere",
-        "locationCode": "K9PZ",
-        "pickupName": "Adaeze",
-        "pickupNumber": "08031234567",
-        "pickupDate": "2025-06-17",
-        "pickup_house_number": 12,
-    },
-    "drops": [
-        {
-            "recipientName": "Femi",
-            "recipientNumber": "09055550123",
-            "address": "3, Awolowo Road, Ikoyi",
-            "locationCode": "R4QN",
-            "podAmount": 15000,
-            "dropoff_house_number": 3,
-        }
-    ],
-}
+# The contract's booking example (api doc §14.6 plus externalOrderId).
+BOOKING: dict[str, Any] = copy.deepcopy(dict(EXAMPLES["book_delivery"]))
+BOOKING["externalOrderId"] = "ORD-1"
+BOOKING["drops"][0]["dropoff_house_number"] = 3
 
 
 def hdrs(emu: Emulator, key: str | None = None) -> dict[str, str]:

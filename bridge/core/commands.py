@@ -1153,6 +1153,18 @@ def _without(payload: Mapping[str, Any], *names: str) -> dict[str, Any]:
     return {k: v for k, v in payload.items() if k not in names}
 
 
+# Types whose call is a POST of the payload as it is (api doc §14, §15.3).
+_POST_PAYLOAD: Final[Mapping[str, str]] = MappingProxyType(
+    {
+        "price_estimate": "/deliveries/offers",
+        "cancel_drops": "/drops/cancel",
+        "update_delivery_window": "/drops/updateDeliveryWindow",
+        "add_private_note": "/drops/internalNotes",
+        "create_tracker_event": "/tracker/event",
+    }
+)
+
+
 def to_request(command: Command, *, assign_method: str = "POST") -> RestRequest:
     """The REST call that carries out a command.
 
@@ -1171,6 +1183,10 @@ def to_request(command: Command, *, assign_method: str = "POST") -> RestRequest:
     p = command.payload
     key = command.command_id
     kind = command.type
+    if kind in _POST_PAYLOAD:
+        return RestRequest(
+            method="POST", path=_POST_PAYLOAD[kind], body=dict(p), idempotency_key=key
+        )
     if kind == "book_delivery":
         reconcile = RestRequest(
             method="GET",
@@ -1184,10 +1200,6 @@ def to_request(command: Command, *, assign_method: str = "POST") -> RestRequest:
             body=dict(p),
             idempotency_key=key,
             reconcile=reconcile,
-        )
-    if kind == "price_estimate":
-        return RestRequest(
-            method="POST", path="/deliveries/offers", body=dict(p), idempotency_key=key
         )
     if kind == "generate_pod_account":
         return RestRequest(
@@ -1203,22 +1215,11 @@ def to_request(command: Command, *, assign_method: str = "POST") -> RestRequest:
             body=_without(p, "dropId"),
             idempotency_key=key,
         )
-    if kind == "cancel_drops":
-        return RestRequest(
-            method="POST", path="/drops/cancel", body=dict(p), idempotency_key=key
-        )
     if kind == "reschedule_delivery":
         return RestRequest(
             method="POST",
             path=f"/deliveries/{_seg(p['deliveryId'])}/reschedule",
             body=_without(p, "deliveryId"),
-            idempotency_key=key,
-        )
-    if kind == "update_delivery_window":
-        return RestRequest(
-            method="POST",
-            path="/drops/updateDeliveryWindow",
-            body=dict(p),
             idempotency_key=key,
         )
     if kind == "assign_drop":
@@ -1231,17 +1232,6 @@ def to_request(command: Command, *, assign_method: str = "POST") -> RestRequest:
             path="/drops/assign",
             body=dict(p),
             idempotency_key=key,
-        )
-    if kind == "add_private_note":
-        return RestRequest(
-            method="POST",
-            path="/drops/internalNotes",
-            body=dict(p),
-            idempotency_key=key,
-        )
-    if kind == "create_tracker_event":
-        return RestRequest(
-            method="POST", path="/tracker/event", body=dict(p), idempotency_key=key
         )
     if kind == "track_delivery":
         name = "batchId" if "batchId" in p else "trackingId"

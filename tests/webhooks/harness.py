@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -13,6 +12,7 @@ from bridge.app_webhooks import WebhookApp
 from bridge.broker import create_topics
 from bridge.config import REQUIREMENTS, Settings
 from bridge.emulator import Emulator
+from tests.e2e.harness import Running, running
 from tests.e2e.verifier import wait_for
 from tests.kafka_broker import unique_topic
 
@@ -64,11 +64,8 @@ def webhook_env(
     return env
 
 
-@dataclass
-class RunningWebhooks:
-    app: WebhookApp
-    stop: asyncio.Event
-    task: asyncio.Task[int]
+class RunningWebhooks(Running[WebhookApp]):
+    """A running ``WebhookApp`` with shortcuts for its URLs and outcomes."""
 
     @property
     def url(self) -> str:
@@ -77,10 +74,6 @@ class RunningWebhooks:
     @property
     def ops_url(self) -> str:
         return f"http://127.0.0.1:{self.app.ops.port}"
-
-    def sample(self, name: str, labels: Mapping[str, str] | None = None) -> float:
-        value = self.app.registry.get_sample_value(name, dict(labels or {}))
-        return 0.0 if value is None else value
 
     def outcome(self, outcome: str) -> float:
         return self.sample("bridge_webhook_requests_total", {"outcome": outcome})
@@ -97,17 +90,10 @@ async def running_webhooks(
 ) -> AsyncIterator[RunningWebhooks]:
     """Run ``WebhookApp`` until the block ends, then shut it down gracefully."""
     app = WebhookApp(settings_of(env), registry=CollectorRegistry())
-    stop = asyncio.Event()
-    task = asyncio.create_task(app.run(stop))
-    running = RunningWebhooks(app=app, stop=stop, task=task)
-    try:
-        await wait_for(lambda: bool(app.http.sockets_names) or task.done(), 10)
-        if task.done():
-            await task  # surfaces the startup error
+    async with running(app) as run:
+        await wait_for(lambda: bool(app.http.sockets_names) or run.task.done(), 10)
+        if run.task.done():
+            await run.task  # surfaces the startup error
         if wait_connected:
             await wait_for(app.sink.is_connected, 20)
-        yield running
-    finally:
-        stop.set()
-        code = await asyncio.wait_for(task, timeout=30)
-        assert code == 0
+        yield RunningWebhooks(app=app, stop=run.stop, task=run.task)

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
+import socket
 import time
+import uuid
 from collections.abc import Mapping
 
 import httpx
@@ -49,6 +52,11 @@ _PROBE = RestRequest(
     idempotency_key="credentials-probe",
     reconcile=None,
 )
+
+
+def _owner_id() -> str:
+    """Names this process in lease records and ownership log lines."""
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
 class CommandApp:
@@ -92,6 +100,8 @@ class CommandApp:
             ),
             probe=_PROBE,
             metrics=self.metrics,
+            concurrency=c.concurrency,
+            settle_seconds=c.settle_seconds,
         )
         self.publisher = KafkaAckingPublisher(
             functools.partial(build_producer, **producer_settings(kafka)),
@@ -119,11 +129,14 @@ class CommandApp:
                 results_topic=c.results_topic,
                 dead_letter_topic=c.dead_letter_topic,
                 state_topic=c.state_topic,
-                concurrency=c.concurrency,
+                owner=_owner_id(),
                 max_outstanding=max(64, c.concurrency * 16),
                 default_deadline=c.default_deadline_seconds,
                 max_message_bytes=c.max_message_bytes,
                 assign_method=c.assign_method,
+                lease_seconds=c.lease_seconds,
+                call_budget=c.request_timeout_seconds + 1.0,
+                revoke_grace=c.revoke_grace_seconds,
             ),
             metrics=self.metrics,
         )

@@ -248,6 +248,9 @@ class CommandSettings:
     max_message_bytes: int
     session_timeout_ms: int
     assign_method: AssignMethod
+    lease_seconds: float
+    settle_seconds: float
+    revoke_grace_seconds: float
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -1216,6 +1219,42 @@ _COMMANDS_ASSIGN_METHOD: Variable[AssignMethod] = Variable(
     description="HTTP method of Assign Drop (the docs show both GET and POST).",
 )
 
+_COMMANDS_LEASE_SECONDS: Variable[float] = Variable(
+    name="BRIDGE_COMMANDS_LEASE_SECONDS",
+    group="commands",
+    field="lease_seconds",
+    kind=_number(gt=0),
+    default=40.0,
+    description=(
+        "Partition lease: a worker calls Sendstack for a partition only while"
+        " it holds one (renewed every third of it); a crashed worker's"
+        " partitions wait this long. At least twice the request timeout."
+    ),
+)
+_COMMANDS_SETTLE_SECONDS: Variable[float] = Variable(
+    name="BRIDGE_COMMANDS_SETTLE_SECONDS",
+    group="commands",
+    field="settle_seconds",
+    kind=_number(gt=0),
+    default=60.0,
+    description=(
+        "How long after sending Sendstack may still complete a booking: an"
+        ' empty reconcile read proves "not booked" only after this. Longer'
+        " is safer; shorter resolves a lost reply sooner."
+    ),
+)
+_COMMANDS_REVOKE_GRACE_SECONDS: Variable[float] = Variable(
+    name="BRIDGE_COMMANDS_REVOKE_GRACE_SECONDS",
+    group="commands",
+    field="revoke_grace_seconds",
+    kind=_number(gt=0),
+    default=5.0,
+    description=(
+        "How long a worker giving a partition away waits for its calls in"
+        " flight (commands not yet started are released at once)."
+    ),
+)
+
 # log ----------------------------------------------------------------------
 _LOG_LEVEL: Variable[LogLevel] = Variable(
     name="BRIDGE_LOG_LEVEL",
@@ -1315,6 +1354,9 @@ VARIABLES: tuple[Variable[Any], ...] = (
     _COMMANDS_MAX_MESSAGE_BYTES,
     _COMMANDS_SESSION_TIMEOUT_MS,
     _COMMANDS_ASSIGN_METHOD,
+    _COMMANDS_LEASE_SECONDS,
+    _COMMANDS_SETTLE_SECONDS,
+    _COMMANDS_REVOKE_GRACE_SECONDS,
 )
 """Every settings variable, in documentation order."""
 
@@ -1760,7 +1802,7 @@ def _read_webhooks(r: _Reader) -> WebhookSettings:
 
 
 def _read_commands(r: _Reader) -> CommandSettings:
-    return CommandSettings(
+    group = CommandSettings(
         topic=r(_COMMANDS_TOPIC),
         results_topic=r(_COMMANDS_RESULTS_TOPIC),
         dead_letter_topic=r(_COMMANDS_DEAD_LETTER_TOPIC),
@@ -1778,7 +1820,28 @@ def _read_commands(r: _Reader) -> CommandSettings:
         max_message_bytes=r(_COMMANDS_MAX_MESSAGE_BYTES),
         session_timeout_ms=r(_COMMANDS_SESSION_TIMEOUT_MS),
         assign_method=r(_COMMANDS_ASSIGN_METHOD),
+        lease_seconds=r(_COMMANDS_LEASE_SECONDS),
+        settle_seconds=r(_COMMANDS_SETTLE_SECONDS),
+        revoke_grace_seconds=r(_COMMANDS_REVOKE_GRACE_SECONDS),
     )
+    # A call starts only if it ends inside the lease, and the lease is
+    # renewed every third of it: two request timeouts leave room for both.
+    _check_at_least(
+        r,
+        _COMMANDS_LEASE_SECONDS,
+        group.lease_seconds,
+        _COMMANDS_REQUEST_TIMEOUT_SECONDS,
+        2 * group.request_timeout_seconds,
+    )
+    # An empty read proves nothing while the request may still be running.
+    _check_at_least(
+        r,
+        _COMMANDS_SETTLE_SECONDS,
+        group.settle_seconds,
+        _COMMANDS_REQUEST_TIMEOUT_SECONDS,
+        group.request_timeout_seconds,
+    )
+    return group
 
 
 def _check_at_least(

@@ -90,6 +90,14 @@ class CommandError(BridgeError):
     """A command could not be carried out."""
 
 
+class CommandReleased(CommandError):
+    """This worker may no longer call Sendstack for the command.
+
+    Its partition was revoked or its lease lost: the command is left
+    unfinished (offset uncommitted) for the partition's next owner.
+    """
+
+
 class RestRejected(CommandError):
     """Sendstack rejected the request (4xx); retrying will not help."""
 

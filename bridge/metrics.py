@@ -230,7 +230,7 @@ class ReadyMetric:
         self.gauge.set_function(lambda: float(all(readiness().values())))
 
 
-COMMAND_OUTCOMES = ("succeeded", "failed", "rejected")
+COMMAND_OUTCOMES = ("succeeded", "failed", "rejected", "ambiguous")
 
 
 class CommandMetrics:
@@ -297,7 +297,8 @@ class CommandMetrics:
         )
         self.reconciled = Counter(
             "bridge_commands_reconciled_total",
-            "Ambiguous earlier attempts resolved by reading Sendstack, by finding.",
+            "Reconcile verdicts on earlier attempts that may have taken effect:"
+            " yes (found), no (absent after the settle window), unknown.",
             ["found"],
             registry=registry,
         )
@@ -314,7 +315,7 @@ class CommandMetrics:
             self.retries.labels(command_type)
         for status in ("2xx", "4xx", "429", "5xx", "error"):
             self.api_calls.labels(status)
-        for found in ("yes", "no"):
+        for found in ("yes", "no", "unknown"):
             self.reconciled.labels(found)
 
 

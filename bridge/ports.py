@@ -145,6 +145,19 @@ class AckingPublisher(Protocol):
     async def publish(self, record: OutboundRecord) -> None: ...
 
 
+class CallPermit(Protocol):
+    """The worker's say on whether a write call for one command may go now."""
+
+    async def before_call(self, deadline: float) -> bool:
+        """Wait until this worker may call; False if ``deadline`` passed first.
+
+        The first time, it writes the command's ``started`` marker and waits
+        for Kafka's ack. Raises ``CommandReleased`` once the worker may no
+        longer call for this command (partition revoked or lease lost).
+        """
+        ...
+
+
 class StateLog(Protocol):
     """Reads the command state and result topics, to know what was done."""
 

@@ -75,6 +75,7 @@ __all__ = [
     "Command",
     "Outcome",
     "OutcomeKind",
+    "Reconciliation",
     "Rejection",
     "RestRequest",
     "classify",
@@ -137,7 +138,12 @@ REJECTION_REASONS: Final[frozenset[str]] = frozenset(
 )
 
 #: ``outcome`` of a result record.
-RESULT_OUTCOMES: Final[tuple[str, ...]] = ("succeeded", "failed", "rejected")
+RESULT_OUTCOMES: Final[tuple[str, ...]] = (
+    "succeeded",
+    "failed",
+    "rejected",
+    "ambiguous",
+)
 
 #: CloudEvents attributes of result records.
 RESULT_CE_TYPE: Final = "com.sendstack.command.result.v1"
@@ -1425,19 +1431,35 @@ def classify(status: int, body: bytes, headers: Mapping[str, str]) -> Outcome:
     )
 
 
-def reconciled(command: Command, status: int, body: bytes) -> dict[str, Any] | None:
+@dataclass(frozen=True, slots=True)
+class Reconciliation:
+    """What a reconcile read says about an earlier attempt.
+
+    ``verdict``: ``found`` (the booking exists: ``booking`` holds it),
+    ``absent`` (the filtered list is empty: evidence of absence only once
+    the settle window has passed, see the executor), or ``unknown`` (the
+    reply cannot tell, e.g. the server ignored the filter).
+    """
+
+    verdict: Literal["found", "absent", "unknown"]
+    booking: dict[str, Any] | None = None
+    matched_by: Literal["echo", "filter"] | None = None
+    reason: str = ""
+
+
+def reconciled(command: Command, status: int, body: bytes) -> Reconciliation:
     """Read the reconcile reply: did an earlier attempt already take effect?
 
-    Only call this with a reply that :func:`classify` judged ``succeeded``:
-    any other reply also gives None here, which must not be mistaken for
-    "not booked" (the worker should treat a failed read as unknown).
+    The read is ``GET /deliveries?externalOrderId=…``: the server filters by
+    the id. Sendstack's documented reply (§14.8, ``data.drops[]``) does not
+    echo ``externalOrderId``, so:
 
-    A drop (current reply shape, ``data.drops[]``) or a delivery (legacy
-    ``data.results[]``) counts only if it carries ``externalOrderId`` equal
-    to the command's: a server that ignored the filter must not make a
-    booking look done. [INFERENCE] Sendstack echoes ``externalOrderId`` in
-    Fetch Deliveries replies; if it does not, nothing reconciles and an
-    ambiguous booking stays ambiguous.
+    * an item that echoes the wanted id is the booking (``echo``);
+    * a non-empty list whose items carry no ``externalOrderId`` at all is
+      the booking too: the query filtered (``filter``);
+    * items that echo only *other* ids mean the filter was ignored: unknown;
+    * an empty list is ``absent``; the caller must not treat one empty read
+      right after a timeout as proof (Sendstack may still be completing it).
 
     Args:
         command: The command whose ``to_request(...).reconcile`` was sent.
@@ -1445,38 +1467,49 @@ def reconciled(command: Command, status: int, body: bytes) -> dict[str, Any] | N
         body: The read's body.
 
     Returns:
-        The existing booking, ``{"id", "batchId", "externalOrderId",
-        "drops": [...]}`` (or the legacy delivery object as sent), or None.
+        The verdict, with the booking as ``{"id", "batchId",
+        "externalOrderId", "drops": [...]}`` (or the legacy delivery object)
+        when found.
     """
     if command.type != "book_delivery" or not 200 <= status < 300:
-        return None
+        return Reconciliation("unknown", reason=f"http_{status}")
     envelope = _decode(body)
     if not isinstance(envelope, dict) or envelope.get("status") is not True:
-        return None
+        return Reconciliation("unknown", reason="unreadable_reply")
     data = envelope.get("data")
     wanted = command.payload.get("externalOrderId")
-    if isinstance(data, dict) and isinstance(data.get("results"), list):
-        for delivery in data["results"]:
-            if isinstance(delivery, dict) and delivery.get("externalOrderId") == wanted:
-                return delivery
-        return None
-    drops = data.get("drops") if isinstance(data, dict) else data
-    if not isinstance(drops, list):
-        return None
-    matching = [
-        drop
-        for drop in drops
-        if isinstance(drop, dict) and drop.get("externalOrderId") == wanted
-    ]
-    if not matching:
-        return None
+    legacy = isinstance(data, dict) and isinstance(data.get("results"), list)
+    if legacy:
+        assert isinstance(data, dict)  # noqa: S101 - narrowed above
+        items = data["results"]
+    else:
+        items = data.get("drops") if isinstance(data, dict) else data
+    if not isinstance(items, list):
+        return Reconciliation("unknown", reason="unreadable_reply")
+    objects = [item for item in items if isinstance(item, dict)]
+    if not objects:
+        return Reconciliation("absent")
+    how: Literal["echo", "filter"]
+    echoed = [o for o in objects if o.get("externalOrderId") == wanted]
+    if echoed:
+        matching, how = echoed, "echo"
+    elif all("externalOrderId" not in o for o in objects):
+        matching, how = objects, "filter"
+    else:
+        return Reconciliation("unknown", reason="filter_ignored")
+    if legacy:
+        return Reconciliation("found", dict(matching[0]), matched_by=how)
     first = matching[0]
-    return {
-        "id": first.get("deliveryId"),
-        "batchId": first.get("batchId"),
-        "externalOrderId": wanted,
-        "drops": matching,
-    }
+    return Reconciliation(
+        "found",
+        {
+            "id": first.get("deliveryId"),
+            "batchId": first.get("batchId"),
+            "externalOrderId": wanted,
+            "drops": matching,
+        },
+        matched_by=how,
+    )
 
 
 # --------------------------------------------------------------------------
@@ -1540,9 +1573,11 @@ def result_record(
         command_id: The key; the command's id or, for messages without a
             readable one, something the worker derives (e.g. topic-partition-
             offset).
-        outcome: ``succeeded``, ``failed`` (could not be carried out: attempts
-            or deadline exhausted, credentials refused, outcome unknown) or
-            ``rejected`` (invalid: by our validation or by Sendstack's 4xx).
+        outcome: ``succeeded``; ``failed`` (not carried out: deadline or
+            attempts exhausted before it took effect, credentials refused);
+            ``rejected`` (invalid: by our validation or by Sendstack's 4xx);
+            ``ambiguous`` (an attempt may have taken effect and the bridge
+            could not find out: it is never sent again).
         response: Sendstack's ``data`` (or the reconciled booking), or None.
         error: See :func:`outcome_error` and :func:`rejection_error`.
         attempts: REST calls made (0 if none).
@@ -1830,8 +1865,9 @@ def result_schema() -> dict[str, Any]:
                 "description": "correlationId, else commandId; null if unknown.",
             },
             "outcome": {
-                "description": "succeeded; failed (could not be carried out); "
-                "rejected (invalid, by our validation or Sendstack's 4xx).",
+                "description": "succeeded; failed (not carried out); "
+                "rejected (invalid, by our validation or Sendstack's 4xx); "
+                "ambiguous (may have taken effect; never sent again: check it).",
                 "enum": list(RESULT_OUTCOMES),
             },
             "reconciled": {

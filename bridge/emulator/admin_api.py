@@ -31,7 +31,7 @@ Delivery endpoints (see ``bridge.emulator.deliveries.admin_routes``):
     GET  /admin/deliveries         counters and armed faults
     POST /admin/deliveries/wallet  {"balance": N}
     POST /admin/faults/deliveries/{latency,fail-next,always,execute-then-drop,
-                                   reject-credentials,clear}
+                                   complete-late,reject-credentials,clear}
 """
 
 from __future__ import annotations

@@ -53,6 +53,9 @@ class EmulatorConfig:
     drop_price: float = 2_750.0  # NGN per drop
     # Sendstack documents no Idempotency-Key, so by default it is not honoured.
     honour_idempotency_key: bool = False
+    # The docs show no reply that echoes externalOrderId; True echoes it in
+    # bookings and Fetch Deliveries (the other plausible real behaviour).
+    echo_external_order_id: bool = False
     delivery_latency_ms: float = 0.0  # added to every delivery endpoint
     request_log_limit: int = 100_000  # requests kept for inspection
 

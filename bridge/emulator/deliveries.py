@@ -249,8 +249,10 @@ class DeliveryStore:
         drop_price: float,
         seed: int = 1,
         clock: Callable[[], float] = time.time,
+        echo_external_order_id: bool = False,
     ) -> None:
         self.balance = float(wallet_balance)
+        self.echo_external_order_id = echo_external_order_id
         self.drop_price = float(drop_price)
         self._clock = clock
         self._rng = random.Random(seed)
@@ -393,16 +395,23 @@ class DeliveryStore:
         self._by_batch[batch] = delivery_id
         return self.view(delivery)
 
+    def _shown(self, item: dict[str, Any]) -> dict[str, Any]:
+        # The docs show no reply carrying externalOrderId (§14.6, §14.8): it
+        # is kept to filter Fetch Deliveries by, and echoed only on request.
+        if self.echo_external_order_id:
+            return dict(item)
+        return {k: v for k, v in item.items() if k != "externalOrderId"}
+
     def view(self, delivery: dict[str, Any]) -> dict[str, Any]:
         """A booking as New Booking and Track Delivery Status return it."""
-        out = {k: v for k, v in delivery.items() if k != "dropIds"}
-        out["drops"] = self.drops_of(delivery)
+        out = self._shown({k: v for k, v in delivery.items() if k != "dropIds"})
+        out["drops"] = [self._shown(drop) for drop in self.drops_of(delivery)]
         return out
 
     def list_view(self, drop: dict[str, Any]) -> dict[str, Any]:
         """A drop as Fetch Deliveries lists it: drop and pickup fields (§14.8)."""
         pickup = self.deliveries[drop["deliveryId"]]["pickup"]
-        out = dict(drop)
+        out = self._shown(drop)
         out.update(
             pickupName=pickup.get("pickupName"),
             pickupNumber=pickup.get("pickupNumber"),
@@ -498,6 +507,7 @@ class _Armed:
     path: str | None = None
     retry_after: float | None = None
     execute: bool = False
+    delay: float = 0.0
 
     def matches(self, kind: str, path: str, template: str) -> bool:
         if self.kind is not None and self.kind != kind:
@@ -526,6 +536,7 @@ class _Faults:
     fail_next: list[_Armed] = field(default_factory=list)
     always: list[_Armed] = field(default_factory=list)
     drop_next: list[_Armed] = field(default_factory=list)
+    late_next: list[_Armed] = field(default_factory=list)
     served: Counter[str] = field(default_factory=Counter)
 
     @staticmethod
@@ -563,6 +574,10 @@ class _Faults:
         """An execute-then-drop fault, if one applies."""
         return self._take(self.drop_next, kind, path, template)
 
+    def late(self, kind: str, path: str, template: str) -> _Armed | None:
+        """A complete-late fault, if one applies."""
+        return self._take(self.late_next, kind, path, template)
+
     def describe(self) -> dict[str, Any]:
         def rules(armed: list[_Armed]) -> list[dict[str, Any]]:
             return [
@@ -583,6 +598,7 @@ class _Faults:
             "fail_next": rules(self.fail_next),
             "always": rules(self.always),
             "execute_then_drop": rules(self.drop_next),
+            "complete_late": rules(self.late_next),
             "served": dict(self.served),
         }
 
@@ -628,6 +644,7 @@ class DeliveryApi:
             drop_price=config.drop_price,
             seed=config.seed,
             clock=clock,
+            echo_external_order_id=config.echo_external_order_id,
         )
         self._faults = _Faults(latency_ms=config.delivery_latency_ms)
         self._log: deque[RequestRecord] = deque(maxlen=config.request_log_limit)
@@ -752,6 +769,22 @@ class DeliveryApi:
         if n:
             self._faults.drop_next.append(_Armed("execute_then_drop", 0, n, kind))
 
+    def complete_late(
+        self, n: int = 1, seconds: float = 1.0, *, kind: str | None = None
+    ) -> None:
+        """Hold the next ``n`` (matching) requests ``seconds``, then perform
+        and answer them: a client that gave up meanwhile finds nothing yet
+        when it looks, and the request takes effect after all."""
+        _check_target(kind, None)
+        if n < 0:
+            raise ValueError("n must be >= 0")
+        if not math.isfinite(seconds) or seconds < 0:
+            raise ValueError("seconds must be a finite number >= 0")
+        if n:
+            self._faults.late_next.append(
+                _Armed("complete_late", 0, n, kind, delay=float(seconds))
+            )
+
     def reject_credentials(self, on: bool = True) -> None:
         """Answer 401 to every request (counting toward the lockout)."""
         self._faults.reject_credentials = on
@@ -792,6 +825,11 @@ class DeliveryApi:
         _, template, kind, params = chosen
         if self._faults.latency_ms > 0:
             await asyncio.sleep(self._faults.latency_ms / 1000)
+        late = self._faults.late(kind, path, template)
+        if late is not None:
+            record.fault = late.name
+            self._faults.served[late.name] += 1
+            await asyncio.sleep(late.delay)
         response = self._answer(
             request, record, (kind, path, template), params, authenticate
         )
@@ -1272,6 +1310,8 @@ def admin_routes(api: DeliveryApi) -> dict[tuple[str, str], AdminHandler]:
         POST /admin/faults/deliveries/always             {"status": S|null,
              "kind": K, "path": P, "retry_after": s}
         POST /admin/faults/deliveries/execute-then-drop  {"count": N, "kind": K}
+        POST /admin/faults/deliveries/complete-late      {"count": N,
+             "seconds": s, "kind": K}
         POST /admin/faults/deliveries/reject-credentials {"on": bool}
         POST /admin/faults/deliveries/clear
     """
@@ -1366,6 +1406,13 @@ def admin_routes(api: DeliveryApi) -> dict[tuple[str, str], AdminHandler]:
         api.execute_then_drop(count(body), kind=text(body, "kind"))
         return reply(faults=api.stats()["faults"])
 
+    async def late(request: HttpRequest) -> HttpResponse:
+        body = body_of(request)
+        api.complete_late(
+            count(body), number(body, "seconds", 1.0), kind=text(body, "kind")
+        )
+        return reply(faults=api.stats()["faults"])
+
     async def reject(request: HttpRequest) -> HttpResponse:
         on = body_of(request).get("on", True)
         if not isinstance(on, bool):
@@ -1394,6 +1441,7 @@ def admin_routes(api: DeliveryApi) -> dict[tuple[str, str], AdminHandler]:
         ("POST", "/admin/faults/deliveries/fail-next"): fail_next,
         ("POST", "/admin/faults/deliveries/always"): always,
         ("POST", "/admin/faults/deliveries/execute-then-drop"): drop,
+        ("POST", "/admin/faults/deliveries/complete-late"): late,
         ("POST", "/admin/faults/deliveries/reject-credentials"): reject,
         ("POST", "/admin/faults/deliveries/clear"): clear,
     }

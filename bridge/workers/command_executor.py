@@ -9,19 +9,22 @@ retry (429 honouring Retry-After, 5xx and timeouts with capped jittered
 backoff), re-authenticate (401) or rejected (other 4xx, one attempt only).
 Nothing waits past the command's deadline.
 
-The ambiguous case (the request may have reached Sendstack but no answer
-came back, or an earlier worker died after writing its ``started`` marker)
-is resolved by reading Sendstack (``RestRequest.reconcile``, e.g. fetch
-deliveries by ``externalOrderId``) before sending again. Read-only commands
-are simply repeated. A write that cannot be checked is not sent again: it
-fails as ``ambiguous``, so it runs at most once.
+The rule for writes that are not repeatable: **when in doubt, never send
+again**. A timeout after sending, a dropped connection, a 5xx or a reply
+that is not Sendstack's may each hide a request that took effect, and so
+may another worker's ``started`` marker without a result. Such a command is
+settled by reading Sendstack (``RestRequest.reconcile``: fetch deliveries by
+``externalOrderId``): a booking found is the result (``reconciled``); an
+empty list counts as "not booked" only when read after the settle window
+(Sendstack may still be completing the request) and after another empty
+read; anything else ends ``ambiguous``, which is never sent again.
+Repeatable commands are simply repeated.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +33,9 @@ import structlog
 from bridge.core.breaker import BreakerState, CircuitBreaker
 from bridge.core.commands import (
     QUERY_TYPES,
+    REPEATABLE_TYPES,
     Command,
+    Reconciliation,
     RestRequest,
     classify,
     outcome_error,
@@ -40,7 +45,7 @@ from bridge.core.ratelimit import TokenBucket
 from bridge.core.retry import Backoff, FailureBudget
 from bridge.errors import RestUnavailable
 from bridge.metrics import CommandMetrics
-from bridge.ports import Clock, RestGateway
+from bridge.ports import CallPermit, Clock, RestGateway
 
 log = structlog.get_logger("bridge.commands")
 
@@ -49,7 +54,7 @@ log = structlog.get_logger("bridge.commands")
 class Execution:
     """How a command ended at Sendstack."""
 
-    outcome: str  # succeeded | failed | rejected
+    outcome: str  # succeeded | failed | rejected | ambiguous
     response: object | None = None
     error: dict[str, Any] | None = None
     attempts: int = 0
@@ -92,6 +97,8 @@ class CommandExecutor:
         auth_budget: FailureBudget,
         probe: RestRequest,
         metrics: CommandMetrics,
+        concurrency: int = 8,
+        settle_seconds: float = 60.0,
     ) -> None:
         self._gateway = gateway
         self._clock = clock
@@ -101,6 +108,10 @@ class CommandExecutor:
         self._auth_backoff = auth_backoff
         self._auth_budget = auth_budget
         self._probe_request = probe
+        self._settle_seconds = settle_seconds
+        # Calls in flight at once (reconcile reads included); waits between
+        # attempts and the settle window hold no slot.
+        self._slots = asyncio.Semaphore(concurrency)
         self._metrics = metrics
         self._auth_ok = asyncio.Event()
         self._auth_ok.set()
@@ -128,18 +139,25 @@ class CommandExecutor:
         request: RestRequest,
         *,
         deadline: float,
-        previously_started: bool,
+        permit: CallPermit,
+        ambiguous_since: float | None = None,
     ) -> Execution:
-        """Run ``request`` until it succeeds, is rejected or the deadline passes."""
+        """Run ``request`` until it succeeds, is rejected or the deadline passes.
+
+        ``ambiguous_since``: an earlier attempt (another worker's, found as a
+        ``started`` marker) may have reached Sendstack, and any such attempt
+        had ended by this instant; it is settled before anything is sent.
+        Every write call first passes ``permit`` (ownership and the marker).
+        """
         execution = Execution(outcome="failed")
         try:
-            if previously_started:
-                settled = await self._settle_ambiguity(
-                    command, request, execution, deadline
+            if ambiguous_since is not None:
+                settled = await self._settle(
+                    command, request, execution, deadline, since=ambiguous_since
                 )
                 if settled is not None:
                     return settled
-            return await self._attempts(command, request, execution, deadline)
+            return await self._attempts(command, request, execution, deadline, permit)
         except _Deadline:
             last = execution.error or {}
             execution.outcome = "failed"
@@ -157,27 +175,35 @@ class CommandExecutor:
         request: RestRequest,
         execution: Execution,
         deadline: float,
+        permit: CallPermit,
     ) -> Execution:
         retry_attempt = 0
+        writes = command.type not in QUERY_TYPES
         while True:
-            await self._admit(deadline)
-            execution.attempts += 1
-            if execution.first_attempt_at is None:
-                execution.first_attempt_at = self._clock.time()
-            if execution.attempts > 1:
-                self._metrics.retries.labels(command.type).inc()
+            sent_at = 0.0
             try:
-                status, body, headers = await self._gateway.execute(request)
+                async with self._slots:
+                    await self._admit(deadline)
+                    if writes and not await permit.before_call(deadline):
+                        raise _Deadline
+                    execution.attempts += 1
+                    if execution.first_attempt_at is None:
+                        execution.first_attempt_at = self._clock.time()
+                    if execution.attempts > 1:
+                        self._metrics.retries.labels(command.type).inc()
+                    sent_at = self._clock.time()
+                    status, body, headers = await self._gateway.execute(request)
             except RestUnavailable as exc:
                 self._metrics.api_calls.labels("error").inc()
                 self._breaker.record_failure(self._clock.time())
                 execution.error = _error("unavailable", str(exc))
-                if exc.ambiguous:
-                    settled = await self._settle_ambiguity(
-                        command, request, execution, deadline
+                if exc.ambiguous and command.type not in REPEATABLE_TYPES:
+                    settled = await self._settle(
+                        command, request, execution, deadline, since=sent_at
                     )
                     if settled is not None:
                         return settled
+                    continue  # known not to have taken effect: send again
                 await self._sleep_within(
                     self._retry.delay(retry_attempt, random.random()), deadline
                 )
@@ -203,67 +229,144 @@ class CommandExecutor:
                 )
                 self._block_auth()
                 continue  # _admit waits for the credentials to work again
-            # retry (429) or unavailable (5xx)
+            execution.error = outcome_error(outcome)
             if outcome.kind == "unavailable":
                 self._breaker.record_failure(self._clock.time())
+                if command.type not in REPEATABLE_TYPES:
+                    # A 5xx (or a reply that is not Sendstack's) does not say
+                    # the request did nothing: settle before sending again.
+                    settled = await self._settle(
+                        command, request, execution, deadline, since=sent_at
+                    )
+                    if settled is not None:
+                        return settled
+                    continue
             else:
-                self._breaker.record_success()
-            execution.error = outcome_error(outcome)
+                self._breaker.record_success()  # 429: Sendstack did nothing
             delay = self._retry.delay(retry_attempt, random.random())
             if outcome.retry_after is not None:
                 delay = max(delay, outcome.retry_after)
             await self._sleep_within(delay, deadline)
             retry_attempt += 1
 
-    async def _settle_ambiguity(
+    async def _settle(
         self,
         command: Command,
         request: RestRequest,
         execution: Execution,
         deadline: float,
+        *,
+        since: float,
     ) -> Execution | None:
-        """Decide what to do when an earlier attempt may have reached Sendstack."""
-        if command.type in QUERY_TYPES:
-            return None  # reading again is harmless
+        """An earlier attempt may have taken effect: find out before sending again.
+
+        Returns None only when the bridge *knows* it did not take effect
+        (or repeating is harmless); otherwise the command's final execution:
+        ``succeeded`` (reconciled) or ``ambiguous``. Knowing means: an empty
+        reconcile read made at least ``settle_seconds`` after the attempt was
+        sent (``since``), preceded by another empty read. An unknown answer,
+        or a deadline too close to wait for that, ends as ``ambiguous``.
+        """
+        if command.type in REPEATABLE_TYPES:
+            return None  # repeating ends in the same state
         check = request.reconcile
         if check is None:
-            execution.outcome = "failed"
-            execution.error = _error(
-                "ambiguous",
+            return self._ambiguous(
+                command,
+                execution,
                 "an earlier attempt may have reached Sendstack and this "
                 "command type cannot be checked; not sent again",
             )
-            return execution
+        known_after = since + self._settle_seconds
+        empty_reads = 0
+        try:
+            while True:
+                found = await self._read_back(command, check, deadline)
+                if found.verdict == "found":
+                    self._metrics.reconciled.labels("yes").inc()
+                    execution.outcome = "succeeded"
+                    execution.response = found.booking
+                    execution.reconciled = True
+                    execution.error = None
+                    log.info(
+                        "command_reconciled",
+                        command_type=command.type,
+                        matched_by=found.matched_by,
+                    )
+                    return execution
+                if found.verdict == "unknown":
+                    self._metrics.reconciled.labels("unknown").inc()
+                    return self._ambiguous(
+                        command,
+                        execution,
+                        f"the reconcile read could not tell ({found.reason}); "
+                        "not sent again",
+                    )
+                empty_reads += 1
+                now = self._clock.time()
+                if now >= known_after and empty_reads >= 2:
+                    self._metrics.reconciled.labels("no").inc()
+                    return None  # known not to have taken effect
+                wait = max(known_after - now, self._retry.initial)
+                if now + wait >= deadline:
+                    return self._ambiguous(
+                        command,
+                        execution,
+                        "not found yet, and the deadline leaves no time to wait "
+                        f"the {self._settle_seconds:g} s settle window; not sent again",
+                    )
+                await self._clock.sleep(wait)
+        except _Deadline:
+            return self._ambiguous(
+                command,
+                execution,
+                "the deadline passed while checking an earlier attempt; not sent again",
+            )
+
+    async def _read_back(
+        self, command: Command, check: RestRequest, deadline: float
+    ) -> Reconciliation:
+        """The reconcile read, retried (transport errors, 5xx) within the deadline."""
+        attempt = 0
         while True:
-            await self._admit(deadline)
             try:
-                status, body, _ = await self._gateway.execute(check)
+                async with self._slots:
+                    await self._admit(deadline)
+                    status, body, _ = await self._gateway.execute(check)
             except RestUnavailable:
                 self._metrics.api_calls.labels("error").inc()
                 self._breaker.record_failure(self._clock.time())
-                await self._sleep_within(
-                    self._retry.delay(0, random.random()), deadline
-                )
-                continue
-            self._metrics.api_calls.labels(_status_class(status)).inc()
-            if status == 401:
-                self._block_auth()
-                continue
-            if 200 <= status < 300:
-                self._breaker.record_success()
-                existing = reconciled(command, status, body)
-                self._metrics.reconciled.labels(
-                    "yes" if existing is not None else "no"
-                ).inc()
-                if existing is None:
-                    return None  # it never took effect: send it
-                execution.outcome = "succeeded"
-                execution.response = existing
-                execution.reconciled = True
-                execution.error = None
-                log.info("command_reconciled", command_type=command.type)
-                return execution
-            await self._sleep_within(self._retry.delay(0, random.random()), deadline)
+            else:
+                self._metrics.api_calls.labels(_status_class(status)).inc()
+                if status == 401:
+                    self._block_auth()
+                    continue
+                if 200 <= status < 300 or (
+                    400 <= status < 500 and status not in (408, 429)
+                ):
+                    self._breaker.record_success()
+                    return reconciled(command, status, body)
+                if status >= 500:
+                    self._breaker.record_failure(self._clock.time())
+            await self._sleep_within(
+                self._retry.delay(attempt, random.random()), deadline
+            )
+            attempt += 1
+
+    def _ambiguous(
+        self, command: Command, execution: Execution, message: str
+    ) -> Execution:
+        execution.outcome = "ambiguous"
+        execution.error = _error(
+            "ambiguous", message, status=(execution.error or {}).get("status")
+        )
+        log.warning(
+            "command_ambiguous",
+            command_id=command.command_id,
+            command_type=command.type,
+            action="check it in the Sendstack dashboard; it is not sent again",
+        )
+        return execution
 
     # -- politeness ------------------------------------------------------------
 
@@ -330,7 +433,3 @@ class CommandExecutor:
                 self._metrics.auth_blocked.set(0)
                 log.info("commands_authorized_again")
                 return
-
-
-def monotonic_ms(started: float) -> float:
-    return (time.monotonic() - started) * 1000.0

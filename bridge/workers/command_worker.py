@@ -5,32 +5,44 @@ The loop fetches command messages and schedules each as a task:
 * **Validation** first: an invalid command never reaches Sendstack; it gets a
   ``rejected`` result and a dead-letter record.
 * **Ordering**: commands that share an ordering key (the delivery they touch)
-  form a chain: each waits for the previous one. Different keys run at once,
-  at most ``concurrency`` calls in flight (a semaphore).
-* **Exactly once per command id** (``core.command_ledger``): a command whose
-  result exists is skipped; before the first call a ``started`` marker is
-  written and acked; the result is written and acked before the offset can
-  be committed. A command found ``started`` is ambiguous and goes through
-  the executor's reconciliation.
+  form a chain: each waits for the previous one. Different keys run at once;
+  the executor bounds the calls in flight.
+* **Ownership** (``core.command_ledger``): Kafka's group assigns partitions;
+  a per-partition lease in the state topic says who may *call*. A worker
+  runs a partition's commands only under a verified lease, taken once the
+  previous holder released it or let it expire, and renews it while it owns
+  the partition. When a partition is revoked the worker stops starting its
+  commands at once, cancels those not yet started, waits (bounded by
+  ``revoke_grace``) only for calls already in flight, commits, and releases
+  the lease.
+* **Exactly once per command id**: a command whose result exists is skipped;
+  before its first write call a ``started`` marker (owner, lease deadline)
+  is written and acked; the result is written and acked before the offset
+  can be committed. A command found ``started`` is settled by the executor
+  (reconcile, settle window, or ``ambiguous``), never simply sent again.
 * **Commits**: only the contiguous prefix of finished offsets per partition
-  (``core.offsets``), periodically and when partitions are revoked. On
-  revocation the worker first lets the commands of those partitions finish,
-  so no two workers ever run the same command at once.
+  (``core.offsets``), periodically and when partitions are revoked.
 * **Backpressure**: at most ``max_outstanding`` commands taken and not finished.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import orjson
 import structlog
 
-from bridge.core.command_ledger import CommandLedger, CommandState
+from bridge.core.command_ledger import (
+    Claim,
+    CommandLedger,
+    CommandState,
+    Marker,
+    claim_key,
+    claim_value,
+    started_value,
+)
 from bridge.core.commands import (
-    QUERY_TYPES,
     Command,
     Rejection,
     command_dead_letter,
@@ -41,12 +53,14 @@ from bridge.core.commands import (
 )
 from bridge.core.offsets import PartitionOffsets
 from bridge.core.records import OutboundRecord, iso_ms
-from bridge.errors import PublishError
+from bridge.errors import CommandReleased, PublishError
 from bridge.metrics import CommandMetrics
 from bridge.ports import AckingPublisher, Clock, CommandSource, SourceMessage, StateLog
 from bridge.workers.command_executor import CommandExecutor, Execution
 
 log = structlog.get_logger("bridge.commands")
+
+_JSON = (("content-type", b"application/json"),)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -55,12 +69,21 @@ class WorkerOptions:
     results_topic: str
     dead_letter_topic: str
     state_topic: str
-    concurrency: int = 8
+    owner: str
     max_outstanding: int = 256
     default_deadline: float = 120.0
     max_message_bytes: int = 1_048_576
     assign_method: str = "POST"
     commit_interval: float = 1.0
+    #: How long a partition lease lasts; renewed every third of it.
+    lease_seconds: float = 40.0
+    #: The longest one call can take (the request timeout plus a margin): a
+    #: call starts only if it ends before the lease does.
+    call_budget: float = 16.0
+    #: How long a revoked partition's calls in flight are awaited.
+    revoke_grace: float = 5.0
+    #: How often a worker waiting for another's lease looks again.
+    lease_poll: float = 0.25
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,8 +94,50 @@ class WorkerStatistics:
     skipped: int
 
 
+@dataclass(eq=False)
+class _Partition:
+    """One assigned partition: its offsets, its tasks, and the lease we hold."""
+
+    number: int
+    offsets: PartitionOffsets = field(default_factory=PartitionOffsets)
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    critical: set[asyncio.Task[None]] = field(default_factory=set)  # past the marker
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    revoked: bool = False
+    held: bool = False  # our lease is verified
+    claimed: bool = False  # we wrote a hold record at least once
+    until: float = 0.0  # our verified lease deadline (epoch s)
+    acquired_at: float = 0.0
+    keeper: asyncio.Task[None] | None = None
+
+
+class _Permit:
+    """``CallPermit`` for one command: ownership checks and its started marker."""
+
+    def __init__(
+        self, worker: CommandWorker, part: _Partition, command: Command
+    ) -> None:
+        self._worker = worker
+        self._part = part
+        self._command = command
+        self._marked = False
+
+    async def before_call(self, deadline: float) -> bool:
+        worker, part = self._worker, self._part
+        if not await worker.wait_for_lease(part, deadline):
+            return False
+        if not self._marked:
+            task = asyncio.current_task()
+            if task is not None:
+                part.critical.add(task)
+            await worker.write_started(self._command, part)
+            self._marked = True
+            worker.check_lease(part)
+        return True
+
+
 class CommandWorker:
-    """The ``commands`` process's one loop (plus a task per command)."""
+    """The ``commands`` process's one loop (plus a task per command and partition)."""
 
     def __init__(
         self,
@@ -92,19 +157,18 @@ class CommandWorker:
         self._metrics = metrics
         self._source: CommandSource | None = None
         self._ledger = CommandLedger()
-        self._offsets: dict[int, PartitionOffsets] = {}
-        self._tasks: dict[int, set[asyncio.Task[None]]] = {}
+        self._parts: dict[int, _Partition] = {}
         self._chains: dict[str, asyncio.Task[None]] = {}
-        self._calls = asyncio.Semaphore(options.concurrency)
-        self._starting = asyncio.Semaphore(options.concurrency)
         self._room = asyncio.Event()
         self._room.set()
         self._outstanding = 0
         self._finished = 0
         self._skipped = 0
-        self._last_commit = time.monotonic()
+        self._last_commit = clock.monotonic()
         self._stopping = asyncio.Event()
-        self._restored = asyncio.Event()
+        self._read_lock = asyncio.Lock()
+        self._reads_started = 0
+        self._reads_done = 0
 
     def attach(self, source: CommandSource) -> None:
         self._source = source
@@ -120,35 +184,189 @@ class CommandWorker:
     # -- rebalancing (called by the source) -------------------------------------
 
     async def on_assigned(self, partitions: set[int]) -> None:
-        # Hold every command until we know what other workers started or
-        # finished (fetched records may already be waiting: aiokafka can fetch
-        # a partition before this callback runs).
-        self._restored.clear()
+        # Commands of a partition wait for its lease, whose keeper first reads
+        # the state log: fetched records may already be waiting (aiokafka can
+        # fetch a partition before this callback runs).
         for p in partitions:
-            self._offsets.setdefault(p, PartitionOffsets())
-            self._tasks.setdefault(p, set())
-        attempt = 0
-        while True:
-            try:
-                self._apply(await self._state_log.catch_up())
-                break
-            except PublishError as exc:
-                attempt += 1
-                log.warning("commands_state_catch_up_failed", error=type(exc).__name__)
-                await asyncio.sleep(min(5.0, 0.2 * 2**attempt))
-        self._restored.set()
+            part = self._parts.get(p)
+            if part is None or part.revoked:
+                part = self._parts[p] = _Partition(p)
+            if part.keeper is None:
+                part.keeper = asyncio.create_task(self._keep_lease(part))
         log.info("commands_partitions_assigned", partitions=sorted(partitions))
 
     async def on_revoked(self, partitions: set[int]) -> None:
-        running = [t for p in partitions for t in self._tasks.get(p, ())]
-        if running:
-            log.info("commands_draining_before_revoke", commands=len(running))
-            await asyncio.gather(*running, return_exceptions=True)
-        await self._commit(partitions)
-        for p in partitions:
-            self._offsets.pop(p, None)
-            self._tasks.pop(p, None)
-        log.info("commands_partitions_revoked", partitions=sorted(partitions))
+        await self._let_go(
+            [self._parts[p] for p in partitions if p in self._parts],
+            grace=self._opts.revoke_grace,
+        )
+
+    async def _let_go(self, parts: list[_Partition], *, grace: float) -> None:
+        """Stop starting, cancel what has not started, bound the wait for the rest."""
+        for part in parts:
+            part.revoked = True
+            if part.keeper is not None:
+                part.keeper.cancel()
+            for task in part.tasks - part.critical:
+                task.cancel()
+        in_flight = [t for part in parts for t in part.critical]
+        if in_flight:
+            log.info("commands_draining_before_revoke", in_flight=len(in_flight))
+            _, late = await asyncio.wait(in_flight, timeout=grace)
+            for task in late:
+                task.cancel()
+        pending = [t for part in parts for t in part.tasks]
+        if pending:
+            await asyncio.wait(pending)
+        await self._commit({part.number for part in parts})
+        for part in parts:
+            if part.keeper is not None:
+                await asyncio.gather(part.keeper, return_exceptions=True)
+            if self._parts.get(part.number) is part:
+                del self._parts[part.number]
+            if part.held:
+                log.info(
+                    "commands_partition_released",
+                    partition=part.number,
+                    owner=self._opts.owner,
+                    at=self._clock.time(),
+                )
+            if part.claimed:
+                await self._release(part)
+        log.info(
+            "commands_partitions_revoked", partitions=sorted(p.number for p in parts)
+        )
+
+    # -- the partition lease ------------------------------------------------------
+
+    async def _keep_lease(self, part: _Partition) -> None:
+        """Take the partition's lease once it is free, then renew it."""
+        owner, lease_s = self._opts.owner, self._opts.lease_seconds
+        waiting_logged = False
+        while not part.revoked:
+            try:
+                await self.refresh()
+                now = self._clock.time()
+                lease = self._ledger.lease(part.number)
+                if lease is not None and not lease.free_for(owner, now):
+                    self._lose(part)
+                    if not waiting_logged:
+                        log.info(
+                            "commands_partition_waiting",
+                            partition=part.number,
+                            holder=lease.owner,
+                            holder_until=lease.until,
+                        )
+                        waiting_logged = True
+                    await self._clock.sleep(self._opts.lease_poll)
+                    continue
+                until = now + lease_s
+                part.claimed = True
+                await self._publisher.publish(
+                    self._claim_record(part.number, Claim("hold", owner, now, until))
+                )
+                await self.refresh()
+                lease = self._ledger.lease(part.number)
+                if lease is None or lease.owner != owner or lease.until != until:
+                    self._lose(part)
+                    await self._clock.sleep(self._opts.lease_poll)
+                    continue
+                part.until = until
+                if not part.held and not part.revoked:
+                    part.held = True
+                    part.acquired_at = now
+                    part.ready.set()
+                    log.info(
+                        "commands_partition_acquired",
+                        partition=part.number,
+                        owner=owner,
+                        at=now,
+                        lease_until=until,
+                    )
+                await self._clock.sleep(lease_s / 3)
+            except PublishError as exc:
+                log.warning(
+                    "commands_lease_renewal_failed",
+                    partition=part.number,
+                    error=type(exc).__name__,
+                )
+                await self._clock.sleep(min(1.0, lease_s / 10))
+
+    def _lose(self, part: _Partition) -> None:
+        if part.held:
+            part.held = False
+            part.until = 0.0
+            part.ready.clear()
+            log.warning(
+                "commands_partition_lost",
+                partition=part.number,
+                owner=self._opts.owner,
+                at=self._clock.time(),
+            )
+
+    async def _release(self, part: _Partition) -> None:
+        now = self._clock.time()
+        record = self._claim_record(
+            part.number, Claim("release", self._opts.owner, now, now)
+        )
+        try:
+            async with asyncio.timeout(2.0):
+                await self._publisher.publish(record)
+        except (PublishError, TimeoutError):
+            # The lease then simply expires; the next owner waits for that.
+            log.warning("commands_lease_release_failed", partition=part.number)
+
+    def check_lease(self, part: _Partition, *, margin_only: bool = False) -> None:
+        """Raise ``CommandReleased`` unless this worker may still act for ``part``.
+
+        Calls need a whole ``call_budget`` of lease left; publishing a result
+        (``margin_only``) needs a little, and may happen after a revocation
+        (a call in flight finishing during the revoke grace).
+        """
+        if not part.held or (part.revoked and not margin_only):
+            raise CommandReleased(f"partition {part.number} is no longer ours")
+        need = 1.0 if margin_only else self._opts.call_budget
+        if self._clock.time() + need >= part.until:
+            raise CommandReleased(f"the lease on partition {part.number} runs out")
+
+    async def wait_for_lease(self, part: _Partition, deadline: float) -> bool:
+        """Wait until a call would end inside our lease; False past ``deadline``."""
+        while True:
+            if part.revoked or not part.held:
+                raise CommandReleased(f"partition {part.number} is no longer ours")
+            now = self._clock.time()
+            if now + self._opts.call_budget < part.until:
+                return True
+            if now >= deadline:
+                return False
+            await self._clock.sleep(0.1)  # a renewal is under way (or Kafka is down)
+
+    async def write_started(self, command: Command, part: _Partition) -> None:
+        now = self._clock.time()
+        await self._publisher.publish(
+            OutboundRecord(
+                topic=self._opts.state_topic,
+                key=command.command_id.encode(),
+                value=started_value(command.type, self._opts.owner, now, part.until),
+                headers=_JSON,
+                dedupe_id=None,
+                event_time_ms=None,
+            )
+        )
+        self._ledger.mark_started(
+            command.command_id, Marker(self._opts.owner, now, part.until)
+        )
+
+    async def refresh(self) -> None:
+        """Fold everything written to the state log before this call."""
+        needed = self._reads_started + 1  # a read that starts after now
+        async with self._read_lock:
+            if self._reads_done >= needed:
+                return  # a read that began after our call has finished
+            self._reads_started += 1
+            number = self._reads_started
+            self._apply(await self._state_log.catch_up())
+            self._reads_done = number
 
     # -- the loop ---------------------------------------------------------------
 
@@ -162,23 +380,21 @@ class CommandWorker:
             room = self._opts.max_outstanding - self._outstanding
             for message in await source.fetch(max_records=room, wait=0.2):
                 self._take(message)
-            if time.monotonic() - self._last_commit >= self._opts.commit_interval:
+            now = self._clock.monotonic()
+            if now - self._last_commit >= self._opts.commit_interval:
                 self._update_lag(source)
-                await self._commit(set(self._offsets))
+                await self._commit(set(self._parts))
 
     async def stop(self, grace: float) -> None:
-        """Stop taking commands, let running ones finish within ``grace``, commit."""
+        """Stop taking commands; calls in flight get ``grace``; commit; release."""
         self._stopping.set()
-        running = [t for ts in self._tasks.values() for t in ts]
-        if running:
-            _, late = await asyncio.wait(running, timeout=grace)
-            for task in late:
-                task.cancel()
-        await self._commit(set(self._offsets))
+        await self._let_go(list(self._parts.values()), grace=grace)
 
     def _take(self, message: SourceMessage) -> None:
-        offsets = self._offsets.setdefault(message.partition, PartitionOffsets())
-        offsets.take(message.offset)
+        part = self._parts.get(message.partition)
+        if part is None or part.revoked:
+            return  # no longer ours: its next owner reads it from the commit
+        part.offsets.take(message.offset)
         self._outstanding += 1
         self._metrics.in_flight.set(self._outstanding)
         parsed = parse_command(
@@ -189,16 +405,21 @@ class CommandWorker:
         previous = None
         if isinstance(parsed, Command):
             previous = self._chains.get(parsed.ordering_key)
-        task = asyncio.create_task(self._process(message, parsed, previous))
-        self._tasks.setdefault(message.partition, set()).add(task)
+        task = asyncio.create_task(self._process(part, message, parsed, previous))
+        part.tasks.add(task)
         if isinstance(parsed, Command):
             self._chains[parsed.ordering_key] = task
-        task.add_done_callback(lambda t: self._done(t, message, parsed))
+        task.add_done_callback(lambda t: self._done(t, part, message, parsed))
 
     def _done(
-        self, task: asyncio.Task[None], message: SourceMessage, parsed: object
+        self,
+        task: asyncio.Task[None],
+        part: _Partition,
+        message: SourceMessage,
+        parsed: object,
     ) -> None:
-        self._tasks.get(message.partition, set()).discard(task)
+        part.tasks.discard(task)
+        part.critical.discard(task)
         if (
             isinstance(parsed, Command)
             and self._chains.get(parsed.ordering_key) is task
@@ -210,6 +431,9 @@ class CommandWorker:
         if task.cancelled():
             return  # not finished: its offset stays uncommitted
         exc = task.exception()
+        if isinstance(exc, CommandReleased):
+            log.debug("command_released", offset=message.offset, reason=str(exc))
+            return
         if exc is not None:
             # A result could not be written (Kafka down past the publish
             # timeout): leave the offset uncommitted so it is retried.
@@ -218,25 +442,23 @@ class CommandWorker:
             )
             return
         self._finished += 1
-        offsets = self._offsets.get(message.partition)
-        if offsets is not None:
-            offsets.finish(message.offset)
+        part.offsets.finish(message.offset)
 
     async def _process(
         self,
+        part: _Partition,
         message: SourceMessage,
         parsed: Command | Rejection,
         previous: asyncio.Task[None] | None,
     ) -> None:
-        started = time.monotonic()
-        if isinstance(parsed, Rejection):
-            await self._restored.wait()
-            await self._reject(message, parsed)
-            return
-        command = parsed
+        started = self._clock.monotonic()
         if previous is not None:
             await asyncio.gather(previous, return_exceptions=True)  # per-delivery order
-        await self._restored.wait()
+        await part.ready.wait()
+        if isinstance(parsed, Rejection):
+            await self._reject(part, message, parsed)
+            return
+        command = parsed
         state = self._ledger.state(command.command_id)
         if state is CommandState.DONE:
             self._skipped += 1
@@ -246,37 +468,33 @@ class CommandWorker:
             self._clock.time() + self._opts.default_deadline
         )
         request = to_request(command, assign_method=self._opts.assign_method)
-        # Reads are safe to repeat: they need no "started" marker. Writes get
-        # theirs acked while holding a "starting" slot, not a call slot, so the
-        # Kafka round trip overlaps other calls; both pools are `concurrency`
-        # large, so a crash leaves at most 2x that many commands ambiguous.
-        if state is CommandState.NEW and command.type not in QUERY_TYPES:
-            async with self._starting:
-                await self._publisher.publish(self._started_record(command))
-                self._ledger.mark_started(command.command_id)
-                await self._calls.acquire()
-        else:
-            await self._calls.acquire()
-        try:
-            execution = await self._executor.execute(
-                command,
-                request,
-                deadline=deadline,
-                previously_started=state is CommandState.STARTED,
-            )
-        finally:
-            self._calls.release()
-        await self._finish(message, command, execution, started)
+        since = None
+        marker = self._ledger.marker(command.command_id)
+        if state is CommandState.STARTED and marker is not None:
+            # Every call under an earlier lease ended before ours began.
+            since = max(marker.at, part.acquired_at)
+        execution = await self._executor.execute(
+            command,
+            request,
+            deadline=deadline,
+            permit=_Permit(self, part, command),
+            ambiguous_since=since,
+        )
+        await self._finish(part, message, command, execution, started)
 
     async def _finish(
         self,
+        part: _Partition,
         message: SourceMessage,
         command: Command,
         execution: Execution,
         started: float,
     ) -> None:
+        # Publish only under a live lease: once it has run out the next owner
+        # may be settling this command, and it must find one result or none.
+        self.check_lease(part, margin_only=True)
         now = self._clock.time()
-        duration_ms = (time.monotonic() - started) * 1000
+        duration_ms = (self._clock.monotonic() - started) * 1000
         result = result_record(
             command,
             command_id=command.command_id,
@@ -330,7 +548,10 @@ class CommandWorker:
             reconciled=execution.reconciled,
         )
 
-    async def _reject(self, message: SourceMessage, rejection: Rejection) -> None:
+    async def _reject(
+        self, part: _Partition, message: SourceMessage, rejection: Rejection
+    ) -> None:
+        self.check_lease(part, margin_only=True)
         now = iso_ms(self._clock.time())
         command_id = rejection.command_id
         if (
@@ -378,40 +599,34 @@ class CommandWorker:
 
     # -- helpers ------------------------------------------------------------------
 
-    def _started_record(self, command: Command) -> OutboundRecord:
-        value = orjson.dumps(
-            {"state": "started", "type": command.type, "at": iso_ms(self._clock.time())}
-        )
+    def _claim_record(self, partition: int, claim: Claim) -> OutboundRecord:
         return OutboundRecord(
             topic=self._opts.state_topic,
-            key=command.command_id.encode(),
-            value=value,
-            headers=(("content-type", b"application/json"),),
+            key=claim_key(partition).encode(),
+            value=claim_value(claim),
+            headers=_JSON,
             dedupe_id=None,
             event_time_ms=None,
         )
 
     def _apply(self, entries: list[tuple[str, str, bytes]]) -> None:
-        for topic, key, _ in entries:
+        for topic, key, value in entries:
             if topic == self._opts.results_topic:
                 self._ledger.mark_done(key)
-            elif (
-                topic == self._opts.state_topic
-                and self._ledger.state(key) is CommandState.NEW
-            ):
-                self._ledger.mark_started(key)
+            elif topic == self._opts.state_topic:
+                self._ledger.apply_state(key, value)
 
     async def _commit(self, partitions: set[int]) -> None:
         if self._source is None:
             return
         offsets: dict[int, int] = {}
         for p in partitions:
-            tracker = self._offsets.get(p)
-            if tracker is not None:
-                point = tracker.committable()
+            part = self._parts.get(p)
+            if part is not None:
+                point = part.offsets.committable()
                 if point is not None:
                     offsets[p] = point
-        self._last_commit = time.monotonic()
+        self._last_commit = self._clock.monotonic()
         await self._source.commit(offsets)
 
     def _update_lag(self, source: CommandSource) -> None:

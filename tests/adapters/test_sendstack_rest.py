@@ -291,7 +291,8 @@ async def test_lost_booking_reply_is_reconciled_not_repeated(
         status, body, headers = await rest.execute(request.reconcile)
         assert classify(status, body, headers).kind == "succeeded"
         existing = reconciled(command, status, body)
-        assert existing is not None
-        assert existing["externalOrderId"] == "ORD-77"
+        assert existing.verdict == "found"
+        assert existing.booking is not None
+        assert existing.booking["externalOrderId"] == "ORD-77"
         assert emu.executions("c9") == 1
         assert emu.executions("c9#reconcile") == 1

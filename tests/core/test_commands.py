@@ -910,8 +910,8 @@ def _fetch_reply(*drops: dict[str, Any]) -> bytes:
     )
 
 
-def test_reconciled_finds_a_booking_by_external_order_id() -> None:
-    """A drop echoing our externalOrderId means the booking exists."""
+def test_reconciled_finds_a_booking_that_echoes_its_external_order_id() -> None:
+    """A drop echoing our externalOrderId is the booking, even among others."""
     booking = command("book_delivery")
     drop = {
         "id": DROP,
@@ -920,7 +920,9 @@ def test_reconciled_finds_a_booking_by_external_order_id() -> None:
         "externalOrderId": "ORD-1001",
     }
     other = {**drop, "id": "x", "externalOrderId": "ORD-9"}
-    assert reconciled(booking, 200, _fetch_reply(other, drop)) == {
+    found = reconciled(booking, 200, _fetch_reply(other, drop))
+    assert (found.verdict, found.matched_by) == ("found", "echo")
+    assert found.booking == {
         "id": "d1",
         "batchId": "Q2WX7L",
         "externalOrderId": "ORD-1001",
@@ -928,36 +930,54 @@ def test_reconciled_finds_a_booking_by_external_order_id() -> None:
     }
 
 
+def test_reconciled_trusts_the_filter_when_the_reply_echoes_nothing() -> None:
+    """Documented reply (no externalOrderId field): a non-empty list is the booking."""
+    drop = {"id": DROP, "deliveryId": "d1", "batchId": "Q2WX7L", "status": "PENDING"}
+    found = reconciled(command("book_delivery"), 200, _fetch_reply(drop))
+    assert (found.verdict, found.matched_by) == ("found", "filter")
+    assert found.booking is not None
+    assert found.booking["id"] == "d1"
+    assert found.booking["drops"] == [drop]
+
+
+def test_reconciled_says_absent_for_an_empty_list() -> None:
+    """An empty filtered list is 'absent' (the executor decides when that is proof)."""
+    assert reconciled(command("book_delivery"), 200, _fetch_reply()).verdict == "absent"
+
+
 @pytest.mark.parametrize(
-    ("status", "body"),
+    ("status", "body", "reason"),
     [
-        (200, _fetch_reply()),
-        (200, _fetch_reply({"id": DROP, "deliveryId": "d1"})),  # filter ignored
-        (200, _fetch_reply({"id": DROP, "externalOrderId": "ORD-9"})),
-        (200, _body({"status": False, "message": "no"})),
-        (500, _fetch_reply({"externalOrderId": "ORD-1001"})),
-        (200, b"not json"),
-        (200, _body({"status": True, "data": "odd"})),
+        (200, _fetch_reply({"id": DROP, "externalOrderId": "ORD-9"}), "filter_ignored"),
+        (200, _body({"status": False, "message": "no"}), "unreadable_reply"),
+        (500, _fetch_reply({"externalOrderId": "ORD-1001"}), "http_500"),
+        (200, b"not json", "unreadable_reply"),
+        (200, _body({"status": True, "data": "odd"}), "unreadable_reply"),
     ],
 )
-def test_reconciled_is_none_unless_proven(status: int, body: bytes) -> None:
-    """No echo of our externalOrderId, or no good reply, proves nothing."""
-    assert reconciled(command("book_delivery"), status, body) is None
+def test_reconciled_is_unknown_when_the_reply_cannot_tell(
+    status: int, body: bytes, reason: str
+) -> None:
+    """Only other orders echoed (filter ignored), or no good reply: unknown."""
+    found = reconciled(command("book_delivery"), status, body)
+    assert (found.verdict, found.reason) == ("unknown", reason)
 
 
 def test_reconciled_reads_the_legacy_results_shape() -> None:
     """Legacy replies list deliveries under data.results (api doc §14.8)."""
     delivery = {"id": "d1", "externalOrderId": "ORD-1001", "totalAmount": "2750"}
     body = _body({"status": True, "data": {"results": [delivery], "page": 1}})
-    assert reconciled(command("book_delivery"), 200, body) == delivery
-    none = _body({"status": True, "data": {"results": [{"id": "d2"}]}})
-    assert reconciled(command("book_delivery"), 200, none) is None
+    assert reconciled(command("book_delivery"), 200, body).booking == delivery
+    other = _body(
+        {"status": True, "data": {"results": [{"id": "d2", "externalOrderId": "X"}]}}
+    )
+    assert reconciled(command("book_delivery"), 200, other).verdict == "unknown"
 
 
-def test_reconciled_is_none_for_other_types() -> None:
+def test_reconciled_is_unknown_for_other_types() -> None:
     """Only bookings can be reconciled."""
     body = _fetch_reply({"externalOrderId": "ORD-1001"})
-    assert reconciled(command("cancel_drops"), 200, body) is None
+    assert reconciled(command("cancel_drops"), 200, body).verdict == "unknown"
 
 
 # --------------------------------------------------------------------------

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from hypothesis import given, strategies as st
 
-from bridge.core.command_ledger import CommandLedger, CommandState
+from bridge.core.command_ledger import CommandLedger, CommandState, Marker
 from bridge.core.offsets import PartitionOffsets
 
 
@@ -42,8 +42,8 @@ def test_ledger_moves_from_new_to_started_to_done() -> None:
     """A command is new, then started, then done; done wins over a late start."""
     ledger = CommandLedger()
     assert ledger.state("c1") is CommandState.NEW
-    ledger.mark_started("c1")
+    ledger.mark_started("c1", Marker("w1", 1.0, 41.0))
     assert ledger.state("c1") is CommandState.STARTED
     ledger.mark_done("c1")
-    ledger.mark_started("c1")
+    ledger.mark_started("c1", Marker("w2", 2.0, 42.0))
     assert ledger.state("c1") is CommandState.DONE

@@ -24,6 +24,7 @@ REQUIRED_ALERTS = {
     "BridgeReconnectStorm",
     "BridgeDeadLetters",
     "BridgeCommandErrorRatio",
+    "BridgeCommandAmbiguous",  # issue 8: a command that may have taken effect
     "BridgeCommandConsumerLag",
     "BridgeNotReady",
 }
@@ -61,7 +62,7 @@ def test_every_alert_has_a_firing_and_a_quiet_unit_test() -> None:
 
 
 def test_the_issue_s_alerts_exist_with_severity_and_text() -> None:
-    """The six alerts exist, each with a severity, a summary and a description."""
+    """The seven alerts exist, each with a severity, a summary and a description."""
     rules = alert_rules()
     assert {rule["alert"] for rule in rules} == REQUIRED_ALERTS
     for rule in rules:

@@ -71,6 +71,11 @@ def commands_env(
         "BRIDGE_COMMANDS_RETRY_INITIAL_SECONDS": "0.05",
         "BRIDGE_COMMANDS_RETRY_MAX_SECONDS": "0.5",
         "BRIDGE_COMMANDS_DEFAULT_DEADLINE_SECONDS": "20",
+        # Short leases and windows, so a crash or an ambiguity costs seconds.
+        "BRIDGE_COMMANDS_REQUEST_TIMEOUT_SECONDS": "2",
+        "BRIDGE_COMMANDS_LEASE_SECONDS": "5",
+        "BRIDGE_COMMANDS_SETTLE_SECONDS": "3",
+        "BRIDGE_COMMANDS_REVOKE_GRACE_SECONDS": "2",
         "BRIDGE_OPS_HOST": "127.0.0.1",
         "BRIDGE_OPS_PORT": "0",
         "BRIDGE_SHUTDOWN_GRACE_SECONDS": "10",
@@ -140,3 +145,48 @@ def start_worker_process(
             stdout=log,
             stderr=subprocess.STDOUT,
         )
+
+
+@dataclass(frozen=True)
+class Holding:
+    """One worker's hold on one partition, from its own log lines."""
+
+    partition: int
+    owner: str
+    start: float
+    end: float  # when it released or lost the partition (inf: never said)
+
+
+def holdings(log_lines: list[bytes]) -> list[Holding]:
+    """Pair ``commands_partition_acquired`` with the owner's release or loss."""
+    open_: dict[tuple[int, str], float] = {}
+    out: list[Holding] = []
+    for line in log_lines:
+        if not line.startswith(b"{"):
+            continue
+        entry = orjson.loads(line)
+        event = entry.get("event")
+        if event not in (
+            "commands_partition_acquired",
+            "commands_partition_released",
+            "commands_partition_lost",
+        ):
+            continue
+        key = (int(entry["partition"]), str(entry["owner"]))
+        if event == "commands_partition_acquired":
+            open_[key] = float(entry["at"])
+        elif key in open_:
+            out.append(Holding(key[0], key[1], open_.pop(key), float(entry["at"])))
+    out.extend(Holding(p, o, start, float("inf")) for (p, o), start in open_.items())
+    return out
+
+
+def overlapping(held: list[Holding]) -> list[tuple[Holding, Holding]]:
+    """Pairs of different workers holding the same partition at the same time."""
+    clashes = []
+    for i, a in enumerate(held):
+        for b in held[i + 1 :]:
+            same = a.partition == b.partition and a.owner != b.owner
+            if same and a.start < b.end and b.start < a.end:
+                clashes.append((a, b))
+    return clashes

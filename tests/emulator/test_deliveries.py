@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import re
 import time
@@ -82,7 +83,7 @@ async def test_booking_creates_a_delivery_with_documented_ids(
     assert HEX24.match(data["id"])
     assert CODE6.match(data["batchId"])
     assert data["trackingUrl"].endswith(f"?batchId={data['batchId']}")
-    assert data["externalOrderId"] == "ORD-1"
+    assert "externalOrderId" not in data  # the documented reply has no such field
     assert data["totalAmount"] == 2 * emu.config.drop_price
     assert data["pickup"]["pickupDate"] == "2025-06-17T00:00:00.000Z"
     assert len(data["drops"]) == 2
@@ -202,7 +203,7 @@ async def test_fetch_deliveries_filters_and_pages(
     assert await ids(page=2, limit=1) == [first]
     listed = await http.get(url, params={"externalOrderId": "A"}, headers=hdrs(emu))
     drop = listed.json()["data"]["drops"][0]
-    assert drop["externalOrderId"] == "A"
+    assert "externalOrderId" not in drop  # filtered by it, not echoed (§14.8)
     assert (drop["deliveryId"], drop["pickupName"]) == (one["id"], "Adaeze")
     assert listed.json()["data"]["totalCount"] == 1
     bad = await http.get(url, params={"page": "x"}, headers=hdrs(emu))
@@ -797,6 +798,47 @@ async def test_execute_then_drop_acts_but_never_answers(
         headers=hdrs(emu),
     )
     assert len(found.json()["data"]["drops"]) == 1
+
+
+async def test_echo_mode_shows_external_order_id_in_replies(
+    make_emulator: EmulatorFactory, http: httpx.AsyncClient
+) -> None:
+    """With echo on, bookings and Fetch Deliveries carry externalOrderId."""
+    async with make_emulator(echo_external_order_id=True) as emu:
+        made = await book(emu, http, externalOrderId="E-1")
+        listed = await http.get(
+            f"{emu.base_url}/deliveries",
+            params={"externalOrderId": "E-1"},
+            headers=hdrs(emu),
+        )
+    assert made["externalOrderId"] == "E-1"
+    assert made["drops"][0]["externalOrderId"] == "E-1"
+    assert [d["externalOrderId"] for d in listed.json()["data"]["drops"]] == ["E-1"]
+
+
+async def test_complete_late_executes_after_the_client_gave_up(
+    emu: Emulator, http: httpx.AsyncClient
+) -> None:
+    """A late booking is not there when the client times out, and lands after."""
+    emu.deliveries.complete_late(1, 0.6, kind="book_delivery")
+    with pytest.raises(httpx.ReadTimeout):
+        await http.post(
+            f"{emu.base_url}/deliveries",
+            json=booking(),
+            headers=hdrs(emu, "late"),
+            timeout=0.2,
+        )
+    assert emu.executions("late") == 0
+    found = await http.get(
+        f"{emu.base_url}/deliveries",
+        params={"externalOrderId": "ORD-1"},
+        headers=hdrs(emu),
+    )
+    assert found.json()["data"]["drops"] == []
+    await asyncio.sleep(0.7)
+    assert emu.executions("late") == 1
+    (record,) = emu.deliveries.requests("late")
+    assert (record.executed, record.fault) == (True, "complete_late")
 
 
 async def test_reject_credentials_counts_toward_lockout(

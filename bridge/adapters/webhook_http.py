@@ -2,22 +2,30 @@
 
 It translates `HttpRequest` to `WebhookRequest` and `WebhookReply` to
 `HttpResponse`, nothing more. Bodies over the limit are refused by the
-server before they are read (413); they never reach the worker, so this
-adapter counts them itself.
+server before they are read (413), and requests that are not valid HTTP
+(400, 431 for oversize headers) never parse; neither reaches the worker, so
+this adapter counts them itself through the server's ``on_early_reply`` hook.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
-
-import h11
+from typing import Final
 
 from bridge.adapters.http_server import HttpRequest, HttpResponse, HttpServer
 from bridge.core.webhooks import Outcome, WebhookReply, WebhookRequest
 
 WebhookHandler = Callable[[WebhookRequest], Awaitable[WebhookReply]]
 OutcomeCounter = Callable[[Outcome], None]
+
+# The server's own answers that are counted. 408 (a client too slow to send a
+# request) and 503 (over the connection cap, or stopping) are not requests we
+# judged, and "unavailable" means Kafka trouble to whoever reads the metric.
+_EARLY_OUTCOMES: Final[dict[int, Outcome]] = {
+    400: "malformed",
+    413: "too_large",
+    431: "malformed",
+}
 
 
 def to_response(reply: WebhookReply) -> HttpResponse:
@@ -35,11 +43,12 @@ class WebhookHttpServer(HttpServer):
 
     Args:
         handle: The receiver's ``handle``.
-        count: Counts answers the server gives on its own (413, and 400 for
-            requests that are not valid HTTP).
+        count: Counts answers the server gives on its own (413, and
+            ``malformed`` for requests that are not valid HTTP: 400, 431).
         host: Address to bind.
         port: Port to bind (0: any free port).
         max_body_bytes: Larger bodies are refused with 413 before being read.
+        request_timeout: Seconds for a request to arrive (see `HttpServer`).
     """
 
     def __init__(
@@ -50,6 +59,7 @@ class WebhookHttpServer(HttpServer):
         port: int,
         *,
         max_body_bytes: int,
+        request_timeout: float = 30.0,
     ) -> None:
         async def serve(request: HttpRequest) -> HttpResponse:
             reply = await handle(
@@ -63,19 +73,16 @@ class WebhookHttpServer(HttpServer):
             )
             return to_response(reply)
 
-        super().__init__(serve, host, port, max_body_bytes=max_body_bytes)
-        self._count = count
+        def early(response: HttpResponse) -> None:
+            outcome = _EARLY_OUTCOMES.get(response.status)
+            if outcome is not None:
+                count(outcome)
 
-    async def _reply_and_linger(
-        self,
-        conn: h11.Connection,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        response: HttpResponse,
-    ) -> None:
-        # The server's own early answers never reach the worker: count them.
-        if response.status == 413:
-            self._count("too_large")
-        elif response.status == 400:
-            self._count("malformed")
-        await super()._reply_and_linger(conn, reader, writer, response)
+        super().__init__(
+            serve,
+            host,
+            port,
+            max_body_bytes=max_body_bytes,
+            request_timeout=request_timeout,
+            on_early_reply=early,
+        )

@@ -11,6 +11,8 @@ import orjson
 import pytest
 
 from bridge.adapters.http_server import HttpRequest, HttpResponse, HttpServer
+from bridge.adapters.webhook_http import WebhookHttpServer
+from bridge.core.webhooks import Outcome, WebhookReply, WebhookRequest
 
 
 async def _echo(request: HttpRequest) -> HttpResponse:
@@ -190,3 +192,66 @@ async def test_stop_closes_idle_keep_alive_connections() -> None:
         await writer.wait_closed()
     with pytest.raises(ConnectionRefusedError):
         await asyncio.open_connection("127.0.0.1", port)
+
+
+async def _raw_exchange(port: int, data: bytes) -> bytes:
+    """Send ``data`` on a fresh connection; everything read until the close."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(data)
+        await writer.drain()
+        return await asyncio.wait_for(reader.read(), timeout=5)
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+async def test_webhook_server_counts_the_answers_it_gives_on_its_own() -> None:
+    """413 counts too_large, 400 and 431 count malformed; 408 is not counted."""
+    counted: list[Outcome] = []
+    handled: list[str] = []
+
+    async def handle(request: WebhookRequest) -> WebhookReply:
+        handled.append(request.path)
+        return WebhookReply(200, "accepted", "w-1")
+
+    async with WebhookHttpServer(
+        handle, counted.append, "127.0.0.1", 0, max_body_bytes=16, request_timeout=0.3
+    ) as server:
+        replies = [
+            await _raw_exchange(server.port, request)
+            for request in (
+                b"POST /w HTTP/1.1\r\nHost: x\r\nContent-Length: 99\r\n\r\n",
+                b"NOT HTTP\r\n\r\n",
+                b"GET /w HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20_000 + b"\r\n\r\n",
+                b"POST /w HTTP/1.1\r\nHost: x\r\nContent-Length: 9\r\n\r\nab",
+            )
+        ]
+        async with httpx.AsyncClient(base_url=server.url) as client:
+            ok = await client.post("/w", content=b"{}")
+    assert [r[:12] for r in replies] == [
+        b"HTTP/1.1 413",
+        b"HTTP/1.1 400",
+        b"HTTP/1.1 431",
+        b"HTTP/1.1 408",
+    ]
+    assert ok.json() == {"ok": True, "outcome": "accepted", "webhookId": "w-1"}
+    assert counted == ["too_large", "malformed", "malformed"]
+    assert handled == ["/w"]
+
+
+async def test_a_failing_early_reply_hook_does_not_stop_the_reply(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The client still gets its 400 when the hook raises; the failure is logged."""
+
+    def broken_hook(response: HttpResponse) -> None:
+        raise RuntimeError("hook bug")
+
+    with caplog.at_level(logging.ERROR, logger="bridge.adapters.http_server"):
+        async with HttpServer(
+            _echo, "127.0.0.1", 0, on_early_reply=broken_hook
+        ) as server:
+            reply = await _raw_exchange(server.port, b"NOT HTTP\r\n\r\n")
+    assert reply.startswith(b"HTTP/1.1 400 ")
+    assert any("on_early_reply" in r.getMessage() for r in caplog.records)

@@ -7,19 +7,20 @@ ARGS ?=
 
 .PHONY: demo test lint bench clean
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml lab/pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test]' -e ./lab
 	touch $@
 
 demo: $(VENV)/.installed
-	$(PY) -m bridge demo $(ARGS)
+	$(PY) -m bridgelab.demo $(ARGS)
 
 lint: $(VENV)/.installed
-	$(PY) -m ruff check bridge tests bench
-	$(PY) -m ruff format --check bridge tests bench
+	$(PY) -m ruff check bridge lab tests bench
+	$(PY) -m ruff format --check bridge lab tests bench
 	$(PY) -m mypy
+	$(VENV)/bin/lint-imports --no-cache
 
 test: lint
 	$(PY) -m pytest $(ARGS)

@@ -2,7 +2,7 @@
 
 ``python -m bench._emulator --devices 1000 --frame-items 50``
 
-Unlike ``python -m bridge emulator`` this sets the slow-consumer grace very
+Unlike ``sendstack-emulator`` this sets the slow-consumer grace very
 high: in load mode the emulator is meant to out-produce the bridge, so its
 per-socket queue is full most of the time and the bridge must be back-pressured
 (TCP and websockets flow control), not closed with 1013 after 5 s.
@@ -20,8 +20,8 @@ import sys
 
 import orjson
 
-from bridge.emulator import Emulator
-from bridge.emulator.config import EmulatorConfig
+from bridgelab.emulator import Emulator
+from bridgelab.emulator.config import EmulatorConfig
 
 
 def config(args: argparse.Namespace) -> EmulatorConfig:

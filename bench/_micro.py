@@ -43,8 +43,8 @@ from bridge.core.codec import codec_by_name
 from bridge.core.dedupe import RecentIds
 from bridge.core.records import Topics, iso_ms, to_record
 from bridge.core.retry import Backoff
-from bridge.emulator.fleet import Fleet, load_fixtures
 from bridge.metrics import StreamMetrics
+from bridgelab.emulator.fleet import Fleet, load_fixtures
 
 FRAME_KEYS = {"positions": "positions", "devices": "devices", "events": "events"}
 

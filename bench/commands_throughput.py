@@ -4,7 +4,7 @@
 
 For each emulator latency (``--latencies``, default 0 and 50 ms; set on the
 emulator's admin API), two contenders send the same kind of REST requests to
-the same emulator (``python -m bridge emulator``, its own process), with the
+the same emulator (``sendstack-emulator``, its own process), with the
 same concurrency (``--concurrency``, default 16). The httpx loop runs before
 and after the worker and counts as the mean of the two (the machine's load
 drifts):
@@ -16,7 +16,7 @@ drifts):
    ``SendstackRest``'s headers: the worker's calls, minus Kafka, validation,
    the limiter, the breaker, retries and the exactly-once bookkeeping.
 2. **worker**: ``python -m bridge commands`` (the real subcommand) against a
-   Tansu broker started for the run (``bridge.broker``), fresh topics created
+   Tansu broker started for the run (``bridgelab.tansu``), fresh topics created
    explicitly per point. The command messages are pre-loaded into the command
    topic, then the worker starts. Settings: those of the e2e tests
    (``commands_env``) with the rate limiter out of the way (100,000/s, burst
@@ -102,9 +102,9 @@ from bench._procs import (
     stop_process,
     tail,
 )
-from bridge.broker import TansuBroker, create_topics, start_tansu
 from bridge.core.commands import EXAMPLES
-from bridge.emulator.config import DEMO_APP_ID, DEMO_APP_SECRET
+from bridgelab.emulator.config import DEMO_APP_ID, DEMO_APP_SECRET
+from bridgelab.tansu import TansuBroker, create_topics, start_tansu
 
 TARGET_RATIO = 0.8
 RESULTS_DIR = Path(__file__).resolve().parent / "results"

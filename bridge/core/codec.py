@@ -357,7 +357,7 @@ def _extra(obj: dict[str, object], known: frozenset[str]) -> dict[str, object]:
 def _time(value: object, field: str) -> tuple[str, int]:
     """Normalise a timestamp to ``YYYY-MM-DDTHH:MM:SS.sssZ`` and epoch ms.
 
-    The two UTC spellings with milliseconds, ``...sssZ`` (our emulator) and
+    The two UTC spellings with milliseconds, ``...sssZ`` (the stand-in server) and
     ``...sss+00:00`` (Traccar's own JSON), take a fast path: one C-level parse
     and no formatting. Everything else goes to :func:`_time_slow`.
     """

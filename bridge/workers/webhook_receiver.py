@@ -102,7 +102,7 @@ class ReceiverOptions:
 
 @dataclass(frozen=True, slots=True)
 class ReceiverStatistics:
-    """What the receiver holds and has done (for readiness, tests, the demo)."""
+    """What the receiver holds and has done (for readiness and tests)."""
 
     in_flight: int
     in_flight_bytes: int

@@ -14,11 +14,11 @@ from aiokafka.partitioner import DefaultPartitioner
 from prometheus_client import CollectorRegistry
 
 from bridge.adapters.kafka_producer import KafkaRecordSink, build_producer
-from bridge.broker import TansuBroker, create_topics, start_tansu
 from bridge.core.codec import TraccarJsonCodec
 from bridge.core.records import OutboundRecord, Topics, to_record
 from bridge.core.retry import Backoff
 from bridge.metrics import StreamMetrics
+from bridgelab.tansu import TansuBroker, create_topics, start_tansu
 from tests.core.test_codec import DEVICE, EVENT, POSITION, frame
 from tests.e2e.verifier import read_all, wait_for
 from tests.kafka_broker import Broker, unique_topic

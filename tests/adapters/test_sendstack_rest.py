@@ -20,9 +20,9 @@ from bridge.core.commands import (
     reconciled,
     to_request,
 )
-from bridge.emulator import Emulator, EmulatorConfig
 from bridge.errors import RestUnavailable
 from bridge.secrets import Secret
+from bridgelab.emulator import Emulator, EmulatorConfig
 
 SECRET = "ZK4P0QW7TRV2M9XBC81LJ6DHS5NA3EYU"
 

@@ -218,3 +218,19 @@ def test_build_context_holds_what_the_build_copies_and_little_else() -> None:
     assert copied == included == {"pyproject.toml", "README.md", "bridge"}
     for path in copied:
         assert (REPO / path).exists(), path
+
+
+def test_the_image_gets_the_daemon_only_no_emulator_demo_or_broker_launcher() -> None:
+    """The build context's code is bridge/ alone, and the wheel packages only it."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
+    assert project["tool"]["setuptools"]["packages"]["find"]["include"] == ["bridge*"]
+    shipped = sorted((REPO / "bridge").rglob("*.py"))
+    assert shipped, "bridge/ holds the daemon"
+    lab_modules = {p.stem for p in (REPO / "lab" / "bridgelab").rglob("*.py")}
+    assert {"tansu", "flow", "tracking_ws", "deliveries"} <= lab_modules
+    for path in shipped:
+        source = path.read_text(encoding="utf-8")
+        assert "bridgelab" not in source, f"{path} refers to the dev kit"
+        assert not re.search(r"^\s*(from|import) .*emulator", source, re.M), path
+    assert not (REPO / "bridge" / "emulator").exists()
+    assert not list((REPO / "bridge").glob("demo*.py"))

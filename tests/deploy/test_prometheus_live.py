@@ -31,8 +31,8 @@ import pytest
 import yaml
 
 from bridge.adapters.http_server import HttpServer
-from bridge.emulator import Emulator, EmulatorConfig
-from bridge.emulator.webhooks import RetryPolicy
+from bridgelab.emulator import Emulator, EmulatorConfig
+from bridgelab.emulator.webhooks import RetryPolicy
 from tests.deploy.observability import (
     ALERTS,
     alert_queries,

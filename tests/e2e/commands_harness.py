@@ -17,10 +17,10 @@ from aiokafka import AIOKafkaProducer
 from prometheus_client import CollectorRegistry
 
 from bridge.app_commands import CommandApp
-from bridge.broker import create_topics
 from bridge.config import Settings
 from bridge.core.commands import EXAMPLES
-from bridge.emulator import Emulator
+from bridgelab.emulator import Emulator
+from bridgelab.tansu import create_topics
 from tests.e2e.harness import Running, running
 from tests.kafka_broker import unique_topic
 

@@ -11,9 +11,9 @@ from typing import Generic, Protocol, TypeVar
 from prometheus_client import CollectorRegistry
 
 from bridge.app import StreamApp
-from bridge.broker import create_topics
 from bridge.config import Settings
-from bridge.emulator import Emulator
+from bridgelab.emulator import Emulator
+from bridgelab.tansu import create_topics
 from tests.kafka_broker import unique_topic
 
 A = TypeVar("A", bound="App")

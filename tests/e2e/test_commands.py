@@ -14,7 +14,7 @@ from aiokafka.structs import ConsumerRecord
 from jsonschema import Draft202012Validator
 
 import bridge
-from bridge.emulator import Emulator, EmulatorConfig
+from bridgelab.emulator import Emulator, EmulatorConfig
 from tests.e2e.commands_harness import (
     RunningWorker,
     booking,

@@ -12,7 +12,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from bridge.emulator import Emulator, EmulatorConfig
+from bridgelab.emulator import Emulator, EmulatorConfig
 from tests.e2e.commands_harness import (
     booking,
     commands_env,

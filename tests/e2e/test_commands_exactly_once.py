@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 import pytest
 
-from bridge.emulator import Emulator, EmulatorConfig
+from bridgelab.emulator import Emulator, EmulatorConfig
 from tests.e2e.commands_harness import (
     booking,
     commands_env,

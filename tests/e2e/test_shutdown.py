@@ -17,8 +17,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
-from bridge.broker import free_port
-from bridge.emulator import Emulator, EmulatorConfig
+from bridgelab.emulator import Emulator, EmulatorConfig
+from bridgelab.tansu import free_port
 from tests.e2e.commands_harness import (
     booking,
     commands_env,

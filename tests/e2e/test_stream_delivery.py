@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from bridge.emulator import Emulator, EmulatorConfig
+from bridgelab.emulator import Emulator, EmulatorConfig
 from tests.e2e.harness import bridge_env, fresh_topics, running_bridge
 from tests.e2e.verifier import read_all, wait_for
 from tests.kafka_broker import Broker

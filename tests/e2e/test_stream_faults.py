@@ -11,8 +11,8 @@ import orjson
 import psutil
 import pytest
 
-from bridge.emulator import Emulator, EmulatorConfig
 from bridge.logs import configure_logging
+from bridgelab.emulator import Emulator, EmulatorConfig
 from tests.e2e.harness import bridge_env, fresh_topics, running_bridge
 from tests.e2e.verifier import read_all, wait_for
 from tests.kafka_broker import Broker

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from bridge.emulator import Emulator, EmulatorConfig
+from bridgelab.emulator import Emulator, EmulatorConfig
 
 EmulatorFactory = Callable[..., AbstractAsyncContextManager[Emulator]]
 

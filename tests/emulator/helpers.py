@@ -11,7 +11,7 @@ import httpx
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
 
-from bridge.emulator import Emulator
+from bridgelab.emulator import Emulator
 
 
 def creds(emu: Emulator, *, camel: bool = False) -> dict[str, str]:

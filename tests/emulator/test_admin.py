@@ -10,7 +10,7 @@ import orjson
 import pytest
 from websockets.exceptions import ConnectionClosedError
 
-from bridge.emulator import Emulator
+from bridgelab.emulator import Emulator
 from tests.emulator.conftest import EmulatorFactory
 from tests.emulator.helpers import creds, eventually, new_session, open_stream, seqs_of
 

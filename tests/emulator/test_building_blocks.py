@@ -9,12 +9,12 @@ from collections.abc import Callable
 import orjson
 import pytest
 
-from bridge.emulator import EmulatorConfig, jwt
-from bridge.emulator.faults import SessionFaults
-from bridge.emulator.fleet import EVENT_KINDS, Fleet, iso_ms, load_fixtures
-from bridge.emulator.ledger import SeqLedger, merge_ranges, ranges_to_set
-from bridge.emulator.sessions import FailureLimiter, SessionStore
 from bridge.errors import ConfigError
+from bridgelab.emulator import EmulatorConfig, jwt
+from bridgelab.emulator.faults import SessionFaults
+from bridgelab.emulator.fleet import EVENT_KINDS, Fleet, iso_ms, load_fixtures
+from bridgelab.emulator.ledger import SeqLedger, merge_ranges, ranges_to_set
+from bridgelab.emulator.sessions import FailureLimiter, SessionStore
 
 KEY = b"k" * 32
 

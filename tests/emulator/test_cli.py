@@ -10,7 +10,7 @@ import sys
 import httpx
 import orjson
 
-from bridge.emulator.cli import build_parser, config_from_args
+from bridgelab.emulator.cli import build_parser, config_from_args
 
 
 def test_config_from_flags_and_environment() -> None:
@@ -34,7 +34,7 @@ async def test_cli_announces_ready_serves_and_stops_on_sigterm() -> None:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "bridge.emulator",
+        "bridgelab.emulator",
         "--devices",
         "3",
         "--ttl",

@@ -13,8 +13,8 @@ import orjson
 import pytest
 
 from bridge.core.commands import EXAMPLES
-from bridge.emulator import Emulator
-from bridge.emulator.deliveries import KINDS, PARTNERS
+from bridgelab.emulator import Emulator
+from bridgelab.emulator.deliveries import KINDS, PARTNERS
 from tests.emulator.conftest import EmulatorFactory
 from tests.emulator.helpers import creds
 

@@ -10,7 +10,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, ConnectionClosedError
 
-from bridge.emulator import Emulator
+from bridgelab.emulator import Emulator
 from tests.emulator.conftest import EmulatorFactory
 from tests.emulator.helpers import eventually, new_session, open_stream, seqs_of
 

@@ -12,7 +12,7 @@ import httpx
 import orjson
 import pytest
 
-from bridge.emulator import Emulator
+from bridgelab.emulator import Emulator
 from tests.emulator.conftest import EmulatorFactory
 from tests.emulator.helpers import creds, eventually
 

@@ -13,7 +13,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosedError, InvalidStatus
 
-from bridge.emulator import Emulator
+from bridgelab.emulator import Emulator
 from tests.emulator.conftest import EmulatorFactory
 from tests.emulator.helpers import (
     eventually,
@@ -304,7 +304,7 @@ async def test_tokens_never_reach_the_logs(
             await _refused_status(f"{emu.ws_url}?session={token}x")
             await eventually(lambda: emu.stats()["open_connections"] == 0)
     # Only the emulator's records: the test's own client logs its request line.
-    ours = [r for r in caplog.records if r.name.startswith("bridge.")]
+    ours = [r for r in caplog.records if r.name.startswith("bridgelab.")]
     assert any(
         "GET /api/v1/tracking/stream?session=<redacted>" in r.getMessage() for r in ours
     )

@@ -21,8 +21,8 @@ import orjson
 import pytest
 
 from bridge.adapters.http_server import HttpRequest, HttpResponse, HttpServer
-from bridge.emulator import Emulator, EmulatorConfig
-from bridge.emulator.webhooks import (
+from bridgelab.emulator import Emulator, EmulatorConfig
+from bridgelab.emulator.webhooks import (
     WEBHOOK_KINDS,
     PayloadFactory,
     RetryPolicy,

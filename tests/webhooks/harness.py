@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry
 
 from bridge.app_webhooks import WebhookApp
-from bridge.broker import create_topics
 from bridge.config import REQUIREMENTS, Settings
-from bridge.emulator import Emulator
+from bridgelab.emulator import Emulator
+from bridgelab.tansu import create_topics
 from tests.e2e.harness import Running, running
 from tests.e2e.verifier import wait_for
 from tests.kafka_broker import unique_topic

@@ -13,7 +13,11 @@ from hypothesis import given, strategies as st
 
 from bridge.core import webhooks
 from bridge.core.records import OutboundRecord, iso_ms
-from bridge.emulator.webhooks import WEBHOOK_KINDS, PayloadFactory, load_webhook_kinds
+from bridgelab.emulator.webhooks import (
+    WEBHOOK_KINDS,
+    PayloadFactory,
+    load_webhook_kinds,
+)
 
 SECRET = "s3cr3t-ключ"  # non-ASCII on purpose: Node keys HMAC with its UTF-8
 KEY = SECRET.encode()

@@ -24,14 +24,14 @@ import httpx
 import orjson
 import pytest
 
-from bridge.emulator import Emulator, EmulatorConfig
-from bridge.emulator.webhooks import (
+from bridge.logs import configure_logging
+from bridgelab.emulator import Emulator, EmulatorConfig
+from bridgelab.emulator.webhooks import (
     WEBHOOK_KINDS,
     RetryPolicy,
     SignScheme,
     WebhookDelivery,
 )
-from bridge.logs import configure_logging
 from tests.core.test_schemas import errors, load
 from tests.e2e.verifier import read_all, wait_for
 from tests.kafka_broker import Broker

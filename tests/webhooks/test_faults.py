@@ -13,8 +13,8 @@ from collections import Counter
 import httpx
 import pytest
 
-from bridge.emulator import Emulator, EmulatorConfig
-from bridge.emulator.webhooks import RetryPolicy
+from bridgelab.emulator import Emulator, EmulatorConfig
+from bridgelab.emulator.webhooks import RetryPolicy
 from tests.e2e.verifier import read_all, wait_for
 from tests.kafka_broker import Broker
 from tests.webhooks.harness import (

@@ -10,7 +10,11 @@ import pytest
 from bridge.core import webhooks
 from bridge.core.codec import Rejection
 from bridge.core.records import OutboundRecord, Topics, dead_letter_record, iso_ms
-from bridge.emulator.webhooks import WEBHOOK_KINDS, PayloadFactory, load_webhook_kinds
+from bridgelab.emulator.webhooks import (
+    WEBHOOK_KINDS,
+    PayloadFactory,
+    load_webhook_kinds,
+)
 from tests.core.test_schemas import errors, load
 from tests.schema_check import check_schema
 

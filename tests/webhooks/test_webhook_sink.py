@@ -10,11 +10,11 @@ from prometheus_client import CollectorRegistry
 
 from bridge.adapters.kafka_producer import AckCallback, KafkaRecordSink, build_producer
 from bridge.adapters.webhook_sink import AckingSink
-from bridge.broker import create_topics
 from bridge.core.records import OutboundRecord
 from bridge.core.retry import Backoff
 from bridge.errors import PublishError
 from bridge.metrics import StreamMetrics
+from bridgelab.tansu import create_topics
 from tests.e2e.verifier import read_all
 from tests.kafka_broker import Broker, unique_topic
 

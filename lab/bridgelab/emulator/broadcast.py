@@ -24,9 +24,9 @@ from typing import Any, Final
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from bridge.emulator.fleet import iso_ms
-from bridge.emulator.ledger import SeqLedger, merge_ranges
-from bridge.emulator.sessions import Session
+from bridgelab.emulator.fleet import iso_ms
+from bridgelab.emulator.ledger import SeqLedger, merge_ranges
+from bridgelab.emulator.sessions import Session
 
 _log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ Endpoints (all JSON; ``conn`` selects one stream connection by id, default all):
     POST /admin/fleet            {"paused": bool, "max_frames_per_second": x|null,
                                   "frame_items": n}   (every key optional)
 
-Webhook endpoints (see ``bridge.emulator.webhooks``):
+Webhook endpoints (see ``bridgelab.emulator.webhooks``):
 
     GET  /admin/webhooks[?limit=N]       counters and the last N deliveries
     POST /admin/webhooks/send    {"url": U, "kind": K|"all", "count": N,
@@ -25,7 +25,7 @@ Webhook endpoints (see ``bridge.emulator.webhooks``):
     POST /admin/webhooks/ticker  {"url": U, "every": S, "scheme": ...} or
                                  {"stop": true}
 
-Delivery endpoints (see ``bridge.emulator.deliveries.admin_routes``):
+Delivery endpoints (see ``bridgelab.emulator.deliveries.admin_routes``):
 
     GET  /admin/requests[?key=K]   recorded requests, executions for key K
     GET  /admin/deliveries         counters and armed faults
@@ -43,12 +43,12 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from bridge.adapters.http_server import HttpRequest, HttpResponse
-from bridge.emulator.deliveries import admin_routes as delivery_admin_routes
-from bridge.emulator.faults import SESSION_FAULT_MODES
-from bridge.emulator.webhooks import admin_routes as webhook_admin_routes
+from bridgelab.emulator.deliveries import admin_routes as delivery_admin_routes
+from bridgelab.emulator.faults import SESSION_FAULT_MODES
+from bridgelab.emulator.webhooks import admin_routes as webhook_admin_routes
 
 if TYPE_CHECKING:
-    from bridge.emulator.server import Emulator
+    from bridgelab.emulator.server import Emulator
 
 ADMIN_HOST = "127.0.0.1"
 

@@ -48,10 +48,10 @@ from typing import Any, Final
 import orjson
 
 from bridge.adapters.http_server import HttpRequest, HttpResponse
-from bridge.emulator.config import EmulatorConfig
-from bridge.emulator.fleet import iso_ms
-from bridge.emulator.rest_api import BAD_CREDENTIALS, fail_long, fail_short, ok
-from bridge.emulator.sessions import FailureLimiter
+from bridgelab.emulator.config import EmulatorConfig
+from bridgelab.emulator.fleet import iso_ms
+from bridgelab.emulator.rest_api import BAD_CREDENTIALS, fail_long, fail_short, ok
+from bridgelab.emulator.sessions import FailureLimiter
 
 __all__ = [
     "KINDS",

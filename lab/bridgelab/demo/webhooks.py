@@ -1,6 +1,6 @@
 """The demo's webhook leg: the emulator posts signed webhooks, the app publishes.
 
-Kept apart from ``bridge/demo.py`` so the stream demo reads on its own. The
+Kept apart from ``bridgelab/demo/flow.py`` so the stream demo reads on its own. The
 receiver runs in-process on a free loopback port; the emulator posts one
 webhook a second, cycling through all 14 kinds; at the end every webhookId
 that got a 2xx must be in Kafka exactly once.
@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaConsumer
 
 from bridge.app_webhooks import WebhookApp
-from bridge.broker import create_topics
 from bridge.config import REQUIREMENTS, Settings
 from bridge.core.webhooks import WebhookTopics
-from bridge.emulator import Emulator
+from bridgelab.emulator import Emulator
+from bridgelab.tansu import create_topics
 
 
 @dataclass

@@ -19,24 +19,24 @@ from types import TracebackType
 from typing import Any, Self, TypeVar
 
 from bridge.adapters.http_server import HttpServer
-from bridge.emulator.admin_api import ADMIN_HOST, AdminApi
-from bridge.emulator.broadcast import HALF_OPEN, OPEN, Hub
-from bridge.emulator.config import EmulatorConfig
-from bridge.emulator.deliveries import DeliveryApi
-from bridge.emulator.faults import (
+from bridgelab.emulator.admin_api import ADMIN_HOST, AdminApi
+from bridgelab.emulator.broadcast import HALF_OPEN, OPEN, Hub
+from bridgelab.emulator.config import EmulatorConfig
+from bridgelab.emulator.deliveries import DeliveryApi
+from bridgelab.emulator.faults import (
     SessionFaultMode,
     SessionFaults,
     malformed_frame,
     oversize_frame,
     unknown_frames,
 )
-from bridge.emulator.fleet import Fleet, load_fixtures
-from bridge.emulator.ledger import ranges_to_set
-from bridge.emulator.pump import FramePump
-from bridge.emulator.rest_api import RestApi
-from bridge.emulator.sessions import FailureLimiter, Session, SessionStore
-from bridge.emulator.tracking_ws import TrackingServer
-from bridge.emulator.webhooks import (
+from bridgelab.emulator.fleet import Fleet, load_fixtures
+from bridgelab.emulator.ledger import ranges_to_set
+from bridgelab.emulator.pump import FramePump
+from bridgelab.emulator.rest_api import RestApi
+from bridgelab.emulator.sessions import FailureLimiter, Session, SessionStore
+from bridgelab.emulator.tracking_ws import TrackingServer
+from bridgelab.emulator.webhooks import (
     RetryPolicy,
     SignScheme,
     WebhookDelivery,

@@ -8,8 +8,8 @@ from typing import Literal
 
 import orjson
 
-from bridge.emulator.broadcast import Frame
-from bridge.emulator.fleet import Fleet, iso_ms
+from bridgelab.emulator.broadcast import Frame
+from bridgelab.emulator.fleet import Fleet, iso_ms
 
 SessionFaultMode = Literal["off", "5xx", "429", "drop"]
 SESSION_FAULT_MODES: tuple[str, ...] = ("off", "5xx", "429", "drop")

@@ -14,10 +14,10 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from bridge.adapters.http_server import HttpRequest, HttpResponse
-from bridge.emulator.config import EmulatorConfig
-from bridge.emulator.faults import SessionFaults
-from bridge.emulator.fleet import Fleet, iso_ms
-from bridge.emulator.sessions import (
+from bridgelab.emulator.config import EmulatorConfig
+from bridgelab.emulator.faults import SessionFaults
+from bridgelab.emulator.fleet import Fleet, iso_ms
+from bridgelab.emulator.sessions import (
     FailureLimiter,
     Session,
     SessionStore,
@@ -25,7 +25,7 @@ from bridge.emulator.sessions import (
 )
 
 if TYPE_CHECKING:
-    from bridge.emulator.deliveries import DeliveryApi
+    from bridgelab.emulator.deliveries import DeliveryApi
 
 _log = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from bridge.emulator.broadcast import Frame, Hub
-from bridge.emulator.fleet import Fleet
+from bridgelab.emulator.broadcast import Frame, Hub
+from bridgelab.emulator.fleet import Fleet
 
 
 class FramePump:

@@ -27,9 +27,9 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from bridge.emulator.broadcast import CLOSE_SESSION, OPEN, Hub, StreamConnection
-from bridge.emulator.config import EmulatorConfig
-from bridge.emulator.sessions import Session, SessionStore
+from bridgelab.emulator.broadcast import CLOSE_SESSION, OPEN, Hub, StreamConnection
+from bridgelab.emulator.config import EmulatorConfig
+from bridgelab.emulator.sessions import Session, SessionStore
 
 _log = logging.getLogger(__name__)
 _ws_log = logging.getLogger(__name__ + ".websockets")

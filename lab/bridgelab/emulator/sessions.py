@@ -9,7 +9,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from bridge.emulator import jwt
+from bridgelab.emulator import jwt
 
 Clock = Callable[[], float]
 

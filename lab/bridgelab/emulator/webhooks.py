@@ -101,7 +101,7 @@ def load_webhook_kinds(path: str | None = None) -> dict[str, WebhookKind]:
     """
     if path is None:
         raw = (
-            resources.files("bridge.emulator")
+            resources.files("bridgelab.emulator")
             .joinpath("fixtures/webhooks.json")
             .read_bytes()
         )

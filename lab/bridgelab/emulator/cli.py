@@ -1,4 +1,4 @@
-"""``sendstack-bridge emulator``: run the emulator until SIGINT/SIGTERM.
+"""``sendstack-emulator``: run the emulator until SIGINT/SIGTERM.
 
 Prints one JSON line on stdout when ready::
 
@@ -17,9 +17,9 @@ from collections.abc import Mapping
 
 import orjson
 
-from bridge.emulator.config import DEMO_APP_ID, DEMO_APP_SECRET, EmulatorConfig
-from bridge.emulator.server import Emulator
 from bridge.errors import ConfigError
+from bridgelab.emulator.config import DEMO_APP_ID, DEMO_APP_SECRET, EmulatorConfig
+from bridgelab.emulator.server import Emulator
 
 ENV_APP_ID = "EMULATOR_APP_ID"
 ENV_APP_SECRET = "EMULATOR_APP_SECRET"  # noqa: S105 - a variable name, not a secret
@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The emulator's command-line flags."""
     defaults = EmulatorConfig()
     p = argparse.ArgumentParser(
-        prog="sendstack-bridge emulator",
+        prog="sendstack-emulator",
         description="Run a local Sendstack emulator (REST, websocket, admin API).",
     )
     p.add_argument("--host", default=defaults.host)

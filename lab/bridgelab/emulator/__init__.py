@@ -6,7 +6,7 @@ loopback-only admin API for fault injection. Start it with::
     async with Emulator(EmulatorConfig()) as emu: ...
 """
 
-from bridge.emulator.config import EmulatorConfig
-from bridge.emulator.server import Emulator
+from bridgelab.emulator.config import EmulatorConfig
+from bridgelab.emulator.server import Emulator
 
 __all__ = ["Emulator", "EmulatorConfig"]

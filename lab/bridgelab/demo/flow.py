@@ -1,8 +1,8 @@
-"""``sendstack-bridge demo``: the whole flow on one machine, watched live.
+"""``make demo``: the whole flow on one machine, watched live.
 
 One process runs a Tansu broker (or uses ``--bootstrap``), creates the four
 topics, then runs the emulator, the bridge (``StreamApp``, exactly as
-``stream`` builds it) and an independent consumer (`bridge.demo_watch`).
+``stream`` builds it) and an independent consumer (`bridgelab.demo.watch`).
 Once a second it shows what flows: a redrawn panel on a terminal, one line
 per second otherwise. ``--faults`` injects a fault every few seconds so
 reconnects and dead letters show up.
@@ -33,10 +33,11 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 
 from bridge.app import StreamApp
-from bridge.broker import BrokerUnavailable, create_topics, start_tansu
 from bridge.config import Settings
 from bridge.core.records import Topics
-from bridge.demo_view import (
+from bridge.errors import ConfigError
+from bridge.logs import configure_logging
+from bridgelab.demo.view import (
     BridgeReading,
     Tracker,
     Verification,
@@ -47,12 +48,11 @@ from bridge.demo_view import (
     render_summary,
     verify,
 )
-from bridge.demo_watch import Watcher
-from bridge.demo_webhooks import WebhookLeg, start_webhooks, verify_webhooks
-from bridge.emulator import Emulator, EmulatorConfig
-from bridge.emulator.config import DEMO_APP_SECRET
-from bridge.errors import ConfigError
-from bridge.logs import configure_logging
+from bridgelab.demo.watch import Watcher
+from bridgelab.demo.webhooks import WebhookLeg, start_webhooks, verify_webhooks
+from bridgelab.emulator import Emulator, EmulatorConfig
+from bridgelab.emulator.config import DEMO_APP_SECRET
+from bridgelab.tansu import BrokerUnavailable, create_topics, start_tansu
 
 LOG_FILE = "demo-bridge.log"
 FAULTS = ("drop", "malformed", "unknown", "half-open")
@@ -70,7 +70,7 @@ class DemoFailed(Exception):
 def build_parser() -> argparse.ArgumentParser:
     """The demo's flags."""
     p = argparse.ArgumentParser(
-        prog="sendstack-bridge demo",
+        prog="python -m bridgelab.demo",
         description="Run broker, emulator, bridge and a consumer; show what flows.",
     )
     p.add_argument(

@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer
 
-from bridge.demo_view import (
+from bridgelab.demo.view import (
     describe_data,
     describe_dead_letter,
     header_value,

@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from bridge.emulator.config import EventNames
+from bridgelab.emulator.config import EventNames
 
 Item = dict[str, Any]
 Clock = Callable[[], float]
@@ -56,7 +56,7 @@ def load_fixtures(path: str | None = None) -> Fixtures:
     """Read the packaged templates, or a replacement file (e.g. real captures)."""
     if path is None:
         raw = (
-            resources.files("bridge.emulator")
+            resources.files("bridgelab.emulator")
             .joinpath("fixtures/traccar_frames.json")
             .read_bytes()
         )

@@ -1,0 +1,1 @@
+"""The demo: emulator, broker and bridge on one machine, watched live."""

@@ -85,7 +85,7 @@ async def pipeline(
         [topics.positions, topics.device_status, topics.events, topics.dead_letter],
         partitions,
     )
-    metrics = StreamMetrics(CollectorRegistry())
+    metrics = StreamMetrics(CollectorRegistry()).sink
     sink_class = KafkaRecordSink
     if sink_module:
         sink_class = importlib.import_module(sink_module).KafkaRecordSink

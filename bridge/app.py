@@ -155,7 +155,7 @@ class StreamApp:
                 initial=s.buffer.publish_retry_initial_seconds,
                 maximum=s.buffer.publish_retry_max_seconds,
             ),
-            metrics=self.metrics,
+            metrics=self.metrics.sink,
             topic_kinds={
                 self.topics.positions: "position",
                 self.topics.device_status: "device_status",

@@ -36,7 +36,7 @@ from bridge.config import (
 )
 from bridge.core import webhooks
 from bridge.core.retry import Backoff
-from bridge.metrics import ReadyMetric, StreamMetrics, WebhookMetrics
+from bridge.metrics import ReadyMetric, SinkMetrics, WebhookMetrics
 from bridge.workers.webhook_receiver import ReceiverOptions, WebhookReceiver
 
 log = structlog.get_logger("bridge.app_webhooks")
@@ -70,18 +70,10 @@ class WebhookApp:
             tracking=wh.topic_tracking,
             dead_letter=wh.topic_dead_letter,
         )
-        # KafkaRecordSink reports through StreamMetrics. Its Kafka and buffer
-        # metrics are exported here; the stream-only ones (sockets, sessions)
-        # stay in a private registry so that this process does not show them.
-        sink_metrics = StreamMetrics(CollectorRegistry())
-        for metric in (
-            sink_metrics.kafka_send_seconds,
-            sink_metrics.kafka_errors,
-            sink_metrics.buffer_records,
-            sink_metrics.buffer_bytes,
-            sink_metrics.buffer_full_seconds,
-        ):
-            self.registry.register(metric)
+        sink_metrics = SinkMetrics(
+            self.registry,
+            kinds=("webhook_delivery", "webhook_tracking", "dead_letter"),
+        )
 
         def make_sink(on_ack: AckCallback) -> KafkaRecordSink:
             return KafkaRecordSink(

@@ -50,38 +50,14 @@ WS_STATES = {"disconnected": 0, "connecting": 1, "open": 2, "rotating": 3}
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 
-class StreamMetrics:
-    """Metrics of the ``stream`` path."""
+class SinkMetrics:
+    """What the Kafka record sink reports, in whichever process runs one."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.frames = Counter(
-            "bridge_stream_frames_total",
-            "Websocket frames received, by what the codec made of them.",
-            ["outcome"],
-            registry=registry,
-        )
-        self.items = Counter(
-            "bridge_stream_items_total",
-            "Upstream items decoded from frames, by kind.",
-            ["kind"],
-            registry=registry,
-        )
-        self.duplicates = Counter(
-            "bridge_stream_duplicates_dropped_total",
-            "Items dropped because their event id was just published "
-            "(rotation overlap, reconnect).",
-            registry=registry,
-        )
+    def __init__(self, registry: CollectorRegistry, *, kinds: tuple[str, ...]) -> None:
         self.published = Counter(
             "bridge_records_published_total",
             "Records acknowledged by Kafka, by kind (dead_letter included).",
             ["kind"],
-            registry=registry,
-        )
-        self.dead_lettered = Counter(
-            "bridge_records_dead_lettered_total",
-            "Inputs sent to the dead-letter topic, by origin and reason.",
-            ["origin", "reason"],
             registry=registry,
         )
         self.kafka_send_seconds = Histogram(
@@ -112,6 +88,48 @@ class StreamMetrics:
             "Time intake spent blocked on a full buffer (backpressure).",
             registry=registry,
         )
+        for error in KAFKA_ERRORS:
+            self.kafka_errors.labels(error)
+        for kind in kinds:
+            self.published.labels(kind)
+
+
+class StreamMetrics:
+    """Metrics of the ``stream`` path."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.frames = Counter(
+            "bridge_stream_frames_total",
+            "Websocket frames received, by what the codec made of them.",
+            ["outcome"],
+            registry=registry,
+        )
+        self.items = Counter(
+            "bridge_stream_items_total",
+            "Upstream items decoded from frames, by kind.",
+            ["kind"],
+            registry=registry,
+        )
+        self.duplicates = Counter(
+            "bridge_stream_duplicates_dropped_total",
+            "Items dropped because their event id was just published "
+            "(rotation overlap, reconnect).",
+            registry=registry,
+        )
+        self.dead_lettered = Counter(
+            "bridge_records_dead_lettered_total",
+            "Inputs sent to the dead-letter topic, by origin and reason.",
+            ["origin", "reason"],
+            registry=registry,
+        )
+        # The Kafka sink's metrics, under the names they always had.
+        self.sink = SinkMetrics(registry, kinds=(*ITEM_KINDS, "dead_letter"))
+        self.published = self.sink.published
+        self.kafka_send_seconds = self.sink.kafka_send_seconds
+        self.kafka_errors = self.sink.kafka_errors
+        self.buffer_records = self.sink.buffer_records
+        self.buffer_bytes = self.sink.buffer_bytes
+        self.buffer_full_seconds = self.sink.buffer_full_seconds
         self.ws_connects = Counter(
             "bridge_ws_connects_total",
             "Websocket connection attempts, by outcome.",
@@ -185,12 +203,8 @@ class StreamMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=registry,
         )
-        for error in KAFKA_ERRORS:
-            self.kafka_errors.labels(error)
         for outcome in FRAME_OUTCOMES:
             self.frames.labels(outcome)
-        for kind in (*ITEM_KINDS, "dead_letter"):
-            self.published.labels(kind)
         for kind in ITEM_KINDS:
             self.items.labels(kind)
         for reason in DLQ_REASONS:

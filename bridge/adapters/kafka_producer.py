@@ -45,7 +45,7 @@ from aiokafka.producer.message_accumulator import BatchBuilder
 
 from bridge.core.records import OutboundRecord
 from bridge.core.retry import Backoff
-from bridge.metrics import StreamMetrics
+from bridge.metrics import SinkMetrics
 from bridge.ports import SinkStatistics
 
 log = structlog.get_logger("bridge.kafka")
@@ -146,7 +146,7 @@ class KafkaRecordSink:
         max_records: int,
         max_bytes: int,
         retry_backoff: Backoff,
-        metrics: StreamMetrics,
+        metrics: SinkMetrics,
         topic_kinds: Mapping[str, str],
         on_ack: AckCallback | None = None,
         on_batch_ack: BatchAckCallback | None = None,

@@ -17,7 +17,7 @@ from bridge.adapters.kafka_producer import KafkaRecordSink, build_producer
 from bridge.core.codec import TraccarJsonCodec
 from bridge.core.records import OutboundRecord, Topics, to_record
 from bridge.core.retry import Backoff
-from bridge.metrics import StreamMetrics
+from bridge.metrics import SinkMetrics, StreamMetrics
 from bridgelab.tansu import TansuBroker, create_topics, start_tansu
 from tests.core.test_codec import DEVICE, EVENT, POSITION, frame
 from tests.e2e.verifier import read_all, wait_for
@@ -27,7 +27,7 @@ from tests.kafka_broker import Broker, unique_topic
 def sink_for(
     bootstrap: str,
     *,
-    metrics: StreamMetrics | None = None,
+    metrics: SinkMetrics | None = None,
     topic_kinds: dict[str, str] | None = None,
     max_records: int = 10_000,
     max_bytes: int = 16 * 1024 * 1024,
@@ -51,7 +51,7 @@ def sink_for(
         max_records=max_records,
         max_bytes=max_bytes,
         retry_backoff=Backoff(initial=0.05, maximum=0.5),
-        metrics=metrics or StreamMetrics(CollectorRegistry()),
+        metrics=metrics or StreamMetrics(CollectorRegistry()).sink,
         topic_kinds=topic_kinds or {},
         **kwargs,
     )
@@ -146,7 +146,7 @@ async def test_acks_metrics_and_linger(broker: Broker) -> None:
     positions, dlq, unmapped = (unique_topic(t) for t in ("pos", "dlq", "other"))
     await create_topics(broker.bootstrap, [positions, dlq, unmapped])
     registry = CollectorRegistry()
-    metrics = StreamMetrics(registry)
+    metrics = SinkMetrics(registry, kinds=("position", "dead_letter"))
     batch_sizes: list[int] = []
     sink = sink_for(
         broker.bootstrap,

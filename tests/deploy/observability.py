@@ -185,6 +185,8 @@ _BUILDERS: dict[str, Callable[[CollectorRegistry], object]] = {
     "CommandMetrics": lambda registry: bridge.metrics.CommandMetrics(
         registry, ("book_delivery",)
     ),
+    # Part of StreamMetrics (same names), which is built on the same registry.
+    "SinkMetrics": lambda registry: None,
 }
 
 

@@ -1,8 +1,9 @@
 """The raw baseline: a plain ``AIOKafkaProducer`` loop replaying captured records.
 
 ``python -m bench._raw_producer SPEC.json`` where the spec holds the producer
-keyword arguments (the bridge's own, see ``bridge.app.producer_settings``) and
-the records (topic, key, value, headers; bytes in base64) to send in a loop.
+keyword arguments (the bridge's own, see
+``bridge.adapters.kafka_client.producer_settings``) and the records (topic,
+key, value, headers; bytes in base64) to send in a loop.
 
 Sending is pipelined like the bridge's sink: ``send()`` returns a delivery
 future, at most ``max_in_flight`` are pending, and the oldest ``chunk`` are

@@ -21,7 +21,7 @@ What it does (design: reliability-and-benchmarks.md §2.2-2.3, ratio B1):
 3. **Raw baseline.** A fresh Tansu again (memory storage grows), same topic
    layout, and a subprocess that replays those records with a plain
    ``AIOKafkaProducer`` and the bridge's own producer settings (built by
-   ``bridge.app.producer_settings`` from the same variables: acks=all,
+   ``bridge.adapters.kafka_client.producer_settings`` from the same variables: acks=all,
    idempotence off, linger, batch size, compression), pipelined with the same
    bound on records in flight as the bridge's buffer. Same warm-up and window.
 
@@ -84,7 +84,7 @@ from bench._procs import (
     stop_process,
     tail,
 )
-from bridge.app import producer_settings
+from bridge.adapters.kafka_client import producer_settings
 from bridge.config import KafkaSettings, Settings
 
 TARGET_RATIO = 0.6

@@ -1,21 +1,19 @@
-"""The composition root: build adapters from settings, wire workers, run, shut down.
+"""The composition root of the ``stream`` process: tracking socket → Kafka.
 
-This is the only module that knows every concrete adapter. ``StreamApp.run``
-runs the session keeper, the stream pump and the ops server in one
-``asyncio.TaskGroup``: a worker that fails for an unexpected reason cancels
-the others and the process exits non-zero (Kubernetes restarts it).
-Shutdown (a set ``stop`` event) is ordered and bounded by the grace period:
-stop intake (close the sockets), flush the producer, stop the ops server.
+The only module that knows the concrete adapters of this process. It builds
+them from settings, wires the session keeper and the stream pump, and hands
+them to the shared `Lifecycle` (``bridge.bootstrap``): start once Kafka
+answers, run both workers in one ``asyncio.TaskGroup``, and on ``stop``
+drain in order within the grace period: stop intake (close the sockets),
+flush the producer, stop it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import ssl
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
 
 import httpx
 import structlog
@@ -23,78 +21,20 @@ from prometheus_client import CollectorRegistry
 
 from bridge.adapters.auth_api import HttpSessionSource
 from bridge.adapters.clock import SystemClock
+from bridge.adapters.kafka_client import producer_settings, until_kafka_answers
 from bridge.adapters.kafka_producer import KafkaRecordSink, build_producer
-from bridge.adapters.ops_http import ops_server
 from bridge.adapters.upstream_ws import SocketOptions, WebsocketConnector
+from bridge.bootstrap import Deadline, Lifecycle, Tasks
 from bridge.config import KafkaSettings, SendstackSettings, Settings
 from bridge.core.codec import codec_by_name
 from bridge.core.records import OutboundRecord, Topics
 from bridge.core.retry import Backoff, FailureBudget
 from bridge.core.session import RotationPolicy
-from bridge.metrics import ReadyMetric, StreamMetrics
+from bridge.metrics import StreamMetrics
 from bridge.workers.session_keeper import SessionKeeper
 from bridge.workers.stream_pump import PumpOptions, StreamPump
 
 log = structlog.get_logger("bridge.app")
-
-
-def client_settings(kafka: KafkaSettings) -> dict[str, Any]:
-    """aiokafka keyword arguments shared by producers and consumers."""
-    kwargs: dict[str, Any] = {
-        "bootstrap_servers": ",".join(kafka.bootstrap_servers),
-        "client_id": kafka.client_id,
-        "request_timeout_ms": kafka.request_timeout_ms,
-        "retry_backoff_ms": kafka.retry_backoff_ms,
-        "security_protocol": kafka.security_protocol,
-    }
-    if kafka.sasl_mechanism:
-        kwargs["sasl_mechanism"] = kafka.sasl_mechanism
-        kwargs["sasl_plain_username"] = kafka.sasl_username
-        kwargs["sasl_plain_password"] = (
-            kafka.sasl_password.reveal() if kafka.sasl_password is not None else None
-        )
-    if kafka.security_protocol in ("SSL", "SASL_SSL"):
-        kwargs["ssl_context"] = ssl.create_default_context(cafile=kafka.ssl_cafile)
-    return kwargs
-
-
-def producer_settings(kafka: KafkaSettings) -> dict[str, Any]:
-    """aiokafka producer keyword arguments from our Kafka settings."""
-    return {
-        **client_settings(kafka),
-        "acks": "all" if kafka.acks == "all" else int(kafka.acks),
-        "enable_idempotence": kafka.enable_idempotence,
-        "compression_type": None if kafka.compression == "none" else kafka.compression,
-        "linger_ms": kafka.linger_ms,
-        "max_batch_size": kafka.max_batch_bytes,
-    }
-
-
-async def until_kafka_answers(
-    start: Callable[[], Awaitable[None]],
-    *,
-    stop: asyncio.Event | None = None,
-    cleanup: Callable[[], Awaitable[None]] | None = None,
-) -> None:
-    """Call ``start`` until Kafka answers: it may come up after us (a fresh
-    cluster, a rolling restart). Gives up only when ``stop`` is set."""
-    attempt = 0
-    backoff = Backoff(initial=0.5, maximum=10.0)
-    while True:
-        try:
-            await start()
-        except Exception as exc:  # aiokafka raises several unrelated types here
-            if cleanup is not None:
-                await cleanup()
-            if stop is not None and stop.is_set():
-                raise
-            delay = backoff.delay(attempt, 0.5)
-            log.warning("kafka_unavailable", error=type(exc).__name__, retry_in=delay)
-            attempt += 1
-            await asyncio.sleep(delay)
-        else:
-            log.info("kafka_connected")
-            return
 
 
 def topics_of(settings: Settings) -> Topics:
@@ -197,11 +137,10 @@ class StreamApp:
             ),
             metrics=self.metrics,
         )
-        self.ops = ops_server(
-            self.registry, self.readiness, host=s.ops.host, port=s.ops.port
-        )
+        self.lifecycle = Lifecycle(s, self.registry, self.readiness, clock=self.clock)
+        self.lifecycle.close_last(self._http.aclose)
+        self.ops = self.lifecycle.ops
         self.metrics.session_expires_in.set_function(self.keeper.expires_in)
-        ReadyMetric(self.registry).track(self.readiness)
         self._end_to_end = self.metrics.end_to_end
 
     def _batch_acked(self, records: Sequence[OutboundRecord]) -> None:
@@ -224,45 +163,28 @@ class StreamApp:
 
     async def run(self, stop: asyncio.Event) -> int:
         """Run until ``stop`` is set, then shut down within the grace period."""
-        try:
-            await self.ops.start()
-            log.info("ops_listening", port=self.ops.port)
-            await until_kafka_answers(self.sink.start, stop=stop)
-        except BaseException:
-            await self._http.aclose()
-            await self.ops.stop()
-            raise
-        # A worker that crashes cancels this body too, and the TaskGroup re-raises.
-        async with asyncio.TaskGroup() as group:
-            keeper = group.create_task(self.keeper.run(), name="session-keeper")
-            pump = group.create_task(self.pump.run(), name="stream-pump")
-            await stop.wait()
-            log.info(
-                "shutdown_started",
-                grace_seconds=self.settings.ops.shutdown_grace_seconds,
-            )
-            await self._shutdown(pump)
-            keeper.cancel()
-        return 0
+        return await self.lifecycle.run(
+            stop,
+            start=lambda: until_kafka_answers(self.sink.start, stop=stop),
+            workers={"session-keeper": self.keeper.run, "stream-pump": self.pump.run},
+            drain=self._drain,
+        )
 
-    async def _shutdown(self, pump: asyncio.Task[None]) -> None:
-        grace = self.settings.ops.shutdown_grace_seconds
-        deadline = time.monotonic() + grace
+    async def _drain(self, deadline: Deadline, tasks: Tasks) -> Mapping[str, object]:
         await self.pump.stop()
+        pump = tasks["stream-pump"]
         try:
-            async with asyncio.timeout(max(0.1, deadline - time.monotonic())):
+            async with asyncio.timeout(deadline.left()):
                 await asyncio.shield(pump)
         except TimeoutError:
             pump.cancel()
-        flushed = await self.sink.flush(max(0.1, deadline - time.monotonic()))
+        flushed = await self.sink.flush(deadline.left())
         stats = self.sink.statistics()
         if not flushed:
             log.error("shutdown_unflushed", records=stats.in_flight_records)
         try:
-            async with asyncio.timeout(max(0.1, deadline - time.monotonic())):
+            async with asyncio.timeout(deadline.left()):
                 await self.sink.stop()
         except TimeoutError:
             log.exception("producer_stop_timed_out")
-        await self._http.aclose()
-        await self.ops.stop()
-        log.info("shutdown_complete", flushed=flushed, acked=stats.acked)
+        return {"flushed": flushed, "acked": stats.acked}

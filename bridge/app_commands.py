@@ -2,9 +2,10 @@
 
 Composition root of the command path: builds the consumer, the acking
 producer, the state log, the REST gateway and the executor from settings,
-runs the worker, and shuts down in order within the grace period (stop
-taking commands, let running ones finish, commit, leave the group, stop the
-producer).
+and runs the worker under the shared `Lifecycle` (``bridge.bootstrap``):
+start once Kafka answers, and on ``stop`` drain within the grace period
+(stop taking commands, let calls in flight finish, commit, release the
+partition leases), then leave the group and stop the producer.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import asyncio
 import functools
 import os
 import socket
-import time
 import uuid
 from collections.abc import Mapping
 
@@ -23,21 +23,25 @@ from aiokafka import AIOKafkaConsumer
 from prometheus_client import CollectorRegistry
 
 from bridge.adapters.clock import SystemClock
+from bridge.adapters.kafka_client import (
+    client_settings,
+    producer_settings,
+    until_kafka_answers,
+)
 from bridge.adapters.kafka_commands import (
     KafkaAckingPublisher,
     KafkaCommandSource,
     KafkaStateLog,
 )
 from bridge.adapters.kafka_producer import build_producer
-from bridge.adapters.ops_http import ops_server
 from bridge.adapters.sendstack_rest import SendstackRest
-from bridge.app import client_settings, producer_settings, until_kafka_answers
+from bridge.bootstrap import Deadline, Lifecycle, Tasks
 from bridge.config import KafkaSettings, SendstackSettings, Settings
 from bridge.core.breaker import CircuitBreaker
 from bridge.core.commands import COMMAND_TYPES, RestRequest
 from bridge.core.ratelimit import TokenBucket
 from bridge.core.retry import Backoff, FailureBudget
-from bridge.metrics import CommandMetrics, ReadyMetric
+from bridge.metrics import CommandMetrics
 from bridge.workers.command_executor import CommandExecutor
 from bridge.workers.command_worker import CommandWorker, WorkerOptions
 
@@ -154,13 +158,15 @@ class CommandApp:
             handler=self.worker,
         )
         self.worker.attach(self.source)
-        self.ops = ops_server(
-            self.registry,
-            self.readiness,
-            host=settings.ops.host,
-            port=settings.ops.port,
+        self.lifecycle = Lifecycle(settings, self.registry, self.readiness, clock=clock)
+        self.lifecycle.close_last(
+            self.source.stop,
+            self.state_log.stop,
+            self.executor.stop,
+            self.publisher.stop,
+            self._http.aclose,
         )
-        ReadyMetric(self.registry).track(self.readiness)
+        self.ops = self.lifecycle.ops
 
     def readiness(self) -> Mapping[str, bool]:
         """Ready: partitions assigned, Sendstack reachable, producer connected."""
@@ -173,26 +179,24 @@ class CommandApp:
 
     async def run(self, stop: asyncio.Event) -> int:
         """Run until ``stop`` is set, then shut down within the grace period."""
-        try:
-            await self.ops.start()
+
+        async def start() -> None:
             await until_kafka_answers(
                 self._start_kafka, stop=stop, cleanup=self._stop_kafka
             )
-        except BaseException:
-            await self._close()
-            raise
-        log.info("commands_started", ops_port=self.ops.port)
-        async with asyncio.TaskGroup() as group:
-            worker = group.create_task(self.worker.run(), name="command-worker")
-            await stop.wait()
-            grace = self.settings.ops.shutdown_grace_seconds
-            log.info("shutdown_started", grace_seconds=grace)
-            deadline = time.monotonic() + grace
-            await self.worker.stop(grace=max(0.1, deadline - time.monotonic() - 2))
-            worker.cancel()
-        await self._close()
-        log.info("shutdown_complete")
-        return 0
+            log.info("commands_started", ops_port=self.ops.port)
+
+        return await self.lifecycle.run(
+            stop,
+            start=start,
+            workers={"command-worker": self.worker.run},
+            drain=self._drain,
+        )
+
+    async def _drain(self, deadline: Deadline, tasks: Tasks) -> Mapping[str, object]:
+        # Two seconds stay for leaving the group and stopping the producer.
+        await self.worker.stop(grace=deadline.left(keep=2.0))
+        return {}
 
     async def _start_kafka(self) -> None:
         await self.publisher.start()
@@ -203,11 +207,3 @@ class CommandApp:
         await self.source.stop()
         await self.state_log.stop()
         await self.publisher.stop()
-
-    async def _close(self) -> None:
-        await self.source.stop()
-        await self.state_log.stop()
-        await self.executor.stop()
-        await self.publisher.stop()
-        await self._http.aclose()
-        await self.ops.stop()

@@ -16,18 +16,17 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import time
 from collections.abc import Mapping
 
 import structlog
 from prometheus_client import CollectorRegistry
 
 from bridge.adapters.clock import SystemClock
+from bridge.adapters.kafka_client import producer_settings, until_kafka_answers
 from bridge.adapters.kafka_producer import AckCallback, KafkaRecordSink, build_producer
-from bridge.adapters.ops_http import ops_server
 from bridge.adapters.webhook_http import WebhookHttpServer
 from bridge.adapters.webhook_sink import AckingSink
-from bridge.app import producer_settings, until_kafka_answers
+from bridge.bootstrap import Deadline, Lifecycle, Tasks
 from bridge.config import (
     KafkaSettings,
     SendstackSettings,
@@ -36,7 +35,7 @@ from bridge.config import (
 )
 from bridge.core import webhooks
 from bridge.core.retry import Backoff
-from bridge.metrics import ReadyMetric, SinkMetrics, WebhookMetrics
+from bridge.metrics import SinkMetrics, WebhookMetrics
 from bridge.workers.webhook_receiver import ReceiverOptions, WebhookReceiver
 
 log = structlog.get_logger("bridge.app_webhooks")
@@ -119,10 +118,8 @@ class WebhookApp:
             wh.port,
             max_body_bytes=wh.max_body_bytes,
         )
-        self.ops = ops_server(
-            self.registry, self.readiness, host=s.ops.host, port=s.ops.port
-        )
-        ReadyMetric(self.registry).track(self.readiness)
+        self.lifecycle = Lifecycle(s, self.registry, self.readiness, clock=self.clock)
+        self.ops = self.lifecycle.ops
 
     @property
     def webhook_url(self) -> str:
@@ -143,54 +140,44 @@ class WebhookApp:
 
     async def run(self, stop: asyncio.Event) -> int:
         """Run until ``stop`` is set, then shut down within the grace period."""
-        await self.ops.start()
-        try:
-            await self.http.start()
-        except BaseException:
-            await self.ops.stop()
-            raise
-        log.info(
-            "webhooks_listening",
-            port=self.http.port,
-            path=self.settings.webhooks.path,
-            ops_port=self.ops.port,
-        )
-        async with asyncio.TaskGroup() as group:
-            connect = group.create_task(
-                until_kafka_answers(self.sink.start), name="kafka-connect"
-            )
-            await stop.wait()
-            log.info(
-                "shutdown_started",
-                grace_seconds=self.settings.ops.shutdown_grace_seconds,
-            )
-            connect.cancel()
-        await self._shutdown()
-        return 0
 
-    async def _shutdown(self) -> None:
-        grace = self.settings.ops.shutdown_grace_seconds
-        deadline = time.monotonic() + grace
+        async def start() -> None:
+            await self.http.start()
+            log.info(
+                "webhooks_listening",
+                port=self.http.port,
+                path=self.settings.webhooks.path,
+                ops_port=self.ops.port,
+            )
+
+        # Kafka connects in the background: meanwhile every webhook gets 503
+        # and Sendstack keeps it and retries.
+        return await self.lifecycle.run(
+            stop,
+            start=start,
+            workers={"kafka-connect": lambda: until_kafka_answers(self.sink.start)},
+            drain=self._drain,
+        )
+
+    async def _drain(self, deadline: Deadline, tasks: Tasks) -> Mapping[str, object]:
+        tasks["kafka-connect"].cancel()
         # Keep a quarter of the grace to stop the producer, which closes its
         # connections only once its own pending batches are done or expired.
-        flush_deadline = deadline - grace / 4
-
-        def left(until: float = deadline) -> float:
-            return max(0.1, until - time.monotonic())
-
+        keep = self.lifecycle.grace / 4
         # Requests being answered wait for their ack at most the publish timeout.
         await self.http.stop(
-            grace=min(left(), self.settings.webhooks.publish_timeout_seconds + 1.0)
+            grace=min(
+                deadline.left(), self.settings.webhooks.publish_timeout_seconds + 1.0
+            )
         )
-        flushed = await self.sink.drain(left(flush_deadline))
+        flushed = await self.sink.drain(deadline.left(keep=keep))
         stats = self.sink.statistics()
         if not flushed:
             # Their webhooks were answered 503 (or not at all): Sendstack retries.
             log.error("shutdown_unflushed", records=stats.in_flight_records)
         try:
-            async with asyncio.timeout(left()):
+            async with asyncio.timeout(deadline.left()):
                 await self.sink.stop()
         except TimeoutError:
             log.exception("producer_stop_timed_out")
-        await self.ops.stop()
-        log.info("shutdown_complete", flushed=flushed, acked=stats.acked)
+        return {"flushed": flushed, "acked": stats.acked}

@@ -16,6 +16,7 @@ from bridge.secrets import Secret
 
 if TYPE_CHECKING:
     from bridge.core.commands import RestRequest
+    from bridge.core.session import Session
 
 
 class Clock(Protocol):
@@ -44,6 +45,26 @@ class SessionSource(Protocol):
     """
 
     async def obtain(self) -> SessionGrant: ...
+
+
+class SessionHolder(Protocol):
+    """Who holds the current Sendstack session (the session keeper).
+
+    The stream pump asks it for sessions and reports refusals; it never
+    obtains one itself, so only one place counts failures toward the lockout.
+    """
+
+    async def wait_for_session(self) -> Session:
+        """A valid session, waiting for one if needed."""
+        ...
+
+    async def wait_newer(self, generation: int) -> Session:
+        """Wait for a valid session newer than ``generation``."""
+        ...
+
+    def report_rejected(self, generation: int) -> None:
+        """The tracking socket refused session ``generation``."""
+        ...
 
 
 class UpstreamConnection(Protocol):

@@ -42,8 +42,13 @@ from bridge.core.retry import Backoff
 from bridge.core.session import Session
 from bridge.errors import SessionRejected, UpstreamClosed, UpstreamUnavailable
 from bridge.metrics import WS_STATES, StreamMetrics, dlq_reason_label
-from bridge.ports import Clock, RecordSink, UpstreamConnection, UpstreamConnector
-from bridge.workers.session_keeper import SessionKeeper
+from bridge.ports import (
+    Clock,
+    RecordSink,
+    SessionHolder,
+    UpstreamConnection,
+    UpstreamConnector,
+)
 
 log = structlog.get_logger("bridge.stream")
 
@@ -122,7 +127,7 @@ class StreamPump:
 
     def __init__(
         self,
-        keeper: SessionKeeper,
+        keeper: SessionHolder,
         connector: UpstreamConnector,
         codec: FrameCodec,
         sink: RecordSink,

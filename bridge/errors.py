@@ -65,15 +65,14 @@ class AuthLockedOut(UpstreamError):
 
 
 class UpstreamClosed(UpstreamError):
-    """The tracking socket closed; ``reauth`` when the close says the session is bad."""
+    """The tracking socket closed (``core.close_codes`` says what that means)."""
 
     retryable = True
 
-    def __init__(self, code: int | None, reason: str, *, reauth: bool = False) -> None:
+    def __init__(self, code: int | None, reason: str) -> None:
         super().__init__(f"upstream closed (code={code}, reason={reason!r})")
         self.code = code
         self.reason = reason
-        self.reauth = reauth
 
 
 class UpstreamProtocolError(UpstreamError):

@@ -11,6 +11,8 @@ from collections.abc import Callable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from bridge.core.close_codes import CLOSE_REASONS
+
 ITEM_KINDS = ("position", "device_status", "event")
 FRAME_OUTCOMES = ("ok", "keepalive", "dead_lettered", "partial")
 DLQ_REASONS = (
@@ -22,17 +24,6 @@ DLQ_REASONS = (
     "not_an_array",
     "unknown_event_type",
     "invalid_item",
-    "other",
-)
-CLOSE_REASONS = (
-    "normal",
-    "abnormal",
-    "keepalive_timeout",
-    "session",
-    "too_big",
-    "server_error",
-    "stale",
-    "rotation",
     "other",
 )
 # The usual failures of a send, created up front so the first one counts in

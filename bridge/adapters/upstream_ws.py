@@ -27,10 +27,6 @@ from websockets.exceptions import (
 from bridge.errors import SessionRejected, UpstreamClosed, UpstreamUnavailable
 from bridge.secrets import Secret
 
-# Close codes that mean "your session is no longer good": 4001 is what we assume
-# Sendstack sends at expiry, 1008 is the standard policy-violation code.
-REAUTH_CLOSE_CODES = frozenset({4001, 1008, 4401, 4403})
-
 _ids = itertools.count(1)
 _ws_logger = logging.getLogger("bridge.websocket")
 
@@ -92,7 +88,7 @@ def _closed(exc: ConnectionClosed) -> UpstreamClosed:
         code, reason = sent.code, sent.reason
     else:
         code, reason = 1006, "connection lost"
-    return UpstreamClosed(code, reason[:120], reauth=code in REAUTH_CLOSE_CODES)
+    return UpstreamClosed(code, reason[:120])
 
 
 class WebsocketConnector:

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from bridge.core.close_codes import STALE_CLOSE_CODE, classify_close
 from bridge.core.codec import FrameCodec
 from bridge.core.dedupe import RecentIds
 from bridge.core.records import Topics, dead_letter_record, iso_ms, to_record
@@ -101,25 +102,6 @@ class _Handoff:
 
 def _conn_id(conn: UpstreamConnection | None) -> int | None:
     return None if conn is None else conn.connection_id
-
-
-def _close_reason(closed: UpstreamClosed) -> str:
-    code = closed.code
-    if closed.reauth:
-        return "session"
-    if code == 4000:
-        return "stale"
-    if code in (1000, 1001):
-        return "normal"
-    if code == 1006:
-        return "abnormal"
-    if code == 1009:
-        return "too_big"
-    if code == 1011 and "keepalive" in closed.reason:
-        return "keepalive_timeout"
-    if code in (1011, 1012, 1013, 1014):
-        return "server_error"
-    return "other"
 
 
 class StreamPump:
@@ -333,16 +315,18 @@ class StreamPump:
     def _closed(
         self, conn: UpstreamConnection, session: Session, closed: UpstreamClosed
     ) -> None:
-        reason = _close_reason(closed)
-        self._metrics.ws_disconnects.labels(reason).inc()
+        verdict = classify_close(
+            1006 if closed.code is None else closed.code, closed.reason
+        )
+        self._metrics.ws_disconnects.labels(verdict.reason).inc()
         log.warning(
             "upstream_disconnected",
             connection_id=conn.connection_id,
             code=closed.code,
-            reason=reason,
+            reason=verdict.reason,
             detail=closed.reason,
         )
-        if closed.reauth:
+        if verdict.reauth:
             self._keeper.report_rejected(session.generation)
 
     async def _handle(
@@ -499,7 +483,7 @@ class StreamPump:
                     connection_id=conn.connection_id,
                     silent_for=stale_after,
                 )
-                await self._close(conn, 4000, "stale")
+                await self._close(conn, STALE_CLOSE_CODE, "stale")
                 return
 
     # -- helpers -------------------------------------------------------------

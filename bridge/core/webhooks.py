@@ -301,6 +301,75 @@ class WebhookReply:
         return out
 
 
+# -- the HTTP answers ---------------------------------------------------------------
+# Every status the receiver gives is decided here; the worker only does the
+# waiting (Kafka's ack) and the adapter only speaks HTTP.
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    """A request that passed every check before publishing: verified, parsed."""
+
+    inbound: Inbound
+    scheme: Scheme
+
+
+def admit(
+    request: WebhookRequest,
+    *,
+    path: str,
+    max_body_bytes: int,
+    verifier: SignatureVerifier,
+) -> Admitted | WebhookReply:
+    """Answer a request that must not be published, or admit it.
+
+    In this order: wrong path 404; wrong method 405; over ``max_body_bytes``
+    413 (the HTTP adapter refuses such bodies before reading them; this is a
+    backstop); no signature 401 ``missing_signature``; not a JSON object 400
+    ``malformed``; a signature no accepted scheme matches 401
+    ``bad_signature``.
+    """
+    if request.path != path:
+        return WebhookReply(404, "not_found", detail="no such path")
+    if request.method != "POST":
+        return WebhookReply(405, "not_found", detail="use POST", allow="POST")
+    if len(request.body) > max_body_bytes:
+        return WebhookReply(413, "too_large", detail="body too large")
+    signature = request.headers.get(SIGNATURE_HEADER, "").strip()
+    if not signature:
+        return WebhookReply(
+            401, "missing_signature", detail="x-sendstack-signature is missing"
+        )
+    inbound = parse(request.body)
+    if isinstance(inbound, Malformed):
+        return WebhookReply(400, "malformed", detail=inbound.detail)
+    scheme = verifier.verify(inbound.raw, inbound.webhook_id, signature)
+    if scheme is None:
+        return WebhookReply(
+            401, "bad_signature", detail="x-sendstack-signature does not match"
+        )
+    return Admitted(inbound, scheme)
+
+
+Published = Literal["accepted", "dead_lettered", "duplicate"]
+
+
+def published_reply(outcome: Published, webhook_id: str | None) -> WebhookReply:
+    """200: Kafka holds the record (or held it already, for a duplicate)."""
+    return WebhookReply(200, outcome, webhook_id)
+
+
+def unavailable_reply(webhook_id: str | None, retry_after: int) -> WebhookReply:
+    """503 with Retry-After: Kafka has not acknowledged it; Sendstack retries."""
+    return WebhookReply(
+        503,
+        "unavailable",
+        webhook_id,
+        detail="Kafka has not acknowledged it; retry later",
+        retry_after=retry_after,
+    )
+
+
 # -- parsing --------------------------------------------------------------------
 
 

@@ -5,12 +5,12 @@ Theory of operation
 ``handle`` runs for every request the HTTP adapter hands it, in this order
 (each step answers at once when it decides):
 
-1. Wrong path: 404; wrong method: 405. Over ``max_body_bytes``: 413 (the
-   HTTP adapter refuses such bodies before reading them; this is a backstop).
-2. No ``x-sendstack-signature``: **401** ``missing_signature``. A body that is
-   not a JSON object: **400** ``malformed``. A signature that matches no
-   accepted scheme: **401** ``bad_signature``. Nothing is published for any
-   of these, and each has its counter.
+1. `bridge.core.webhooks.admit` (pure) answers what must not be published:
+   404 wrong path, 405 wrong method, 413 over ``max_body_bytes``, **401**
+   ``missing_signature``, **400** ``malformed`` (not a JSON object), **401**
+   ``bad_signature``. Each has its counter.
+2. Every other status comes from the core too (``published_reply``,
+   ``unavailable_reply``); this worker decides only *when* (Kafka's ack).
 3. The pure core (`bridge.core.webhooks.plan`) turns the verified body into
    one record: data (by family) or dead letter (with a reason).
 4. De-duplication on the ``webhookId`` (`RecentIds`, bounded) is safe with
@@ -167,33 +167,22 @@ class WebhookReceiver:
     async def _handle(self, request: WebhookRequest) -> WebhookReply:
         started = self._clock.monotonic()
         opts = self._options
-        if request.path != opts.path:
-            return WebhookReply(404, "not_found", detail="no such path")
-        if request.method != "POST":
-            return WebhookReply(405, "not_found", detail="use POST", allow="POST")
-        if len(request.body) > opts.max_body_bytes:
-            return WebhookReply(413, "too_large", detail="body too large")
-        signature = request.headers.get(webhooks.SIGNATURE_HEADER, "").strip()
-        if not signature:
-            log.info("webhook_rejected", reason="missing_signature", peer=request.peer)
-            return WebhookReply(
-                401, "missing_signature", detail="x-sendstack-signature is missing"
-            )
-        inbound = webhooks.parse(request.body)
-        if isinstance(inbound, webhooks.Malformed):
-            log.info("webhook_rejected", reason="malformed", peer=request.peer)
-            return WebhookReply(400, "malformed", detail=inbound.detail)
-        scheme = self._verifier.verify(inbound.raw, inbound.webhook_id, signature)
-        if scheme is None:
-            log.info("webhook_rejected", reason="bad_signature", peer=request.peer)
-            return WebhookReply(
-                401, "bad_signature", detail="x-sendstack-signature does not match"
-            )
-        self._metrics.verified.labels(scheme).inc()
+        admitted = webhooks.admit(
+            request,
+            path=opts.path,
+            max_body_bytes=opts.max_body_bytes,
+            verifier=self._verifier,
+        )
+        if isinstance(admitted, WebhookReply):
+            if admitted.status in (400, 401):
+                log.info("webhook_rejected", reason=admitted.outcome, peer=request.peer)
+            return admitted
+        inbound = admitted.inbound
+        self._metrics.verified.labels(admitted.scheme).inc()
         plan = webhooks.plan(
             inbound,
             self._topics,
-            verified_by=scheme,
+            verified_by=admitted.scheme,
             received_at=iso_ms(self._clock.time()),
             source=opts.source,
             rules=opts.rules,
@@ -207,12 +196,12 @@ class WebhookReceiver:
         key = plan.dedupe_key
         if key in self._recent:
             log.debug("webhook_duplicate", webhook_id=webhook_id)
-            return WebhookReply(200, "duplicate", webhook_id)
+            return webhooks.published_reply("duplicate", webhook_id)
         pending = self._in_flight.get(key)
         if pending is not None:
             # Another request for this webhook is in flight: share its fate.
             if await self._acked(pending, started):
-                return WebhookReply(200, "duplicate", webhook_id)
+                return webhooks.published_reply("duplicate", webhook_id)
             return self._unavailable(
                 webhook_id, "failed" if pending.future.done() else "timeout"
             )
@@ -251,9 +240,9 @@ class WebhookReceiver:
             return self._unavailable(
                 webhook_id, "failed" if pending.future.done() else "timeout"
             )
-        if plan.family == "dead_letter":
-            return WebhookReply(200, "dead_lettered", webhook_id)
-        return WebhookReply(200, "accepted", webhook_id)
+        return webhooks.published_reply(
+            "dead_lettered" if plan.family == "dead_letter" else "accepted", webhook_id
+        )
 
     async def _acked(self, pending: _Pending, started: float) -> bool:
         """Wait for ``pending``'s ack within this request's budget; True if acked.
@@ -288,10 +277,4 @@ class WebhookReceiver:
     def _unavailable(self, webhook_id: str | None, cause: str) -> WebhookReply:
         self._metrics.unavailable.labels(cause).inc()
         log.info("webhook_unavailable", cause=cause, webhook_id=webhook_id)
-        return WebhookReply(
-            503,
-            "unavailable",
-            webhook_id,
-            detail="Kafka has not acknowledged it; retry later",
-            retry_after=self._options.retry_after_seconds,
-        )
+        return webhooks.unavailable_reply(webhook_id, self._options.retry_after_seconds)

@@ -399,3 +399,54 @@ def test_event_time_is_the_same_instant_whatever_the_spelling(
     assert webhooks.event_time({"eventTime": js}) == js
     shifted = instant.astimezone(timezone(timedelta(minutes=offset_minutes)))
     assert webhooks.event_time({"eventTime": shifted.isoformat()}) == js
+
+
+# -- the HTTP answers -----------------------------------------------------------
+
+
+def _request(
+    body: bytes, *, path: str = "/hook", method: str = "POST", signature: str = ""
+) -> webhooks.WebhookRequest:
+    headers = {webhooks.SIGNATURE_HEADER: signature} if signature else {}
+    return webhooks.WebhookRequest(method, path, headers, body)
+
+
+@pytest.mark.parametrize(
+    ("request_", "status", "outcome"),
+    [
+        (_request(b"{}", path="/other"), 404, "not_found"),
+        (_request(b"{}", method="GET"), 405, "not_found"),
+        (_request(b"x" * 65), 413, "too_large"),
+        (_request(b"{}"), 401, "missing_signature"),
+        (_request(b"[1]", signature="ab"), 400, "malformed"),
+        (_request(b'{"webhookId":"w1"}', signature="00" * 32), 401, "bad_signature"),
+    ],
+)
+def test_admit_answers_what_must_not_be_published(
+    request_: webhooks.WebhookRequest, status: int, outcome: str
+) -> None:
+    """Path, method, size, signature and shape checks decide the status, in order."""
+    reply = webhooks.admit(request_, path="/hook", max_body_bytes=64, verifier=BOTH)
+    assert isinstance(reply, webhooks.WebhookReply)
+    assert (reply.status, reply.outcome) == (status, outcome)
+
+
+def test_admit_lets_a_verified_webhook_through_with_its_scheme() -> None:
+    """A body signed with the current scheme is admitted, parsed, not answered."""
+    raw = orjson.dumps({"webhookId": "w1", "eventType": "order.new"})
+    signature = hmac_hex(b'"w1"')
+    admitted = webhooks.admit(
+        _request(raw, signature=signature),
+        path="/hook",
+        max_body_bytes=1024,
+        verifier=BOTH,
+    )
+    assert isinstance(admitted, webhooks.Admitted)
+    assert (admitted.scheme, admitted.inbound.webhook_id) == ("webhook_id", "w1")
+
+
+def test_published_and_unavailable_replies_carry_the_documented_statuses() -> None:
+    """200 once Kafka holds it; 503 with Retry-After while it does not."""
+    assert webhooks.published_reply("accepted", "w1").status == 200
+    busy = webhooks.unavailable_reply("w1", 5)
+    assert (busy.status, busy.retry_after, busy.body()["ok"]) == (503, 5, False)

@@ -2,12 +2,19 @@
 
 Theory of operation:
 
-* One table, `VARIABLES`, describes every variable: its name, the settings
-  field it fills, the values it accepts, its default and what it means. The
+* The settings groups *are* the table. Each field of a group dataclass
+  (`SendstackSettings`, `KafkaSettings`, ...) is declared with `setting`,
+  which records its variable name, the values it accepts, its default (none
+  means required) and what it means. `VARIABLES` is derived from them, in the
+  order of the `Settings` fields and then of each group's fields; so are the
   parser, `describe`, `render_check_config`, `KNOWN_VARIABLES` and the
-  reference in ``config/README.md`` (`render_reference_table`) are all
-  derived from it, and ``tests/test_config.py`` checks that the README still
-  matches, so the docs cannot drift from the code.
+  reference in ``config/README.md`` (`render_reference_table`), and
+  ``tests/test_config.py`` checks that the README still matches, so the docs
+  cannot drift from the code. Adding a variable is adding one field
+  (``docs/adding-a-config-variable.md``).
+* Rules that involve more than one value are small functions per group,
+  ``_check_<group>``, registered in `_CHECKS`; they run right after their
+  group is read. ``_check_across_groups`` sees the whole `Settings`.
 * `Settings.from_env` is a pure function of a mapping. It reads every
   variable, keeps going after a bad one, and raises a single
   `bridge.errors.ConfigError` whose ``problems`` list every problem found:
@@ -37,14 +44,26 @@ CLI passes it in.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import math
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import MISSING, dataclass, fields, replace
 from pathlib import Path
-from types import MappingProxyType
-from typing import Any, Final, Generic, Literal, TypeVar, cast, get_args
+from types import MappingProxyType, NoneType
+from typing import (
+    Any,
+    Final,
+    Generic,
+    Literal,
+    TypeVar,
+    cast,
+    dataclass_transform,
+    get_args,
+    get_type_hints,
+    overload,
+)
 from urllib.parse import parse_qsl, urlsplit
 
 from bridge.errors import ConfigError
@@ -93,6 +112,8 @@ SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 LogFormat = Literal["auto", "json", "console"]
+SignatureScheme = Literal["webhook_id", "payload", "any"]
+AssignMethod = Literal["POST", "GET"]
 
 CONFIG_FILE_VARIABLE: Final = "BRIDGE_CONFIG_FILE"
 """Names a ``KEY=VALUE`` file that `load_settings` merges under the env."""
@@ -114,153 +135,6 @@ _SESSION_LIFETIME_SECONDS = 6 * 60 * 60
 _ECHO_LIMIT = 60
 
 
-SignatureScheme = Literal["webhook_id", "payload", "any"]
-_SIGNATURE_SCHEMES: tuple[SignatureScheme, ...] = ("webhook_id", "payload", "any")
-AssignMethod = Literal["POST", "GET"]
-_ASSIGN_METHODS: tuple[AssignMethod, ...] = ("POST", "GET")
-
-
-# --------------------------------------------------------------------------
-# Settings groups
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SendstackSettings:
-    """How to reach the Sendstack API and authenticate to it."""
-
-    base_url: str
-    app_id: str
-    app_secret: Secret
-    send_source_header: bool
-    session_header_style: HeaderStyle
-    http_timeout_seconds: float
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SessionSettings:
-    """When to refresh the streaming session and how to back off on failure."""
-
-    refresh_before_seconds: float
-    refresh_jitter_seconds: float
-    auth_backoff_initial_seconds: float
-    auth_backoff_max_seconds: float
-    auth_max_failures: int
-    auth_failure_window_seconds: float
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class StreamSettings:
-    """The tracking websocket: where it is, limits, keep-alive, reconnects."""
-
-    url: str
-    session_query_key: str
-    codec: str
-    max_frame_bytes: int
-    max_message_bytes: int
-    ping_interval_seconds: float
-    ping_timeout_seconds: float
-    stale_after_seconds: float
-    reconnect_initial_seconds: float
-    reconnect_max_seconds: float
-    open_timeout_seconds: float
-    rotation_overlap_max_seconds: float
-    dedupe_capacity: int
-    single_session: bool
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class KafkaSettings:
-    """The Kafka producer: brokers, delivery guarantees, security, topics."""
-
-    bootstrap_servers: tuple[str, ...]
-    client_id: str
-    acks: KafkaAcks
-    enable_idempotence: bool
-    compression: Compression
-    linger_ms: int
-    max_batch_bytes: int
-    request_timeout_ms: int
-    retry_backoff_ms: int
-    security_protocol: SecurityProtocol
-    sasl_mechanism: SaslMechanism | None
-    sasl_username: str | None
-    sasl_password: Secret | None
-    ssl_cafile: str | None
-    topic_positions: str
-    topic_device_status: str
-    topic_events: str
-    topic_dead_letter: str
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class BufferSettings:
-    """The bounded buffer between the stream and Kafka, and publish retries."""
-
-    max_records: int
-    max_bytes: int
-    publish_retry_initial_seconds: float
-    publish_retry_max_seconds: float
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class OpsSettings:
-    """The operations HTTP endpoint (/metrics, /livez, /readyz) and shutdown."""
-
-    host: str
-    port: int
-    shutdown_grace_seconds: float
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class WebhookSettings:
-    """The webhook receiver: where it listens, what it accepts and publishes."""
-
-    host: str
-    port: int
-    path: str
-    signature_scheme: SignatureScheme
-    max_body_bytes: int
-    dedupe_capacity: int
-    publish_timeout_seconds: float
-    topic_deliveries: str
-    topic_tracking: str
-    topic_dead_letter: str
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CommandSettings:
-    """The command worker: topics, concurrency, politeness towards Sendstack."""
-
-    topic: str
-    results_topic: str
-    dead_letter_topic: str
-    state_topic: str
-    group_id: str
-    concurrency: int
-    rate_per_second: float
-    rate_burst: int
-    default_deadline_seconds: float
-    request_timeout_seconds: float
-    retry_initial_seconds: float
-    retry_max_seconds: float
-    breaker_failures: int
-    breaker_reset_seconds: float
-    max_message_bytes: int
-    session_timeout_ms: int
-    assign_method: AssignMethod
-    lease_seconds: float
-    settle_seconds: float
-    revoke_grace_seconds: float
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class LogSettings:
-    """Log verbosity and rendering (see `bridge.logs.configure_logging`)."""
-
-    level: LogLevel
-    format: LogFormat
-
-
 # --------------------------------------------------------------------------
 # Value kinds: what a variable accepts, as text for the docs and as a parser
 
@@ -277,10 +151,13 @@ class ValueKind(Generic[T_co]):
         text: how the reference documentation describes them.
         parse: turns the raw text into the value, or raises ``ValueError``
             with a message that never contains a secret.
+        secret: the values are credentials: taken exactly as given (never
+            stripped), and never echoed in a message or shown.
     """
 
     text: str
     parse: Callable[[str], T_co]
+    secret: bool = False
 
 
 def _echo(raw: str) -> str:
@@ -448,17 +325,98 @@ def _parse_topic(raw: str) -> str:
 
 
 _TOPIC = ValueKind("Kafka topic name", _parse_topic)
-_SECRET = ValueKind("secret string", Secret)
+_SECRET = ValueKind("secret string", Secret, secret=True)
 _PATH = ValueKind("path", str)
+
+_HEADER_STYLES: tuple[HeaderStyle, ...] = get_args(HeaderStyle)
+_ACKS: tuple[KafkaAcks, ...] = get_args(KafkaAcks)
+_COMPRESSIONS: tuple[Compression, ...] = get_args(Compression)
+_PROTOCOLS: tuple[SecurityProtocol, ...] = get_args(SecurityProtocol)
+_MECHANISMS: tuple[SaslMechanism, ...] = get_args(SaslMechanism)
+_LOG_LEVELS: tuple[LogLevel, ...] = get_args(LogLevel)
+_LOG_FORMATS: tuple[LogFormat, ...] = get_args(LogFormat)
+_SIGNATURE_SCHEMES: tuple[SignatureScheme, ...] = get_args(SignatureScheme)
+_ASSIGN_METHODS: tuple[AssignMethod, ...] = get_args(AssignMethod)
+
+_QUERY_KEY = _text(r"[A-Za-z0-9._~\-]+", what="URL-safe characters")
 
 
 # --------------------------------------------------------------------------
-# The table
+# The table: each settings field declares its variable with `setting`
+
+_SETTING: Final = "bridge.config.setting"
+"""The key under which `setting` leaves its `_Setting` in a field's metadata."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Setting:
+    """What `setting` records about a field; `Variable` adds where it lives."""
+
+    name: str
+    kind: ValueKind[Any]
+    description: str
+    from_file: bool
+
+
+@overload
+def setting(
+    *, name: str, kind: ValueKind[T], description: str, from_file: bool = False
+) -> T: ...
+@overload
+def setting(
+    *,
+    name: str,
+    kind: ValueKind[T],
+    default: T,
+    description: str,
+    from_file: bool = False,
+) -> T: ...
+def setting(
+    *,
+    name: str,
+    kind: ValueKind[Any],
+    default: Any = MISSING,
+    description: str,
+    from_file: bool = False,
+) -> Any:
+    """Declare the settings field that variable *name* fills.
+
+    Use it as the default of a field of a `settings_group` class; it returns
+    a `dataclasses.Field`, typed as the field's value so that mypy checks
+    *kind* and *default* against the field's annotation.
+
+    Args:
+        name: the environment variable, e.g. ``BRIDGE_STREAM_URL``.
+        kind: the values it accepts (``_SECRET`` for credentials).
+        default: the value when unset; ``None`` for an optional variable.
+            Leave it out and the variable is required: its group cannot be
+            loaded without it.
+        description: what it means, one or two sentences, for
+            ``config/README.md``.
+        from_file: ``<name>_FILE`` may name a file holding the value (every
+            credential has one).
+    """
+    spec = _Setting(name=name, kind=kind, description=description, from_file=from_file)
+    return dataclasses.field(default=default, metadata={_SETTING: spec})
+
+
+@dataclass_transform(
+    frozen_default=True, kw_only_default=True, field_specifiers=(setting,)
+)
+def settings_group(cls: type[G]) -> type[G]:
+    """Make *cls* a settings group: a frozen, slotted, keyword-only dataclass.
+
+    Every field must be declared with `setting`. The group becomes a
+    `Settings` field to be read.
+    """
+    return dataclass(frozen=True, slots=True, kw_only=True)(cls)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Variable(Generic[T]):
     """One ``BRIDGE_*`` variable and the settings field it fills.
+
+    Derived from the `setting` declarations; see `VARIABLES`.
 
     Attributes:
         name: the environment variable, e.g. ``BRIDGE_STREAM_URL``.
@@ -516,879 +474,626 @@ def _format_value(value: object) -> str:
     return str(value)
 
 
-_HEADER_STYLES: tuple[HeaderStyle, ...] = get_args(HeaderStyle)
-_ACKS: tuple[KafkaAcks, ...] = get_args(KafkaAcks)
-_COMPRESSIONS: tuple[Compression, ...] = get_args(Compression)
-_PROTOCOLS: tuple[SecurityProtocol, ...] = get_args(SecurityProtocol)
-_MECHANISMS: tuple[SaslMechanism, ...] = get_args(SaslMechanism)
-_LOG_LEVELS: tuple[LogLevel, ...] = get_args(LogLevel)
-_LOG_FORMATS: tuple[LogFormat, ...] = get_args(LogFormat)
+# --------------------------------------------------------------------------
+# Settings groups: one field per variable, in documentation order
 
-_QUERY_KEY = _text(r"[A-Za-z0-9._~\-]+", what="URL-safe characters")
 
-# sendstack ----------------------------------------------------------------
-_SENDSTACK_BASE_URL: Variable[str] = Variable(
-    name="BRIDGE_SENDSTACK_BASE_URL",
-    group="sendstack",
-    field="base_url",
-    kind=_url(("http", "https")),
-    default="https://api.sendstack.africa/api/v1",
-    description="Base URL of the Sendstack REST API, including `/api/v1`.",
-)
-_SENDSTACK_APP_ID: Variable[str] = Variable(
-    name="BRIDGE_SENDSTACK_APP_ID",
-    group="sendstack",
-    field="app_id",
-    kind=_text(),
-    default=None,
-    description="App ID from the Sendstack (CTRL) dashboard.",
-    required=True,
-    from_file=True,
-)
-_SENDSTACK_APP_SECRET: Variable[Secret] = Variable(
-    name="BRIDGE_SENDSTACK_APP_SECRET",
-    group="sendstack",
-    field="app_secret",
-    kind=_SECRET,
-    default=None,
-    description="App secret from the same dashboard. Never logged or printed.",
-    required=True,
-    secret=True,
-    from_file=True,
-)
-_SENDSTACK_SEND_SOURCE_HEADER: Variable[bool] = Variable(
-    name="BRIDGE_SENDSTACK_SEND_SOURCE_HEADER",
-    group="sendstack",
-    field="send_source_header",
-    kind=_BOOL,
-    default=True,
-    description="Send `x-sendstack-source: control.sendstack` on every request.",
-)
-_SENDSTACK_SESSION_HEADER_STYLE: Variable[HeaderStyle] = Variable(
-    name="BRIDGE_SENDSTACK_SESSION_HEADER_STYLE",
-    group="sendstack",
-    field="session_header_style",
-    kind=_choice(_HEADER_STYLES),
-    default="both",
-    description=(
-        "Credential header spelling on `POST /auth/session`: `snake` "
-        "(`app_id`), `camel` (`appId`) or `both` (the docs disagree)."
-    ),
-)
-_SENDSTACK_HTTP_TIMEOUT: Variable[float] = Variable(
-    name="BRIDGE_SENDSTACK_HTTP_TIMEOUT_SECONDS",
-    group="sendstack",
-    field="http_timeout_seconds",
-    kind=_number(gt=0),
-    default=10.0,
-    description="Timeout of each HTTP request to Sendstack.",
-)
+@settings_group
+class SendstackSettings:
+    """How to reach the Sendstack API and authenticate to it."""
 
-# session ------------------------------------------------------------------
-_SESSION_REFRESH_BEFORE: Variable[float] = Variable(
-    name="BRIDGE_SESSION_REFRESH_BEFORE_SECONDS",
-    group="session",
-    field="refresh_before_seconds",
-    kind=_number(ge=0),
-    default=900.0,
-    description="Fetch a new session this long before the current one expires.",
-)
-_SESSION_REFRESH_JITTER: Variable[float] = Variable(
-    name="BRIDGE_SESSION_REFRESH_JITTER_SECONDS",
-    group="session",
-    field="refresh_jitter_seconds",
-    kind=_number(ge=0),
-    default=120.0,
-    description="Refresh up to this much earlier still, at random.",
-)
-_AUTH_BACKOFF_INITIAL: Variable[float] = Variable(
-    name="BRIDGE_AUTH_BACKOFF_INITIAL_SECONDS",
-    group="session",
-    field="auth_backoff_initial_seconds",
-    kind=_number(gt=0),
-    default=5.0,
-    description="First wait after a failed session request; doubles each time.",
-)
-_AUTH_BACKOFF_MAX: Variable[float] = Variable(
-    name="BRIDGE_AUTH_BACKOFF_MAX_SECONDS",
-    group="session",
-    field="auth_backoff_max_seconds",
-    kind=_number(gt=0),
-    default=300.0,
-    description="Longest wait between session requests (at least the initial).",
-)
-_AUTH_MAX_FAILURES: Variable[int] = Variable(
-    name="BRIDGE_AUTH_MAX_FAILURES",
-    group="session",
-    field="auth_max_failures",
-    kind=_integer(
-        ge=1,
-        le=_LOCKOUT_FAILURES - 1,
-        why="Sendstack locks the app out at 20 failures in 15 minutes",
-    ),
-    default=10,
-    description=(
-        "Failed session requests allowed per failure window before the bridge "
-        "stops asking until the window passes. Sendstack locks the app out at "
-        "20 failures in 15 minutes."
-    ),
-)
-_AUTH_FAILURE_WINDOW: Variable[float] = Variable(
-    name="BRIDGE_AUTH_FAILURE_WINDOW_SECONDS",
-    group="session",
-    field="auth_failure_window_seconds",
-    kind=_number(gt=0),
-    default=900.0,
-    description=(
-        "The window `BRIDGE_AUTH_MAX_FAILURES` counts over. Shorter than 900 "
-        "only if the failures it then allows in 15 minutes stay under 20."
-    ),
-)
+    base_url: str = setting(
+        name="BRIDGE_SENDSTACK_BASE_URL",
+        kind=_url(("http", "https")),
+        default="https://api.sendstack.africa/api/v1",
+        description="Base URL of the Sendstack REST API, including `/api/v1`.",
+    )
+    app_id: str = setting(
+        name="BRIDGE_SENDSTACK_APP_ID",
+        kind=_text(),
+        description="App ID from the Sendstack (CTRL) dashboard.",
+        from_file=True,
+    )
+    app_secret: Secret = setting(
+        name="BRIDGE_SENDSTACK_APP_SECRET",
+        kind=_SECRET,
+        description="App secret from the same dashboard. Never logged or printed.",
+        from_file=True,
+    )
+    send_source_header: bool = setting(
+        name="BRIDGE_SENDSTACK_SEND_SOURCE_HEADER",
+        kind=_BOOL,
+        default=True,
+        description="Send `x-sendstack-source: control.sendstack` on every request.",
+    )
+    session_header_style: HeaderStyle = setting(
+        name="BRIDGE_SENDSTACK_SESSION_HEADER_STYLE",
+        kind=_choice(_HEADER_STYLES),
+        default="both",
+        description=(
+            "Credential header spelling on `POST /auth/session`: `snake` "
+            "(`app_id`), `camel` (`appId`) or `both` (the docs disagree)."
+        ),
+    )
+    http_timeout_seconds: float = setting(
+        name="BRIDGE_SENDSTACK_HTTP_TIMEOUT_SECONDS",
+        kind=_number(gt=0),
+        default=10.0,
+        description="Timeout of each HTTP request to Sendstack.",
+    )
 
-# stream -------------------------------------------------------------------
-_STREAM_URL: Variable[str] = Variable(
-    name="BRIDGE_STREAM_URL",
-    group="stream",
-    field="url",
-    kind=_url(("ws", "wss")),
-    default="wss://api.sendstack.africa/api/v1/tracking/stream",
-    description=(
-        "Tracking websocket URL, without the session: the bridge appends "
-        "`?<query key>=<session>` itself."
-    ),
-)
-_STREAM_SESSION_QUERY_KEY: Variable[str] = Variable(
-    name="BRIDGE_STREAM_SESSION_QUERY_KEY",
-    group="stream",
-    field="session_query_key",
-    kind=_QUERY_KEY,
-    default="session",
-    description="Query parameter that carries the session on the websocket URL.",
-)
-_STREAM_CODEC: Variable[str] = Variable(
-    name="BRIDGE_STREAM_CODEC",
-    group="stream",
-    field="codec",
-    kind=_text(r"[a-z0-9][a-z0-9.\-]*", what="lower-case name"),
-    default="traccar-json",
-    description="Wire format of stream frames (see `docs/wire-format.md`).",
-)
-_STREAM_MAX_FRAME_BYTES: Variable[int] = Variable(
-    name="BRIDGE_STREAM_MAX_FRAME_BYTES",
-    group="stream",
-    field="max_frame_bytes",
-    kind=_integer(ge=1),
-    default=1_048_576,
-    description="Larger frames are not parsed; they go to the dead-letter topic.",
-)
-_STREAM_MAX_MESSAGE_BYTES: Variable[int] = Variable(
-    name="BRIDGE_STREAM_MAX_MESSAGE_BYTES",
-    group="stream",
-    field="max_message_bytes",
-    kind=_integer(ge=1),
-    default=8_388_608,
-    description=(
-        "Websocket hard limit: a larger message closes the connection (1009). "
-        "At least `BRIDGE_STREAM_MAX_FRAME_BYTES`."
-    ),
-)
-_STREAM_PING_INTERVAL: Variable[float] = Variable(
-    name="BRIDGE_STREAM_PING_INTERVAL_SECONDS",
-    group="stream",
-    field="ping_interval_seconds",
-    kind=_number(gt=0),
-    default=20.0,
-    description="Send a websocket ping this often.",
-)
-_STREAM_PING_TIMEOUT: Variable[float] = Variable(
-    name="BRIDGE_STREAM_PING_TIMEOUT_SECONDS",
-    group="stream",
-    field="ping_timeout_seconds",
-    kind=_number(gt=0),
-    default=20.0,
-    description="Drop the connection if a ping is not answered within this.",
-)
-_STREAM_STALE_AFTER: Variable[float] = Variable(
-    name="BRIDGE_STREAM_STALE_AFTER_SECONDS",
-    group="stream",
-    field="stale_after_seconds",
-    kind=_number(ge=0),
-    default=600.0,
-    description=(
-        "Reconnect after this long without a message (silence is normal "
-        "upstream, so keep it generous); `0` turns the check off."
-    ),
-)
-_STREAM_RECONNECT_INITIAL: Variable[float] = Variable(
-    name="BRIDGE_STREAM_RECONNECT_INITIAL_SECONDS",
-    group="stream",
-    field="reconnect_initial_seconds",
-    kind=_number(gt=0),
-    default=0.5,
-    description="First wait before reconnecting; doubles each time, with jitter.",
-)
-_STREAM_RECONNECT_MAX: Variable[float] = Variable(
-    name="BRIDGE_STREAM_RECONNECT_MAX_SECONDS",
-    group="stream",
-    field="reconnect_max_seconds",
-    kind=_number(gt=0),
-    default=30.0,
-    description="Longest wait before reconnecting (at least the initial).",
-)
-_STREAM_OPEN_TIMEOUT: Variable[float] = Variable(
-    name="BRIDGE_STREAM_OPEN_TIMEOUT_SECONDS",
-    group="stream",
-    field="open_timeout_seconds",
-    kind=_number(gt=0),
-    default=10.0,
-    description="Timeout of the websocket opening handshake.",
-)
-_STREAM_ROTATION_OVERLAP_MAX: Variable[float] = Variable(
-    name="BRIDGE_STREAM_ROTATION_OVERLAP_MAX_SECONDS",
-    group="stream",
-    field="rotation_overlap_max_seconds",
-    kind=_number(gt=0),
-    default=30.0,
-    description=(
-        "On session rotation, keep the old connection at most this long while "
-        "waiting for the new one's first message."
-    ),
-)
-_STREAM_DEDUPE_CAPACITY: Variable[int] = Variable(
-    name="BRIDGE_STREAM_DEDUPE_CAPACITY",
-    group="stream",
-    field="dedupe_capacity",
-    kind=_integer(ge=1),
-    default=200_000,
-    description="Item ids remembered to drop duplicates across reconnects.",
-)
-_STREAM_SINGLE_SESSION: Variable[bool] = Variable(
-    name="BRIDGE_STREAM_SINGLE_SESSION",
-    group="stream",
-    field="single_session",
-    kind=_BOOL,
-    default=False,
-    description=(
-        "Set if the upstream allows only one session at a time: the old "
-        "connection is closed before the new one opens (a short gap)."
-    ),
-)
 
-# kafka --------------------------------------------------------------------
-_KAFKA_BOOTSTRAP_SERVERS: Variable[tuple[str, ...]] = Variable(
-    name="BRIDGE_KAFKA_BOOTSTRAP_SERVERS",
-    group="kafka",
-    field="bootstrap_servers",
-    kind=_SERVERS,
-    default=None,
-    description="Kafka brokers to bootstrap from, e.g. `kafka-0:9092,kafka-1:9092`.",
-    required=True,
-)
-_KAFKA_CLIENT_ID: Variable[str] = Variable(
-    name="BRIDGE_KAFKA_CLIENT_ID",
-    group="kafka",
-    field="client_id",
-    kind=_text(),
-    default="sendstack-bridge",
-    description="Client id reported to the brokers (quotas, broker logs).",
-)
-_KAFKA_ACKS: Variable[KafkaAcks] = Variable(
-    name="BRIDGE_KAFKA_ACKS",
-    group="kafka",
-    field="acks",
-    kind=_choice(_ACKS),
-    default="all",
-    description="Replica acknowledgements per record; `all` for no loss.",
-)
-_KAFKA_ENABLE_IDEMPOTENCE: Variable[bool] = Variable(
-    name="BRIDGE_KAFKA_ENABLE_IDEMPOTENCE",
-    group="kafka",
-    field="enable_idempotence",
-    kind=_BOOL,
-    default=True,
-    description=(
-        "Idempotent producer (no duplicates on retry). Needs `acks=all`; set "
-        "`false` with other acks, or for brokers without it (Tansu)."
-    ),
-)
-_KAFKA_COMPRESSION: Variable[Compression] = Variable(
-    name="BRIDGE_KAFKA_COMPRESSION",
-    group="kafka",
-    field="compression",
-    kind=_choice(_COMPRESSIONS),
-    default="none",
-    description="Batch compression codec.",
-)
-_KAFKA_LINGER_MS: Variable[int] = Variable(
-    name="BRIDGE_KAFKA_LINGER_MS",
-    group="kafka",
-    field="linger_ms",
-    kind=_integer(ge=0),
-    default=5,
-    description="Wait up to this long to fill a batch.",
-)
-_KAFKA_MAX_BATCH_BYTES: Variable[int] = Variable(
-    name="BRIDGE_KAFKA_MAX_BATCH_BYTES",
-    group="kafka",
-    field="max_batch_bytes",
-    kind=_integer(ge=1),
-    default=65_536,
-    description="Largest batch per partition.",
-)
-_KAFKA_REQUEST_TIMEOUT_MS: Variable[int] = Variable(
-    name="BRIDGE_KAFKA_REQUEST_TIMEOUT_MS",
-    group="kafka",
-    field="request_timeout_ms",
-    kind=_integer(ge=1),
-    default=30_000,
-    description="Timeout of each produce request.",
-)
-_KAFKA_RETRY_BACKOFF_MS: Variable[int] = Variable(
-    name="BRIDGE_KAFKA_RETRY_BACKOFF_MS",
-    group="kafka",
-    field="retry_backoff_ms",
-    kind=_integer(ge=0),
-    default=200,
-    description="Client-side wait between produce retries.",
-)
-_KAFKA_SECURITY_PROTOCOL: Variable[SecurityProtocol] = Variable(
-    name="BRIDGE_KAFKA_SECURITY_PROTOCOL",
-    group="kafka",
-    field="security_protocol",
-    kind=_choice(_PROTOCOLS),
-    default="PLAINTEXT",
-    description="How to talk to the brokers.",
-)
-_KAFKA_SASL_MECHANISM: Variable[SaslMechanism | None] = Variable(
-    name="BRIDGE_KAFKA_SASL_MECHANISM",
-    group="kafka",
-    field="sasl_mechanism",
-    kind=_choice(_MECHANISMS),
-    default=None,
-    description=(
-        "SASL mechanism (SASL protocols only); unset means `PLAIN` with "
-        "them, and `check-config` shows it so."
-    ),
-)
-_KAFKA_SASL_USERNAME: Variable[str | None] = Variable(
-    name="BRIDGE_KAFKA_SASL_USERNAME",
-    group="kafka",
-    field="sasl_username",
-    kind=_text(),
-    default=None,
-    description="SASL user; required with the SASL protocols, only with them.",
-    from_file=True,
-)
-_KAFKA_SASL_PASSWORD: Variable[Secret | None] = Variable(
-    name="BRIDGE_KAFKA_SASL_PASSWORD",
-    group="kafka",
-    field="sasl_password",
-    kind=_SECRET,
-    default=None,
-    description="SASL password; required with the SASL protocols. Never printed.",
-    secret=True,
-    from_file=True,
-)
-_KAFKA_SSL_CAFILE: Variable[str | None] = Variable(
-    name="BRIDGE_KAFKA_SSL_CAFILE",
-    group="kafka",
-    field="ssl_cafile",
-    kind=_PATH,
-    default=None,
-    description="CA bundle to verify the brokers (`SSL`/`SASL_SSL` only); "
-    "unset means the system store.",
-)
-_KAFKA_TOPIC_POSITIONS: Variable[str] = Variable(
-    name="BRIDGE_KAFKA_TOPIC_POSITIONS",
-    group="kafka",
-    field="topic_positions",
-    kind=_TOPIC,
-    default="sendstack.tracking.positions",
-    description="Topic for device positions.",
-)
-_KAFKA_TOPIC_DEVICE_STATUS: Variable[str] = Variable(
-    name="BRIDGE_KAFKA_TOPIC_DEVICE_STATUS",
-    group="kafka",
-    field="topic_device_status",
-    kind=_TOPIC,
-    default="sendstack.tracking.device-status",
-    description="Topic for device status updates.",
-)
-_KAFKA_TOPIC_EVENTS: Variable[str] = Variable(
-    name="BRIDGE_KAFKA_TOPIC_EVENTS",
-    group="kafka",
-    field="topic_events",
-    kind=_TOPIC,
-    default="sendstack.tracking.events",
-    description="Topic for tracker events (overspeed, geofence, ...).",
-)
-_KAFKA_TOPIC_DEAD_LETTER: Variable[str] = Variable(
-    name="BRIDGE_KAFKA_TOPIC_DEAD_LETTER",
-    group="kafka",
-    field="topic_dead_letter",
-    kind=_TOPIC,
-    default="sendstack.tracking.dlq",
-    description="Topic for frames that could not be understood, verbatim; "
-    "must differ from the three data topics.",
-)
+@settings_group
+class SessionSettings:
+    """When to refresh the streaming session and how to back off on failure."""
 
-# buffer -------------------------------------------------------------------
-_BUFFER_MAX_RECORDS: Variable[int] = Variable(
-    name="BRIDGE_BUFFER_MAX_RECORDS",
-    group="buffer",
-    field="max_records",
-    kind=_integer(ge=1),
-    default=10_000,
-    description="Records held while Kafka is slow; when full, reading pauses.",
-)
-_BUFFER_MAX_BYTES: Variable[int] = Variable(
-    name="BRIDGE_BUFFER_MAX_BYTES",
-    group="buffer",
-    field="max_bytes",
-    kind=_integer(ge=1),
-    default=16_777_216,
-    description="Bytes held likewise; at least `BRIDGE_STREAM_MAX_FRAME_BYTES`.",
-)
-_PUBLISH_RETRY_INITIAL: Variable[float] = Variable(
-    name="BRIDGE_PUBLISH_RETRY_INITIAL_SECONDS",
-    group="buffer",
-    field="publish_retry_initial_seconds",
-    kind=_number(gt=0),
-    default=0.2,
-    description="First wait before re-publishing after a Kafka error; doubles.",
-)
-_PUBLISH_RETRY_MAX: Variable[float] = Variable(
-    name="BRIDGE_PUBLISH_RETRY_MAX_SECONDS",
-    group="buffer",
-    field="publish_retry_max_seconds",
-    kind=_number(gt=0),
-    default=10.0,
-    description="Longest wait before re-publishing (at least the initial).",
-)
+    refresh_before_seconds: float = setting(
+        name="BRIDGE_SESSION_REFRESH_BEFORE_SECONDS",
+        kind=_number(ge=0),
+        default=900.0,
+        description="Fetch a new session this long before the current one expires.",
+    )
+    refresh_jitter_seconds: float = setting(
+        name="BRIDGE_SESSION_REFRESH_JITTER_SECONDS",
+        kind=_number(ge=0),
+        default=120.0,
+        description="Refresh up to this much earlier still, at random.",
+    )
+    auth_backoff_initial_seconds: float = setting(
+        name="BRIDGE_AUTH_BACKOFF_INITIAL_SECONDS",
+        kind=_number(gt=0),
+        default=5.0,
+        description="First wait after a failed session request; doubles each time.",
+    )
+    auth_backoff_max_seconds: float = setting(
+        name="BRIDGE_AUTH_BACKOFF_MAX_SECONDS",
+        kind=_number(gt=0),
+        default=300.0,
+        description="Longest wait between session requests (at least the initial).",
+    )
+    auth_max_failures: int = setting(
+        name="BRIDGE_AUTH_MAX_FAILURES",
+        kind=_integer(
+            ge=1,
+            le=_LOCKOUT_FAILURES - 1,
+            why="Sendstack locks the app out at 20 failures in 15 minutes",
+        ),
+        default=10,
+        description=(
+            "Failed session requests allowed per failure window before the bridge "
+            "stops asking until the window passes. Sendstack locks the app out at "
+            "20 failures in 15 minutes."
+        ),
+    )
+    auth_failure_window_seconds: float = setting(
+        name="BRIDGE_AUTH_FAILURE_WINDOW_SECONDS",
+        kind=_number(gt=0),
+        default=900.0,
+        description=(
+            "The window `BRIDGE_AUTH_MAX_FAILURES` counts over. Shorter than 900 "
+            "only if the failures it then allows in 15 minutes stay under 20."
+        ),
+    )
 
-# ops ----------------------------------------------------------------------
-_OPS_HOST: Variable[str] = Variable(
-    name="BRIDGE_OPS_HOST",
-    group="ops",
-    field="host",
-    kind=_text(r"\S+", what="a host name or address"),
-    default="0.0.0.0",  # noqa: S104  (the ops port must be reachable by probes)
-    description="Address the ops endpoint (/metrics, /livez, /readyz) binds.",
-)
-_OPS_PORT: Variable[int] = Variable(
-    name="BRIDGE_OPS_PORT",
-    group="ops",
-    field="port",
-    kind=_integer(ge=0, le=65535),
-    default=9095,
-    description="Port of the ops endpoint; `0` picks a free one.",
-)
-_SHUTDOWN_GRACE: Variable[float] = Variable(
-    name="BRIDGE_SHUTDOWN_GRACE_SECONDS",
-    group="ops",
-    field="shutdown_grace_seconds",
-    kind=_number(gt=0),
-    default=20.0,
-    description="On SIGTERM, flush and close within this, then cancel.",
-)
 
-# webhooks -----------------------------------------------------------------
-_WEBHOOK_HOST: Variable[str] = Variable(
-    name="BRIDGE_WEBHOOK_HOST",
-    group="webhooks",
-    field="host",
-    kind=_text(r"\S+", what="a host name or address"),
-    default="0.0.0.0",  # noqa: S104 - Sendstack must reach it
-    description="Address the webhook receiver binds.",
-)
-_WEBHOOK_PORT: Variable[int] = Variable(
-    name="BRIDGE_WEBHOOK_PORT",
-    group="webhooks",
-    field="port",
-    kind=_integer(ge=0, le=65535),
-    default=8080,
-    description="Port of the webhook receiver (0: any free port).",
-)
-_WEBHOOK_PATH: Variable[str] = Variable(
-    name="BRIDGE_WEBHOOK_PATH",
-    group="webhooks",
-    field="path",
-    kind=_text(r"/\S*", what="a URL path starting with /"),
-    default="/webhooks/sendstack",
-    description="Path Sendstack posts webhooks to.",
-)
-_WEBHOOK_SIGNATURE_SCHEME: Variable[SignatureScheme] = Variable(
-    name="BRIDGE_WEBHOOK_SIGNATURE_SCHEME",
-    group="webhooks",
-    field="signature_scheme",
-    kind=_choice(_SIGNATURE_SCHEMES),
-    default="any",
-    description=(
-        "Which x-sendstack-signature scheme to accept: webhook_id (current"
-        " docs: HMAC of the JSON-encoded webhookId), payload (legacy: HMAC of"
-        " the whole body) or any."
-    ),
-)
-_WEBHOOK_MAX_BODY_BYTES: Variable[int] = Variable(
-    name="BRIDGE_WEBHOOK_MAX_BODY_BYTES",
-    group="webhooks",
-    field="max_body_bytes",
-    kind=_integer(ge=1),
-    default=1_048_576,
-    description="Larger bodies get 413 without being read.",
-)
-_WEBHOOK_DEDUPE_CAPACITY: Variable[int] = Variable(
-    name="BRIDGE_WEBHOOK_DEDUPE_CAPACITY",
-    group="webhooks",
-    field="dedupe_capacity",
-    kind=_integer(ge=1),
-    default=100_000,
-    description="Recent webhookIds remembered, to drop Sendstack's retries.",
-)
-_WEBHOOK_PUBLISH_TIMEOUT_SECONDS: Variable[float] = Variable(
-    name="BRIDGE_WEBHOOK_PUBLISH_TIMEOUT_SECONDS",
-    group="webhooks",
-    field="publish_timeout_seconds",
-    kind=_number(gt=0),
-    default=10.0,
-    description="How long a webhook waits for Kafka's ack before answering 503.",
-)
-_WEBHOOK_TOPIC_DELIVERIES: Variable[str] = Variable(
-    name="BRIDGE_WEBHOOK_TOPIC_DELIVERIES",
-    group="webhooks",
-    field="topic_deliveries",
-    kind=_TOPIC,
-    default="sendstack.webhooks.deliveries",
-    description="Topic for delivery webhooks (order.*).",
-)
-_WEBHOOK_TOPIC_TRACKING: Variable[str] = Variable(
-    name="BRIDGE_WEBHOOK_TOPIC_TRACKING",
-    group="webhooks",
-    field="topic_tracking",
-    kind=_TOPIC,
-    default="sendstack.webhooks.tracking-events",
-    description="Topic for live-tracking event webhooks.",
-)
-_WEBHOOK_TOPIC_DEAD_LETTER: Variable[str] = Variable(
-    name="BRIDGE_WEBHOOK_TOPIC_DEAD_LETTER",
-    group="webhooks",
-    field="topic_dead_letter",
-    kind=_TOPIC,
-    default="sendstack.webhooks.dlq",
-    description="Topic for webhooks that were verified but not understood.",
-)
+@settings_group
+class StreamSettings:
+    """The tracking websocket: where it is, limits, keep-alive, reconnects."""
 
-# commands -----------------------------------------------------------------
-_COMMANDS_TOPIC: Variable[str] = Variable(
-    name="BRIDGE_COMMANDS_TOPIC",
-    group="commands",
-    field="topic",
-    kind=_TOPIC,
-    default="sendstack.commands",
-    description="Topic the command worker consumes.",
-)
-_COMMANDS_RESULTS_TOPIC: Variable[str] = Variable(
-    name="BRIDGE_COMMANDS_RESULTS_TOPIC",
-    group="commands",
-    field="results_topic",
-    kind=_TOPIC,
-    default="sendstack.commands.results",
-    description="Topic with one result per command, keyed by command id.",
-)
-_COMMANDS_DEAD_LETTER_TOPIC: Variable[str] = Variable(
-    name="BRIDGE_COMMANDS_DEAD_LETTER_TOPIC",
-    group="commands",
-    field="dead_letter_topic",
-    kind=_TOPIC,
-    default="sendstack.commands.dlq",
-    description="Topic for rejected and failed commands.",
-)
-_COMMANDS_STATE_TOPIC: Variable[str] = Variable(
-    name="BRIDGE_COMMANDS_STATE_TOPIC",
-    group="commands",
-    field="state_topic",
-    kind=_TOPIC,
-    default="sendstack.commands.state",
-    description="Compacted topic recording in-flight and done command ids.",
-)
-_COMMANDS_GROUP_ID: Variable[str] = Variable(
-    name="BRIDGE_COMMANDS_GROUP_ID",
-    group="commands",
-    field="group_id",
-    kind=_text(r"\S+", what="a consumer group id"),
-    default="sendstack-bridge-commands",
-    description="Kafka consumer group of the command workers.",
-)
-_COMMANDS_CONCURRENCY: Variable[int] = Variable(
-    name="BRIDGE_COMMANDS_CONCURRENCY",
-    group="commands",
-    field="concurrency",
-    kind=_integer(ge=1, le=1024),
-    default=8,
-    description="Commands executed at once (per worker); one delivery at a time.",
-)
-_COMMANDS_RATE_PER_SECOND: Variable[float] = Variable(
-    name="BRIDGE_COMMANDS_RATE_PER_SECOND",
-    group="commands",
-    field="rate_per_second",
-    kind=_number(gt=0),
-    default=10.0,
-    description="Sendstack API calls per second, shared by every command.",
-)
-_COMMANDS_RATE_BURST: Variable[int] = Variable(
-    name="BRIDGE_COMMANDS_RATE_BURST",
-    group="commands",
-    field="rate_burst",
-    kind=_integer(ge=1),
-    default=20,
-    description="Calls that may go at once after a quiet spell.",
-)
-_COMMANDS_DEFAULT_DEADLINE_SECONDS: Variable[float] = Variable(
-    name="BRIDGE_COMMANDS_DEFAULT_DEADLINE_SECONDS",
-    group="commands",
-    field="default_deadline_seconds",
-    kind=_number(gt=0),
-    default=120.0,
-    description="Deadline of a command that names none.",
-)
-_COMMANDS_REQUEST_TIMEOUT_SECONDS: Variable[float] = Variable(
-    name="BRIDGE_COMMANDS_REQUEST_TIMEOUT_SECONDS",
-    group="commands",
-    field="request_timeout_seconds",
-    kind=_number(gt=0),
-    default=15.0,
-    description="Timeout of one Sendstack API call.",
-)
-_COMMANDS_RETRY_INITIAL_SECONDS: Variable[float] = Variable(
-    name="BRIDGE_COMMANDS_RETRY_INITIAL_SECONDS",
-    group="commands",
-    field="retry_initial_seconds",
-    kind=_number(gt=0),
-    default=0.5,
-    description="First retry delay after a 5xx, a timeout or a bare 429.",
-)
-_COMMANDS_RETRY_MAX_SECONDS: Variable[float] = Variable(
-    name="BRIDGE_COMMANDS_RETRY_MAX_SECONDS",
-    group="commands",
-    field="retry_max_seconds",
-    kind=_number(gt=0),
-    default=30.0,
-    description="Longest delay between retries.",
-)
-_COMMANDS_BREAKER_FAILURES: Variable[int] = Variable(
-    name="BRIDGE_COMMANDS_BREAKER_FAILURES",
-    group="commands",
-    field="breaker_failures",
-    kind=_integer(ge=1),
-    default=5,
-    description="Consecutive 5xx/timeouts that open the circuit breaker.",
-)
-_COMMANDS_BREAKER_RESET_SECONDS: Variable[float] = Variable(
-    name="BRIDGE_COMMANDS_BREAKER_RESET_SECONDS",
-    group="commands",
-    field="breaker_reset_seconds",
-    kind=_number(gt=0),
-    default=30.0,
-    description="How long the breaker stays open before one trial call.",
-)
-_COMMANDS_MAX_MESSAGE_BYTES: Variable[int] = Variable(
-    name="BRIDGE_COMMANDS_MAX_MESSAGE_BYTES",
-    group="commands",
-    field="max_message_bytes",
-    kind=_integer(ge=1),
-    default=1_048_576,
-    description="Larger command messages are rejected.",
-)
-_COMMANDS_SESSION_TIMEOUT_MS: Variable[int] = Variable(
-    name="BRIDGE_COMMANDS_SESSION_TIMEOUT_MS",
-    group="commands",
-    field="session_timeout_ms",
-    kind=_integer(ge=1000),
-    default=10_000,
-    description=(
-        "Consumer-group session timeout: how soon a dead worker's partitions"
-        " move to another worker."
-    ),
-)
-_COMMANDS_ASSIGN_METHOD: Variable[AssignMethod] = Variable(
-    name="BRIDGE_COMMANDS_ASSIGN_METHOD",
-    group="commands",
-    field="assign_method",
-    kind=_choice(_ASSIGN_METHODS),
-    default="POST",
-    description="HTTP method of Assign Drop (the docs show both GET and POST).",
-)
+    url: str = setting(
+        name="BRIDGE_STREAM_URL",
+        kind=_url(("ws", "wss")),
+        default="wss://api.sendstack.africa/api/v1/tracking/stream",
+        description=(
+            "Tracking websocket URL, without the session: the bridge appends "
+            "`?<query key>=<session>` itself."
+        ),
+    )
+    session_query_key: str = setting(
+        name="BRIDGE_STREAM_SESSION_QUERY_KEY",
+        kind=_QUERY_KEY,
+        default="session",
+        description="Query parameter that carries the session on the websocket URL.",
+    )
+    codec: str = setting(
+        name="BRIDGE_STREAM_CODEC",
+        kind=_text(r"[a-z0-9][a-z0-9.\-]*", what="lower-case name"),
+        default="traccar-json",
+        description="Wire format of stream frames (see `docs/wire-format.md`).",
+    )
+    max_frame_bytes: int = setting(
+        name="BRIDGE_STREAM_MAX_FRAME_BYTES",
+        kind=_integer(ge=1),
+        default=1_048_576,
+        description="Larger frames are not parsed; they go to the dead-letter topic.",
+    )
+    max_message_bytes: int = setting(
+        name="BRIDGE_STREAM_MAX_MESSAGE_BYTES",
+        kind=_integer(ge=1),
+        default=8_388_608,
+        description=(
+            "Websocket hard limit: a larger message closes the connection (1009). "
+            "At least `BRIDGE_STREAM_MAX_FRAME_BYTES`."
+        ),
+    )
+    ping_interval_seconds: float = setting(
+        name="BRIDGE_STREAM_PING_INTERVAL_SECONDS",
+        kind=_number(gt=0),
+        default=20.0,
+        description="Send a websocket ping this often.",
+    )
+    ping_timeout_seconds: float = setting(
+        name="BRIDGE_STREAM_PING_TIMEOUT_SECONDS",
+        kind=_number(gt=0),
+        default=20.0,
+        description="Drop the connection if a ping is not answered within this.",
+    )
+    stale_after_seconds: float = setting(
+        name="BRIDGE_STREAM_STALE_AFTER_SECONDS",
+        kind=_number(ge=0),
+        default=600.0,
+        description=(
+            "Reconnect after this long without a message (silence is normal "
+            "upstream, so keep it generous); `0` turns the check off."
+        ),
+    )
+    reconnect_initial_seconds: float = setting(
+        name="BRIDGE_STREAM_RECONNECT_INITIAL_SECONDS",
+        kind=_number(gt=0),
+        default=0.5,
+        description="First wait before reconnecting; doubles each time, with jitter.",
+    )
+    reconnect_max_seconds: float = setting(
+        name="BRIDGE_STREAM_RECONNECT_MAX_SECONDS",
+        kind=_number(gt=0),
+        default=30.0,
+        description="Longest wait before reconnecting (at least the initial).",
+    )
+    open_timeout_seconds: float = setting(
+        name="BRIDGE_STREAM_OPEN_TIMEOUT_SECONDS",
+        kind=_number(gt=0),
+        default=10.0,
+        description="Timeout of the websocket opening handshake.",
+    )
+    rotation_overlap_max_seconds: float = setting(
+        name="BRIDGE_STREAM_ROTATION_OVERLAP_MAX_SECONDS",
+        kind=_number(gt=0),
+        default=30.0,
+        description=(
+            "On session rotation, keep the old connection at most this long while "
+            "waiting for the new one's first message."
+        ),
+    )
+    dedupe_capacity: int = setting(
+        name="BRIDGE_STREAM_DEDUPE_CAPACITY",
+        kind=_integer(ge=1),
+        default=200_000,
+        description="Item ids remembered to drop duplicates across reconnects.",
+    )
+    single_session: bool = setting(
+        name="BRIDGE_STREAM_SINGLE_SESSION",
+        kind=_BOOL,
+        default=False,
+        description=(
+            "Set if the upstream allows only one session at a time: the old "
+            "connection is closed before the new one opens (a short gap)."
+        ),
+    )
 
-_COMMANDS_LEASE_SECONDS: Variable[float] = Variable(
-    name="BRIDGE_COMMANDS_LEASE_SECONDS",
-    group="commands",
-    field="lease_seconds",
-    kind=_number(gt=0),
-    default=40.0,
-    description=(
-        "Partition lease: a worker calls Sendstack for a partition only while"
-        " it holds one (renewed every third of it); a crashed worker's"
-        " partitions wait this long. At least twice the request timeout."
-    ),
-)
-_COMMANDS_SETTLE_SECONDS: Variable[float] = Variable(
-    name="BRIDGE_COMMANDS_SETTLE_SECONDS",
-    group="commands",
-    field="settle_seconds",
-    kind=_number(gt=0),
-    default=60.0,
-    description=(
-        "How long after sending Sendstack may still complete a booking: an"
-        ' empty reconcile read proves "not booked" only after this. Longer'
-        " is safer; shorter resolves a lost reply sooner."
-    ),
-)
-_COMMANDS_REVOKE_GRACE_SECONDS: Variable[float] = Variable(
-    name="BRIDGE_COMMANDS_REVOKE_GRACE_SECONDS",
-    group="commands",
-    field="revoke_grace_seconds",
-    kind=_number(gt=0),
-    default=5.0,
-    description=(
-        "How long a worker giving a partition away waits for its calls in"
-        " flight (commands not yet started are released at once)."
-    ),
-)
 
-# log ----------------------------------------------------------------------
-_LOG_LEVEL: Variable[LogLevel] = Variable(
-    name="BRIDGE_LOG_LEVEL",
-    group="log",
-    field="level",
-    kind=_choice(_LOG_LEVELS),
-    default="info",
-    description="Least severe level logged (libraries included).",
-)
-_LOG_FORMAT: Variable[LogFormat] = Variable(
-    name="BRIDGE_LOG_FORMAT",
-    group="log",
-    field="format",
-    kind=_choice(_LOG_FORMATS),
-    default="auto",
-    description="`json` lines, `console` for people, or `auto`: console on a TTY.",
-)
+@settings_group
+class KafkaSettings:
+    """The Kafka producer: brokers, delivery guarantees, security, topics."""
 
-VARIABLES: tuple[Variable[Any], ...] = (
-    _SENDSTACK_BASE_URL,
-    _SENDSTACK_APP_ID,
-    _SENDSTACK_APP_SECRET,
-    _SENDSTACK_SEND_SOURCE_HEADER,
-    _SENDSTACK_SESSION_HEADER_STYLE,
-    _SENDSTACK_HTTP_TIMEOUT,
-    _SESSION_REFRESH_BEFORE,
-    _SESSION_REFRESH_JITTER,
-    _AUTH_BACKOFF_INITIAL,
-    _AUTH_BACKOFF_MAX,
-    _AUTH_MAX_FAILURES,
-    _AUTH_FAILURE_WINDOW,
-    _STREAM_URL,
-    _STREAM_SESSION_QUERY_KEY,
-    _STREAM_CODEC,
-    _STREAM_MAX_FRAME_BYTES,
-    _STREAM_MAX_MESSAGE_BYTES,
-    _STREAM_PING_INTERVAL,
-    _STREAM_PING_TIMEOUT,
-    _STREAM_STALE_AFTER,
-    _STREAM_RECONNECT_INITIAL,
-    _STREAM_RECONNECT_MAX,
-    _STREAM_OPEN_TIMEOUT,
-    _STREAM_ROTATION_OVERLAP_MAX,
-    _STREAM_DEDUPE_CAPACITY,
-    _STREAM_SINGLE_SESSION,
-    _KAFKA_BOOTSTRAP_SERVERS,
-    _KAFKA_CLIENT_ID,
-    _KAFKA_ACKS,
-    _KAFKA_ENABLE_IDEMPOTENCE,
-    _KAFKA_COMPRESSION,
-    _KAFKA_LINGER_MS,
-    _KAFKA_MAX_BATCH_BYTES,
-    _KAFKA_REQUEST_TIMEOUT_MS,
-    _KAFKA_RETRY_BACKOFF_MS,
-    _KAFKA_SECURITY_PROTOCOL,
-    _KAFKA_SASL_MECHANISM,
-    _KAFKA_SASL_USERNAME,
-    _KAFKA_SASL_PASSWORD,
-    _KAFKA_SSL_CAFILE,
-    _KAFKA_TOPIC_POSITIONS,
-    _KAFKA_TOPIC_DEVICE_STATUS,
-    _KAFKA_TOPIC_EVENTS,
-    _KAFKA_TOPIC_DEAD_LETTER,
-    _BUFFER_MAX_RECORDS,
-    _BUFFER_MAX_BYTES,
-    _PUBLISH_RETRY_INITIAL,
-    _PUBLISH_RETRY_MAX,
-    _OPS_HOST,
-    _OPS_PORT,
-    _SHUTDOWN_GRACE,
-    _LOG_LEVEL,
-    _LOG_FORMAT,
-    _WEBHOOK_HOST,
-    _WEBHOOK_PORT,
-    _WEBHOOK_PATH,
-    _WEBHOOK_SIGNATURE_SCHEME,
-    _WEBHOOK_MAX_BODY_BYTES,
-    _WEBHOOK_DEDUPE_CAPACITY,
-    _WEBHOOK_PUBLISH_TIMEOUT_SECONDS,
-    _WEBHOOK_TOPIC_DELIVERIES,
-    _WEBHOOK_TOPIC_TRACKING,
-    _WEBHOOK_TOPIC_DEAD_LETTER,
-    _COMMANDS_TOPIC,
-    _COMMANDS_RESULTS_TOPIC,
-    _COMMANDS_DEAD_LETTER_TOPIC,
-    _COMMANDS_STATE_TOPIC,
-    _COMMANDS_GROUP_ID,
-    _COMMANDS_CONCURRENCY,
-    _COMMANDS_RATE_PER_SECOND,
-    _COMMANDS_RATE_BURST,
-    _COMMANDS_DEFAULT_DEADLINE_SECONDS,
-    _COMMANDS_REQUEST_TIMEOUT_SECONDS,
-    _COMMANDS_RETRY_INITIAL_SECONDS,
-    _COMMANDS_RETRY_MAX_SECONDS,
-    _COMMANDS_BREAKER_FAILURES,
-    _COMMANDS_BREAKER_RESET_SECONDS,
-    _COMMANDS_MAX_MESSAGE_BYTES,
-    _COMMANDS_SESSION_TIMEOUT_MS,
-    _COMMANDS_ASSIGN_METHOD,
-    _COMMANDS_LEASE_SECONDS,
-    _COMMANDS_SETTLE_SECONDS,
-    _COMMANDS_REVOKE_GRACE_SECONDS,
-)
-"""Every settings variable, in documentation order."""
+    bootstrap_servers: tuple[str, ...] = setting(
+        name="BRIDGE_KAFKA_BOOTSTRAP_SERVERS",
+        kind=_SERVERS,
+        description=(
+            "Kafka brokers to bootstrap from, e.g. `kafka-0:9092,kafka-1:9092`."
+        ),
+    )
+    client_id: str = setting(
+        name="BRIDGE_KAFKA_CLIENT_ID",
+        kind=_text(),
+        default="sendstack-bridge",
+        description="Client id reported to the brokers (quotas, broker logs).",
+    )
+    acks: KafkaAcks = setting(
+        name="BRIDGE_KAFKA_ACKS",
+        kind=_choice(_ACKS),
+        default="all",
+        description="Replica acknowledgements per record; `all` for no loss.",
+    )
+    enable_idempotence: bool = setting(
+        name="BRIDGE_KAFKA_ENABLE_IDEMPOTENCE",
+        kind=_BOOL,
+        default=True,
+        description=(
+            "Idempotent producer (no duplicates on retry). Needs `acks=all`; set "
+            "`false` with other acks, or for brokers without it (Tansu)."
+        ),
+    )
+    compression: Compression = setting(
+        name="BRIDGE_KAFKA_COMPRESSION",
+        kind=_choice(_COMPRESSIONS),
+        default="none",
+        description="Batch compression codec.",
+    )
+    linger_ms: int = setting(
+        name="BRIDGE_KAFKA_LINGER_MS",
+        kind=_integer(ge=0),
+        default=5,
+        description="Wait up to this long to fill a batch.",
+    )
+    max_batch_bytes: int = setting(
+        name="BRIDGE_KAFKA_MAX_BATCH_BYTES",
+        kind=_integer(ge=1),
+        default=65_536,
+        description="Largest batch per partition.",
+    )
+    request_timeout_ms: int = setting(
+        name="BRIDGE_KAFKA_REQUEST_TIMEOUT_MS",
+        kind=_integer(ge=1),
+        default=30_000,
+        description="Timeout of each produce request.",
+    )
+    retry_backoff_ms: int = setting(
+        name="BRIDGE_KAFKA_RETRY_BACKOFF_MS",
+        kind=_integer(ge=0),
+        default=200,
+        description="Client-side wait between produce retries.",
+    )
+    security_protocol: SecurityProtocol = setting(
+        name="BRIDGE_KAFKA_SECURITY_PROTOCOL",
+        kind=_choice(_PROTOCOLS),
+        default="PLAINTEXT",
+        description="How to talk to the brokers.",
+    )
+    sasl_mechanism: SaslMechanism | None = setting(
+        name="BRIDGE_KAFKA_SASL_MECHANISM",
+        kind=_choice(_MECHANISMS),
+        default=None,
+        description=(
+            "SASL mechanism (SASL protocols only); unset means `PLAIN` with "
+            "them, and `check-config` shows it so."
+        ),
+    )
+    sasl_username: str | None = setting(
+        name="BRIDGE_KAFKA_SASL_USERNAME",
+        kind=_text(),
+        default=None,
+        description="SASL user; required with the SASL protocols, only with them.",
+        from_file=True,
+    )
+    sasl_password: Secret | None = setting(
+        name="BRIDGE_KAFKA_SASL_PASSWORD",
+        kind=_SECRET,
+        default=None,
+        description="SASL password; required with the SASL protocols. Never printed.",
+        from_file=True,
+    )
+    ssl_cafile: str | None = setting(
+        name="BRIDGE_KAFKA_SSL_CAFILE",
+        kind=_PATH,
+        default=None,
+        description=(
+            "CA bundle to verify the brokers (`SSL`/`SASL_SSL` only); "
+            "unset means the system store."
+        ),
+    )
+    topic_positions: str = setting(
+        name="BRIDGE_KAFKA_TOPIC_POSITIONS",
+        kind=_TOPIC,
+        default="sendstack.tracking.positions",
+        description="Topic for device positions.",
+    )
+    topic_device_status: str = setting(
+        name="BRIDGE_KAFKA_TOPIC_DEVICE_STATUS",
+        kind=_TOPIC,
+        default="sendstack.tracking.device-status",
+        description="Topic for device status updates.",
+    )
+    topic_events: str = setting(
+        name="BRIDGE_KAFKA_TOPIC_EVENTS",
+        kind=_TOPIC,
+        default="sendstack.tracking.events",
+        description="Topic for tracker events (overspeed, geofence, ...).",
+    )
+    topic_dead_letter: str = setting(
+        name="BRIDGE_KAFKA_TOPIC_DEAD_LETTER",
+        kind=_TOPIC,
+        default="sendstack.tracking.dlq",
+        description=(
+            "Topic for frames that could not be understood, verbatim; "
+            "must differ from the three data topics."
+        ),
+    )
 
-_BY_NAME: Mapping[str, Variable[Any]] = MappingProxyType(
-    {variable.name: variable for variable in VARIABLES}
-)
-_FILE_VARIANTS: Mapping[str, Variable[Any]] = MappingProxyType(
-    {v.name + _FILE_SUFFIX: v for v in VARIABLES if v.from_file}
-)
 
-KNOWN_VARIABLES: frozenset[str] = frozenset(
-    {CONFIG_FILE_VARIABLE, *_BY_NAME, *_FILE_VARIANTS}
-)
-"""Every ``BRIDGE_*`` name the bridge reads: settings, ``_FILE`` variants and
-``BRIDGE_CONFIG_FILE``. Deployment manifests must set no other."""
+@settings_group
+class BufferSettings:
+    """The bounded buffer between the stream and Kafka, and publish retries."""
 
-_GROUP_TYPES: Mapping[str, type] = MappingProxyType(
-    {
-        "sendstack": SendstackSettings,
-        "session": SessionSettings,
-        "stream": StreamSettings,
-        "kafka": KafkaSettings,
-        "buffer": BufferSettings,
-        "ops": OpsSettings,
-        "log": LogSettings,
-        "webhooks": WebhookSettings,
-        "commands": CommandSettings,
-    }
-)
+    max_records: int = setting(
+        name="BRIDGE_BUFFER_MAX_RECORDS",
+        kind=_integer(ge=1),
+        default=10_000,
+        description="Records held while Kafka is slow; when full, reading pauses.",
+    )
+    max_bytes: int = setting(
+        name="BRIDGE_BUFFER_MAX_BYTES",
+        kind=_integer(ge=1),
+        default=16_777_216,
+        description="Bytes held likewise; at least `BRIDGE_STREAM_MAX_FRAME_BYTES`.",
+    )
+    publish_retry_initial_seconds: float = setting(
+        name="BRIDGE_PUBLISH_RETRY_INITIAL_SECONDS",
+        kind=_number(gt=0),
+        default=0.2,
+        description="First wait before re-publishing after a Kafka error; doubles.",
+    )
+    publish_retry_max_seconds: float = setting(
+        name="BRIDGE_PUBLISH_RETRY_MAX_SECONDS",
+        kind=_number(gt=0),
+        default=10.0,
+        description="Longest wait before re-publishing (at least the initial).",
+    )
 
-GROUP_NAMES: tuple[str, ...] = tuple(_GROUP_TYPES)
-"""The `Settings` fields, in order; also the names `require` accepts."""
+
+@settings_group
+class OpsSettings:
+    """The operations HTTP endpoint (/metrics, /livez, /readyz) and shutdown."""
+
+    host: str = setting(
+        name="BRIDGE_OPS_HOST",
+        kind=_text(r"\S+", what="a host name or address"),
+        default="0.0.0.0",  # noqa: S104  (the ops port must be reachable by probes)
+        description="Address the ops endpoint (/metrics, /livez, /readyz) binds.",
+    )
+    port: int = setting(
+        name="BRIDGE_OPS_PORT",
+        kind=_integer(ge=0, le=65535),
+        default=9095,
+        description="Port of the ops endpoint; `0` picks a free one.",
+    )
+    shutdown_grace_seconds: float = setting(
+        name="BRIDGE_SHUTDOWN_GRACE_SECONDS",
+        kind=_number(gt=0),
+        default=20.0,
+        description="On SIGTERM, flush and close within this, then cancel.",
+    )
+
+
+@settings_group
+class LogSettings:
+    """Log verbosity and rendering (see `bridge.logs.configure_logging`)."""
+
+    level: LogLevel = setting(
+        name="BRIDGE_LOG_LEVEL",
+        kind=_choice(_LOG_LEVELS),
+        default="info",
+        description="Least severe level logged (libraries included).",
+    )
+    format: LogFormat = setting(
+        name="BRIDGE_LOG_FORMAT",
+        kind=_choice(_LOG_FORMATS),
+        default="auto",
+        description="`json` lines, `console` for people, or `auto`: console on a TTY.",
+    )
+
+
+@settings_group
+class WebhookSettings:
+    """The webhook receiver: where it listens, what it accepts and publishes."""
+
+    host: str = setting(
+        name="BRIDGE_WEBHOOK_HOST",
+        kind=_text(r"\S+", what="a host name or address"),
+        default="0.0.0.0",  # noqa: S104 - Sendstack must reach it
+        description="Address the webhook receiver binds.",
+    )
+    port: int = setting(
+        name="BRIDGE_WEBHOOK_PORT",
+        kind=_integer(ge=0, le=65535),
+        default=8080,
+        description="Port of the webhook receiver (0: any free port).",
+    )
+    path: str = setting(
+        name="BRIDGE_WEBHOOK_PATH",
+        kind=_text(r"/\S*", what="a URL path starting with /"),
+        default="/webhooks/sendstack",
+        description="Path Sendstack posts webhooks to.",
+    )
+    signature_scheme: SignatureScheme = setting(
+        name="BRIDGE_WEBHOOK_SIGNATURE_SCHEME",
+        kind=_choice(_SIGNATURE_SCHEMES),
+        default="any",
+        description=(
+            "Which x-sendstack-signature scheme to accept: webhook_id (current"
+            " docs: HMAC of the JSON-encoded webhookId), payload (legacy: HMAC of"
+            " the whole body) or any."
+        ),
+    )
+    max_body_bytes: int = setting(
+        name="BRIDGE_WEBHOOK_MAX_BODY_BYTES",
+        kind=_integer(ge=1),
+        default=1_048_576,
+        description="Larger bodies get 413 without being read.",
+    )
+    dedupe_capacity: int = setting(
+        name="BRIDGE_WEBHOOK_DEDUPE_CAPACITY",
+        kind=_integer(ge=1),
+        default=100_000,
+        description="Recent webhookIds remembered, to drop Sendstack's retries.",
+    )
+    publish_timeout_seconds: float = setting(
+        name="BRIDGE_WEBHOOK_PUBLISH_TIMEOUT_SECONDS",
+        kind=_number(gt=0),
+        default=10.0,
+        description="How long a webhook waits for Kafka's ack before answering 503.",
+    )
+    topic_deliveries: str = setting(
+        name="BRIDGE_WEBHOOK_TOPIC_DELIVERIES",
+        kind=_TOPIC,
+        default="sendstack.webhooks.deliveries",
+        description="Topic for delivery webhooks (order.*).",
+    )
+    topic_tracking: str = setting(
+        name="BRIDGE_WEBHOOK_TOPIC_TRACKING",
+        kind=_TOPIC,
+        default="sendstack.webhooks.tracking-events",
+        description="Topic for live-tracking event webhooks.",
+    )
+    topic_dead_letter: str = setting(
+        name="BRIDGE_WEBHOOK_TOPIC_DEAD_LETTER",
+        kind=_TOPIC,
+        default="sendstack.webhooks.dlq",
+        description="Topic for webhooks that were verified but not understood.",
+    )
+
+
+@settings_group
+class CommandSettings:
+    """The command worker: topics, concurrency, politeness towards Sendstack."""
+
+    topic: str = setting(
+        name="BRIDGE_COMMANDS_TOPIC",
+        kind=_TOPIC,
+        default="sendstack.commands",
+        description="Topic the command worker consumes.",
+    )
+    results_topic: str = setting(
+        name="BRIDGE_COMMANDS_RESULTS_TOPIC",
+        kind=_TOPIC,
+        default="sendstack.commands.results",
+        description="Topic with one result per command, keyed by command id.",
+    )
+    dead_letter_topic: str = setting(
+        name="BRIDGE_COMMANDS_DEAD_LETTER_TOPIC",
+        kind=_TOPIC,
+        default="sendstack.commands.dlq",
+        description="Topic for rejected and failed commands.",
+    )
+    state_topic: str = setting(
+        name="BRIDGE_COMMANDS_STATE_TOPIC",
+        kind=_TOPIC,
+        default="sendstack.commands.state",
+        description="Compacted topic recording in-flight and done command ids.",
+    )
+    group_id: str = setting(
+        name="BRIDGE_COMMANDS_GROUP_ID",
+        kind=_text(r"\S+", what="a consumer group id"),
+        default="sendstack-bridge-commands",
+        description="Kafka consumer group of the command workers.",
+    )
+    concurrency: int = setting(
+        name="BRIDGE_COMMANDS_CONCURRENCY",
+        kind=_integer(ge=1, le=1024),
+        default=8,
+        description="Commands executed at once (per worker); one delivery at a time.",
+    )
+    rate_per_second: float = setting(
+        name="BRIDGE_COMMANDS_RATE_PER_SECOND",
+        kind=_number(gt=0),
+        default=10.0,
+        description="Sendstack API calls per second, shared by every command.",
+    )
+    rate_burst: int = setting(
+        name="BRIDGE_COMMANDS_RATE_BURST",
+        kind=_integer(ge=1),
+        default=20,
+        description="Calls that may go at once after a quiet spell.",
+    )
+    default_deadline_seconds: float = setting(
+        name="BRIDGE_COMMANDS_DEFAULT_DEADLINE_SECONDS",
+        kind=_number(gt=0),
+        default=120.0,
+        description="Deadline of a command that names none.",
+    )
+    request_timeout_seconds: float = setting(
+        name="BRIDGE_COMMANDS_REQUEST_TIMEOUT_SECONDS",
+        kind=_number(gt=0),
+        default=15.0,
+        description="Timeout of one Sendstack API call.",
+    )
+    retry_initial_seconds: float = setting(
+        name="BRIDGE_COMMANDS_RETRY_INITIAL_SECONDS",
+        kind=_number(gt=0),
+        default=0.5,
+        description="First retry delay after a 5xx, a timeout or a bare 429.",
+    )
+    retry_max_seconds: float = setting(
+        name="BRIDGE_COMMANDS_RETRY_MAX_SECONDS",
+        kind=_number(gt=0),
+        default=30.0,
+        description="Longest delay between retries.",
+    )
+    breaker_failures: int = setting(
+        name="BRIDGE_COMMANDS_BREAKER_FAILURES",
+        kind=_integer(ge=1),
+        default=5,
+        description="Consecutive 5xx/timeouts that open the circuit breaker.",
+    )
+    breaker_reset_seconds: float = setting(
+        name="BRIDGE_COMMANDS_BREAKER_RESET_SECONDS",
+        kind=_number(gt=0),
+        default=30.0,
+        description="How long the breaker stays open before one trial call.",
+    )
+    max_message_bytes: int = setting(
+        name="BRIDGE_COMMANDS_MAX_MESSAGE_BYTES",
+        kind=_integer(ge=1),
+        default=1_048_576,
+        description="Larger command messages are rejected.",
+    )
+    session_timeout_ms: int = setting(
+        name="BRIDGE_COMMANDS_SESSION_TIMEOUT_MS",
+        kind=_integer(ge=1000),
+        default=10_000,
+        description=(
+            "Consumer-group session timeout: how soon a dead worker's partitions"
+            " move to another worker."
+        ),
+    )
+    assign_method: AssignMethod = setting(
+        name="BRIDGE_COMMANDS_ASSIGN_METHOD",
+        kind=_choice(_ASSIGN_METHODS),
+        default="POST",
+        description="HTTP method of Assign Drop (the docs show both GET and POST).",
+    )
+    lease_seconds: float = setting(
+        name="BRIDGE_COMMANDS_LEASE_SECONDS",
+        kind=_number(gt=0),
+        default=40.0,
+        description=(
+            "Partition lease: a worker calls Sendstack for a partition only while"
+            " it holds one (renewed every third of it); a crashed worker's"
+            " partitions wait this long. At least twice the request timeout."
+        ),
+    )
+    settle_seconds: float = setting(
+        name="BRIDGE_COMMANDS_SETTLE_SECONDS",
+        kind=_number(gt=0),
+        default=60.0,
+        description=(
+            "How long after sending Sendstack may still complete a booking: an"
+            ' empty reconcile read proves "not booked" only after this. Longer'
+            " is safer; shorter resolves a lost reply sooner."
+        ),
+    )
+    revoke_grace_seconds: float = setting(
+        name="BRIDGE_COMMANDS_REVOKE_GRACE_SECONDS",
+        kind=_number(gt=0),
+        default=5.0,
+        description=(
+            "How long a worker giving a partition away waits for its calls in"
+            " flight (commands not yet started are released at once)."
+        ),
+    )
+
+
+# --------------------------------------------------------------------------
+# Settings
 
 REQUIREMENTS: Mapping[str, frozenset[str]] = MappingProxyType(
     {
@@ -1399,18 +1104,12 @@ REQUIREMENTS: Mapping[str, frozenset[str]] = MappingProxyType(
 )
 """The groups each subcommand needs; pass one as ``require=``."""
 
-# Groups that have required variables, so may be absent from Settings.
-_OPTIONAL_GROUPS = frozenset(v.group for v in VARIABLES if v.required)
-
-
-# --------------------------------------------------------------------------
-# Settings
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Settings:
     """Every setting of the bridge, grouped by concern.
 
+    Each field is a `settings_group`; their order is the documentation order.
     ``sendstack`` and ``kafka`` are ``None`` when the subcommand did not
     require them and none of their required variables was set; use
     `Settings.require` to get one with its type narrowed.
@@ -1454,18 +1153,8 @@ class Settings:
         if unknown_groups:
             raise ValueError(f"unknown settings groups: {sorted(unknown_groups)}")
         reader = _Reader(env, require)
-        settings = cls(
-            sendstack=_read_sendstack(reader),
-            session=_read_session(reader),
-            stream=_read_stream(reader),
-            kafka=_read_kafka(reader),
-            buffer=_read_buffer(reader),
-            ops=_read_ops(reader),
-            log=_read_log(reader),
-            webhooks=_read_webhooks(reader),
-            commands=_read_commands(reader),
-        )
-        _check_together(reader, settings)
+        groups = {group: _read_group(reader, group) for group in GROUP_NAMES}
+        settings = _run_checks(reader, _BY_PATH, cls(**groups))
         reader.check_names()
         if reader.problems:
             raise ConfigError(reader.problems)
@@ -1488,6 +1177,90 @@ class Settings:
             v.name for v in VARIABLES if v.required and _GROUP_TYPES[v.group] is kind
         ]
         raise ConfigError([f"{name}: required, not set" for name in names])
+
+
+# --------------------------------------------------------------------------
+# The derived table
+
+
+def _group_types(root: type) -> dict[str, type]:
+    """Each field of *root* and its group class (``X | None`` gives ``X``)."""
+    hints = get_type_hints(root)
+    groups: dict[str, type] = {}
+    for declared in fields(root):
+        hint = hints[declared.name]
+        (groups[declared.name],) = [
+            kind for kind in get_args(hint) or (hint,) if kind is not NoneType
+        ]
+    return groups
+
+
+def _variable(
+    group: str, kind: type, declared: dataclasses.Field[Any]
+) -> Variable[Any]:
+    """The variable that *declared*, a field of group *kind*, says it reads."""
+    spec = declared.metadata.get(_SETTING)
+    if not isinstance(spec, _Setting):
+        raise TypeError(
+            f"{kind.__name__}.{declared.name}: declare settings fields with setting()"
+        )
+    required = declared.default is MISSING
+    return Variable(
+        name=spec.name,
+        group=group,
+        field=declared.name,
+        kind=spec.kind,
+        default=None if required else declared.default,
+        description=spec.description,
+        required=required,
+        secret=spec.kind.secret,
+        from_file=spec.from_file,
+    )
+
+
+_GROUP_TYPES: Mapping[str, type] = MappingProxyType(_group_types(Settings))
+
+GROUP_NAMES: tuple[str, ...] = tuple(_GROUP_TYPES)
+"""The `Settings` fields, in order; also the names `require` accepts."""
+
+VARIABLES: tuple[Variable[Any], ...] = tuple(
+    _variable(group, kind, declared)
+    for group, kind in _GROUP_TYPES.items()
+    for declared in fields(kind)
+)
+"""Every settings variable, in documentation order: derived from the
+`setting` declarations of the `Settings` groups, in field order."""
+
+_BY_NAME: Mapping[str, Variable[Any]] = MappingProxyType(
+    {variable.name: variable for variable in VARIABLES}
+)
+_FILE_VARIANTS: Mapping[str, Variable[Any]] = MappingProxyType(
+    {v.name + _FILE_SUFFIX: v for v in VARIABLES if v.from_file}
+)
+# How cross-checks name variables: by field within a group, and by
+# "group.field" across groups.
+_BY_GROUP: Mapping[str, Mapping[str, Variable[Any]]] = MappingProxyType(
+    {
+        group: MappingProxyType({v.field: v for v in VARIABLES if v.group == group})
+        for group in GROUP_NAMES
+    }
+)
+_BY_PATH: Mapping[str, Variable[Any]] = MappingProxyType(
+    {f"{v.group}.{v.field}": v for v in VARIABLES}
+)
+
+KNOWN_VARIABLES: frozenset[str] = frozenset(
+    {CONFIG_FILE_VARIABLE, *_BY_NAME, *_FILE_VARIANTS}
+)
+"""Every ``BRIDGE_*`` name the bridge reads: settings, ``_FILE`` variants and
+``BRIDGE_CONFIG_FILE``. Deployment manifests must set no other."""
+
+# Groups that have required variables, so may be absent from Settings.
+_OPTIONAL_GROUPS = frozenset(v.group for v in VARIABLES if v.required)
+
+
+# --------------------------------------------------------------------------
+# Reading
 
 
 class _Reader:
@@ -1566,311 +1339,228 @@ def _unknown(name: str) -> str:
     return f"{name}: unknown variable{hint}"
 
 
-def _read_sendstack(r: _Reader) -> SendstackSettings | None:
-    group = SendstackSettings(
-        base_url=r(_SENDSTACK_BASE_URL),
-        app_id=r(_SENDSTACK_APP_ID),
-        app_secret=r(_SENDSTACK_APP_SECRET),
-        send_source_header=r(_SENDSTACK_SEND_SOURCE_HEADER),
-        session_header_style=r(_SENDSTACK_SESSION_HEADER_STYLE),
-        http_timeout_seconds=r(_SENDSTACK_HTTP_TIMEOUT),
-    )
-    return group if "sendstack" in r.loaded else None
+def _read_group(r: _Reader, group: str) -> Any:
+    """Read one group's variables, build the group and run its checks.
+
+    Every variable is read, so a bad value is reported even in a group that
+    is not loaded; such a group is ``None`` and is not checked.
+    """
+    variables = _BY_GROUP[group]
+    values = {key: r(variable) for key, variable in variables.items()}
+    if group not in r.loaded:
+        return None
+    return _run_checks(r, variables, _GROUP_TYPES[group](**values))
 
 
-def _read_session(r: _Reader) -> SessionSettings:
-    group = SessionSettings(
-        refresh_before_seconds=r(_SESSION_REFRESH_BEFORE),
-        refresh_jitter_seconds=r(_SESSION_REFRESH_JITTER),
-        auth_backoff_initial_seconds=r(_AUTH_BACKOFF_INITIAL),
-        auth_backoff_max_seconds=r(_AUTH_BACKOFF_MAX),
-        auth_max_failures=r(_AUTH_MAX_FAILURES),
-        auth_failure_window_seconds=r(_AUTH_FAILURE_WINDOW),
-    )
-    _check_at_least(
-        r,
-        _AUTH_BACKOFF_MAX,
-        group.auth_backoff_max_seconds,
-        _AUTH_BACKOFF_INITIAL,
-        group.auth_backoff_initial_seconds,
-    )
-    if r.ok(_SESSION_REFRESH_BEFORE, _SESSION_REFRESH_JITTER):
-        early = group.refresh_before_seconds + group.refresh_jitter_seconds
+def _run_checks(r: _Reader, variables: Mapping[str, Variable[Any]], value: G) -> G:
+    """Run the cross-checks registered for *value*'s class in `_CHECKS`."""
+    check = _CHECKS.get(type(value))
+    if check is None:
+        return value
+    checker = _Checker(r, variables, value)
+    check(checker)
+    return checker.value
+
+
+class _Checker(Generic[G]):
+    """What a cross-check sees: the values read, and where problems go.
+
+    A check names variables by field (``"lease_seconds"``), or by
+    ``"group.field"`` in ``_check_across_groups``. It may replace `value`, to
+    resolve a default that depends on another value.
+    """
+
+    def __init__(
+        self, reader: _Reader, variables: Mapping[str, Variable[Any]], value: G
+    ) -> None:
+        self.value = value
+        self._reader = reader
+        self._variables = variables
+
+    def variable(self, key: str) -> Variable[Any]:
+        """The variable behind *key*; a `KeyError` names the valid keys."""
+        try:
+            return self._variables[key]
+        except KeyError:
+            valid = ", ".join(self._variables)
+            raise KeyError(f"no setting {key!r}; expected one of {valid}") from None
+
+    def name(self, key: str) -> str:
+        """The variable name of *key*, for a message."""
+        return self.variable(key).name
+
+    def ok(self, *keys: str) -> bool:
+        """Whether all *keys* were read without a problem."""
+        return self._reader.ok(*(self.variable(key) for key in keys))
+
+    def is_set(self, key: str) -> bool:
+        """Whether the variable of *key* has a (non-empty) value."""
+        return self._reader.is_set(self.variable(key))
+
+    def add(self, key: str, message: str) -> None:
+        """Record a problem about the variable of *key*."""
+        self._reader.add(self.variable(key), message)
+
+    def at_least(self, upper: str, lower: str, *, times: int = 1) -> None:
+        """Record a problem unless *upper* >= *times* x *lower* (both read)."""
+        if not self.ok(upper, lower):
+            return
+        upper_value, lower_value = self._number(upper), times * self._number(lower)
+        if upper_value < lower_value:
+            self.add(
+                upper,
+                f"must be at least {self.name(lower)} ({_fmt_number(lower_value)}), "
+                f"got {_fmt_number(upper_value)}",
+            )
+
+    def _number(self, key: str) -> float:
+        value: Any = self.value
+        for part in key.split("."):
+            value = getattr(value, part)
+        number: float = value
+        return number
+
+
+# --------------------------------------------------------------------------
+# Cross-checks: rules that involve more than one value, one function per
+# group, registered in `_CHECKS`
+
+
+def _check_session(c: _Checker[SessionSettings]) -> None:
+    """Back-off bounds, the refresh margin and the failure budget."""
+    c.at_least("auth_backoff_max_seconds", "auth_backoff_initial_seconds")
+    session = c.value
+    if c.ok("refresh_before_seconds", "refresh_jitter_seconds"):
+        early = session.refresh_before_seconds + session.refresh_jitter_seconds
         if early >= _SESSION_LIFETIME_SECONDS:
-            r.add(
-                _SESSION_REFRESH_BEFORE,
-                f"plus {_SESSION_REFRESH_JITTER.name} must be under "
+            c.add(
+                "refresh_before_seconds",
+                f"plus {c.name('refresh_jitter_seconds')} must be under "
                 f"{_SESSION_LIFETIME_SECONDS} (a session lives 6 hours), "
                 f"got {_fmt_number(early)}",
             )
-    if r.ok(_AUTH_MAX_FAILURES, _AUTH_FAILURE_WINDOW):
+    if c.ok("auth_max_failures", "auth_failure_window_seconds"):
         # Failures the bridge may make in Sendstack's 15-minute window: one
         # budget per (possibly partial) window of ours that overlaps it.
-        windows = math.ceil(_LOCKOUT_WINDOW_SECONDS / group.auth_failure_window_seconds)
-        worst = group.auth_max_failures * windows
+        window = session.auth_failure_window_seconds
+        worst = session.auth_max_failures * math.ceil(_LOCKOUT_WINDOW_SECONDS / window)
         if worst >= _LOCKOUT_FAILURES:
-            r.add(
-                _AUTH_FAILURE_WINDOW,
-                f"{group.auth_max_failures} failures per "
-                f"{_fmt_number(group.auth_failure_window_seconds)} s allow up to "
+            c.add(
+                "auth_failure_window_seconds",
+                f"{session.auth_max_failures} failures per "
+                f"{_fmt_number(window)} s allow up to "
                 f"{worst} in 15 minutes; Sendstack locks the app out at 20",
             )
-    return group
 
 
-def _read_stream(r: _Reader) -> StreamSettings:
-    group = StreamSettings(
-        url=r(_STREAM_URL),
-        session_query_key=r(_STREAM_SESSION_QUERY_KEY),
-        codec=r(_STREAM_CODEC),
-        max_frame_bytes=r(_STREAM_MAX_FRAME_BYTES),
-        max_message_bytes=r(_STREAM_MAX_MESSAGE_BYTES),
-        ping_interval_seconds=r(_STREAM_PING_INTERVAL),
-        ping_timeout_seconds=r(_STREAM_PING_TIMEOUT),
-        stale_after_seconds=r(_STREAM_STALE_AFTER),
-        reconnect_initial_seconds=r(_STREAM_RECONNECT_INITIAL),
-        reconnect_max_seconds=r(_STREAM_RECONNECT_MAX),
-        open_timeout_seconds=r(_STREAM_OPEN_TIMEOUT),
-        rotation_overlap_max_seconds=r(_STREAM_ROTATION_OVERLAP_MAX),
-        dedupe_capacity=r(_STREAM_DEDUPE_CAPACITY),
-        single_session=r(_STREAM_SINGLE_SESSION),
-    )
-    if r.ok(_STREAM_URL, _STREAM_SESSION_QUERY_KEY):
-        query = urlsplit(group.url).query
-        key = group.session_query_key.lower()
+def _check_stream(c: _Checker[StreamSettings]) -> None:
+    """No session in the URL; limits and back-off bounds in order."""
+    stream = c.value
+    if c.ok("url", "session_query_key"):
+        query = urlsplit(stream.url).query
+        key = stream.session_query_key.lower()
         keys = {name.lower() for name, _ in parse_qsl(query, keep_blank_values=True)}
         if key in keys:
             # Never echo the URL: its query holds what looks like a token.
-            r.add(
-                _STREAM_URL,
-                f"must not contain the {group.session_query_key!r} query "
+            c.add(
+                "url",
+                f"must not contain the {stream.session_query_key!r} query "
                 "parameter (the bridge adds the session itself; value not shown)",
             )
-    _check_at_least(
-        r,
-        _STREAM_MAX_MESSAGE_BYTES,
-        group.max_message_bytes,
-        _STREAM_MAX_FRAME_BYTES,
-        group.max_frame_bytes,
-    )
-    _check_at_least(
-        r,
-        _STREAM_RECONNECT_MAX,
-        group.reconnect_max_seconds,
-        _STREAM_RECONNECT_INITIAL,
-        group.reconnect_initial_seconds,
-    )
-    return group
+    c.at_least("max_message_bytes", "max_frame_bytes")
+    c.at_least("reconnect_max_seconds", "reconnect_initial_seconds")
 
 
 _SASL_PROTOCOLS = frozenset({"SASL_PLAINTEXT", "SASL_SSL"})
 _TLS_PROTOCOLS = frozenset({"SSL", "SASL_SSL"})
+_SASL_FIELDS = ("sasl_mechanism", "sasl_username", "sasl_password")
+_DATA_TOPICS = ("topic_positions", "topic_device_status", "topic_events")
 
 
-def _read_kafka(r: _Reader) -> KafkaSettings | None:
-    group = KafkaSettings(
-        bootstrap_servers=r(_KAFKA_BOOTSTRAP_SERVERS),
-        client_id=r(_KAFKA_CLIENT_ID),
-        acks=r(_KAFKA_ACKS),
-        enable_idempotence=r(_KAFKA_ENABLE_IDEMPOTENCE),
-        compression=r(_KAFKA_COMPRESSION),
-        linger_ms=r(_KAFKA_LINGER_MS),
-        max_batch_bytes=r(_KAFKA_MAX_BATCH_BYTES),
-        request_timeout_ms=r(_KAFKA_REQUEST_TIMEOUT_MS),
-        retry_backoff_ms=r(_KAFKA_RETRY_BACKOFF_MS),
-        security_protocol=r(_KAFKA_SECURITY_PROTOCOL),
-        sasl_mechanism=r(_KAFKA_SASL_MECHANISM),
-        sasl_username=r(_KAFKA_SASL_USERNAME),
-        sasl_password=r(_KAFKA_SASL_PASSWORD),
-        ssl_cafile=r(_KAFKA_SSL_CAFILE),
-        topic_positions=r(_KAFKA_TOPIC_POSITIONS),
-        topic_device_status=r(_KAFKA_TOPIC_DEVICE_STATUS),
-        topic_events=r(_KAFKA_TOPIC_EVENTS),
-        topic_dead_letter=r(_KAFKA_TOPIC_DEAD_LETTER),
-    )
-    if "kafka" not in r.loaded:
-        return None
+def _check_kafka(c: _Checker[KafkaSettings]) -> None:
+    """Idempotence needs acks=all; security settings agree; topics differ."""
+    kafka = c.value
     if (
-        r.ok(_KAFKA_ACKS, _KAFKA_ENABLE_IDEMPOTENCE)
-        and group.enable_idempotence
-        and group.acks != "all"
+        c.ok("acks", "enable_idempotence")
+        and kafka.enable_idempotence
+        and kafka.acks != "all"
     ):
-        r.add(
-            _KAFKA_ENABLE_IDEMPOTENCE,
-            f"must be false when {_KAFKA_ACKS.name} is {group.acks} "
+        c.add(
+            "enable_idempotence",
+            f"must be false when {c.name('acks')} is {kafka.acks} "
             "(the idempotent producer needs acks=all)",
         )
-    if r.ok(_KAFKA_SECURITY_PROTOCOL):
-        _check_kafka_security(r, group.security_protocol)
-        if group.security_protocol in _SASL_PROTOCOLS and group.sasl_mechanism is None:
+    if c.ok("security_protocol"):
+        _check_kafka_security(c, kafka.security_protocol)
+        if kafka.security_protocol in _SASL_PROTOCOLS and kafka.sasl_mechanism is None:
             # Resolve the documented default here, so that "SASL" always
             # comes with a mechanism and consumers need no rule of their own.
-            group = replace(group, sasl_mechanism="PLAIN")
-    for variable in _DATA_TOPICS:
-        topic = getattr(group, variable.field)
-        if (
-            r.ok(variable, _KAFKA_TOPIC_DEAD_LETTER)
-            and topic == group.topic_dead_letter
-        ):
-            r.add(
-                _KAFKA_TOPIC_DEAD_LETTER,
-                f"must differ from {variable.name} (both are {topic!r})",
+            c.value = replace(kafka, sasl_mechanism="PLAIN")
+    for key in _DATA_TOPICS:
+        topic = getattr(kafka, key)
+        if c.ok(key, "topic_dead_letter") and topic == kafka.topic_dead_letter:
+            c.add(
+                "topic_dead_letter",
+                f"must differ from {c.name(key)} (both are {topic!r})",
             )
-    return group
 
 
-_DATA_TOPICS: tuple[Variable[str], ...] = (
-    _KAFKA_TOPIC_POSITIONS,
-    _KAFKA_TOPIC_DEVICE_STATUS,
-    _KAFKA_TOPIC_EVENTS,
-)
-_SASL_VARIABLES: tuple[Variable[Any], ...] = (
-    _KAFKA_SASL_MECHANISM,
-    _KAFKA_SASL_USERNAME,
-    _KAFKA_SASL_PASSWORD,
-)
-
-
-def _check_kafka_security(r: _Reader, protocol: SecurityProtocol) -> None:
+def _check_kafka_security(c: _Checker[KafkaSettings], protocol: str) -> None:
     """SASL credentials go with the SASL protocols, a CA file with TLS."""
-    by = _KAFKA_SECURITY_PROTOCOL.name
+    by = c.name("security_protocol")
     if protocol in _SASL_PROTOCOLS:
-        for variable in (_KAFKA_SASL_USERNAME, _KAFKA_SASL_PASSWORD):
-            if not r.is_set(variable):
-                r.add(
-                    variable,
+        for key in ("sasl_username", "sasl_password"):
+            if not c.is_set(key):
+                c.add(
+                    key,
                     f"required when {by} is {protocol} "
                     "(username and password go together)",
                 )
     else:
-        for variable in _SASL_VARIABLES:
-            if r.is_set(variable):
-                r.add(
-                    variable,
+        for key in _SASL_FIELDS:
+            if c.is_set(key):
+                c.add(
+                    key,
                     f"only used when {by} is SASL_PLAINTEXT or SASL_SSL, "
                     f"not {protocol}",
                 )
-    if protocol not in _TLS_PROTOCOLS and r.is_set(_KAFKA_SSL_CAFILE):
-        r.add(
-            _KAFKA_SSL_CAFILE,
-            f"only used when {by} is SSL or SASL_SSL, not {protocol}",
-        )
+    if protocol not in _TLS_PROTOCOLS and c.is_set("ssl_cafile"):
+        c.add("ssl_cafile", f"only used when {by} is SSL or SASL_SSL, not {protocol}")
 
 
-def _read_buffer(r: _Reader) -> BufferSettings:
-    group = BufferSettings(
-        max_records=r(_BUFFER_MAX_RECORDS),
-        max_bytes=r(_BUFFER_MAX_BYTES),
-        publish_retry_initial_seconds=r(_PUBLISH_RETRY_INITIAL),
-        publish_retry_max_seconds=r(_PUBLISH_RETRY_MAX),
-    )
-    _check_at_least(
-        r,
-        _PUBLISH_RETRY_MAX,
-        group.publish_retry_max_seconds,
-        _PUBLISH_RETRY_INITIAL,
-        group.publish_retry_initial_seconds,
-    )
-    return group
+def _check_buffer(c: _Checker[BufferSettings]) -> None:
+    """The publish back-off cap is at least its first delay."""
+    c.at_least("publish_retry_max_seconds", "publish_retry_initial_seconds")
 
 
-def _read_ops(r: _Reader) -> OpsSettings:
-    return OpsSettings(
-        host=r(_OPS_HOST),
-        port=r(_OPS_PORT),
-        shutdown_grace_seconds=r(_SHUTDOWN_GRACE),
-    )
-
-
-def _read_log(r: _Reader) -> LogSettings:
-    return LogSettings(level=r(_LOG_LEVEL), format=r(_LOG_FORMAT))
-
-
-def _read_webhooks(r: _Reader) -> WebhookSettings:
-    return WebhookSettings(
-        host=r(_WEBHOOK_HOST),
-        port=r(_WEBHOOK_PORT),
-        path=r(_WEBHOOK_PATH),
-        signature_scheme=r(_WEBHOOK_SIGNATURE_SCHEME),
-        max_body_bytes=r(_WEBHOOK_MAX_BODY_BYTES),
-        dedupe_capacity=r(_WEBHOOK_DEDUPE_CAPACITY),
-        publish_timeout_seconds=r(_WEBHOOK_PUBLISH_TIMEOUT_SECONDS),
-        topic_deliveries=r(_WEBHOOK_TOPIC_DELIVERIES),
-        topic_tracking=r(_WEBHOOK_TOPIC_TRACKING),
-        topic_dead_letter=r(_WEBHOOK_TOPIC_DEAD_LETTER),
-    )
-
-
-def _read_commands(r: _Reader) -> CommandSettings:
-    group = CommandSettings(
-        topic=r(_COMMANDS_TOPIC),
-        results_topic=r(_COMMANDS_RESULTS_TOPIC),
-        dead_letter_topic=r(_COMMANDS_DEAD_LETTER_TOPIC),
-        state_topic=r(_COMMANDS_STATE_TOPIC),
-        group_id=r(_COMMANDS_GROUP_ID),
-        concurrency=r(_COMMANDS_CONCURRENCY),
-        rate_per_second=r(_COMMANDS_RATE_PER_SECOND),
-        rate_burst=r(_COMMANDS_RATE_BURST),
-        default_deadline_seconds=r(_COMMANDS_DEFAULT_DEADLINE_SECONDS),
-        request_timeout_seconds=r(_COMMANDS_REQUEST_TIMEOUT_SECONDS),
-        retry_initial_seconds=r(_COMMANDS_RETRY_INITIAL_SECONDS),
-        retry_max_seconds=r(_COMMANDS_RETRY_MAX_SECONDS),
-        breaker_failures=r(_COMMANDS_BREAKER_FAILURES),
-        breaker_reset_seconds=r(_COMMANDS_BREAKER_RESET_SECONDS),
-        max_message_bytes=r(_COMMANDS_MAX_MESSAGE_BYTES),
-        session_timeout_ms=r(_COMMANDS_SESSION_TIMEOUT_MS),
-        assign_method=r(_COMMANDS_ASSIGN_METHOD),
-        lease_seconds=r(_COMMANDS_LEASE_SECONDS),
-        settle_seconds=r(_COMMANDS_SETTLE_SECONDS),
-        revoke_grace_seconds=r(_COMMANDS_REVOKE_GRACE_SECONDS),
-    )
+def _check_commands(c: _Checker[CommandSettings]) -> None:
+    """The lease and the settle time leave room for a request to finish."""
     # A call starts only if it ends inside the lease, and the lease is
     # renewed every third of it: two request timeouts leave room for both.
-    _check_at_least(
-        r,
-        _COMMANDS_LEASE_SECONDS,
-        group.lease_seconds,
-        _COMMANDS_REQUEST_TIMEOUT_SECONDS,
-        2 * group.request_timeout_seconds,
-    )
+    c.at_least("lease_seconds", "request_timeout_seconds", times=2)
     # An empty read proves nothing while the request may still be running.
-    _check_at_least(
-        r,
-        _COMMANDS_SETTLE_SECONDS,
-        group.settle_seconds,
-        _COMMANDS_REQUEST_TIMEOUT_SECONDS,
-        group.request_timeout_seconds,
-    )
-    return group
+    c.at_least("settle_seconds", "request_timeout_seconds")
 
 
-def _check_at_least(
-    r: _Reader,
-    upper: Variable[Any],
-    upper_value: float,
-    lower: Variable[Any],
-    lower_value: float,
-) -> None:
-    """Record a problem unless *upper* >= *lower* (both read cleanly)."""
-    if r.ok(upper, lower) and upper_value < lower_value:
-        r.add(
-            upper,
-            f"must be at least {lower.name} ({_fmt_number(lower_value)}), "
-            f"got {_fmt_number(upper_value)}",
-        )
-
-
-def _check_together(r: _Reader, settings: Settings) -> None:
-    """Checks that span groups."""
+def _check_across_groups(c: _Checker[Settings]) -> None:
+    """Checks that span groups (variables named ``"group.field"``)."""
     # A frame that cannot be parsed is dead-lettered whole, so the buffer
     # must be able to hold the largest frame or the stream would stall.
-    _check_at_least(
-        r,
-        _BUFFER_MAX_BYTES,
-        settings.buffer.max_bytes,
-        _STREAM_MAX_FRAME_BYTES,
-        settings.stream.max_frame_bytes,
-    )
+    c.at_least("buffer.max_bytes", "stream.max_frame_bytes")
+
+
+_CHECKS: Mapping[type, Callable[[_Checker[Any]], None]] = MappingProxyType(
+    {
+        SessionSettings: _check_session,
+        StreamSettings: _check_stream,
+        KafkaSettings: _check_kafka,
+        BufferSettings: _check_buffer,
+        CommandSettings: _check_commands,
+        Settings: _check_across_groups,
+    }
+)
+"""The cross-checks of each group class, run right after the group is read
+(only if it is loaded), and those across groups, run on the `Settings`."""
 
 
 # --------------------------------------------------------------------------

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import ast
 import copy
 import dataclasses
+import importlib.util
 import pickle
 import re
+import sys
+import textwrap
+import typing
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
+import bridge.config
 from bridge.config import (
     CONFIG_FILE_VARIABLE,
     GROUP_NAMES,
@@ -1100,6 +1107,92 @@ def test_replace_reference_section_needs_the_markers() -> None:
     """Without markers there is nothing to replace, and that is an error."""
     with pytest.raises(ValueError, match="BEGIN GENERATED"):
         replace_reference_section("# no markers here\n")
+
+
+def test_only_groups_with_required_variables_may_be_absent() -> None:
+    """A `Settings` field may be ``None`` just when its group has required variables."""
+    hints = typing.get_type_hints(Settings)
+    optional = {g for g in GROUP_NAMES if type(None) in typing.get_args(hints[g])}
+    assert optional == {v.group for v in VARIABLES if v.required}
+
+
+def config_with(
+    entry: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> ModuleType:
+    """Load a copy of ``bridge/config.py`` with *entry* added to `LogSettings`."""
+    source = Path(bridge.config.__file__).read_text(encoding="utf-8")
+    (log_settings,) = [
+        node
+        for node in ast.parse(source).body
+        if isinstance(node, ast.ClassDef) and node.name == "LogSettings"
+    ]
+    assert log_settings.end_lineno is not None
+    lines = source.splitlines(keepends=True)
+    lines.insert(log_settings.end_lineno, textwrap.indent(entry, "    "))
+    path = tmp_path / "config_plus_one.py"
+    path.write_text("".join(lines), encoding="utf-8")
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)
+    spec.loader.exec_module(module)
+    return module
+
+
+LINE_WIDTH = """\
+line_width: int = setting(
+    name="BRIDGE_LOG_LINE_WIDTH",
+    kind=_integer(ge=40),
+    default=100,
+    description="Wrap console log lines at this many characters.",
+)
+"""
+
+
+def test_one_setting_entry_is_the_whole_change(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One `setting` field alone reaches the table, reader, docs and check-config."""
+    m = config_with(LINE_WIDTH, tmp_path, monkeypatch)
+    names = [v.name for v in VARIABLES]
+    after = names.index("BRIDGE_LOG_FORMAT") + 1
+    expected = [*names[:after], "BRIDGE_LOG_LINE_WIDTH", *names[after:]]
+    assert [v.name for v in m.VARIABLES] == expected
+    added = m.KNOWN_VARIABLES - KNOWN_VARIABLES
+    assert added == {"BRIDGE_LOG_LINE_WIDTH"}
+    assert KNOWN_VARIABLES <= m.KNOWN_VARIABLES
+
+    assert m.Settings.from_env(MINIMAL).log.line_width == 100
+    settings = m.Settings.from_env(MINIMAL | {"BRIDGE_LOG_LINE_WIDTH": " 120 "})
+    assert settings.log.line_width == 120
+    assert m.describe(settings)["BRIDGE_LOG_LINE_WIDTH"] == 120
+    with pytest.raises(ConfigError) as caught:
+        m.Settings.from_env(MINIMAL | {"BRIDGE_LOG_LINE_WIDTH": "3"})
+    assert caught.value.problems == [
+        "BRIDGE_LOG_LINE_WIDTH: must be at least 40, got 3"
+    ]
+
+    row = (
+        "| `BRIDGE_LOG_LINE_WIDTH` | integer >= 40 | `100` | "
+        "Wrap console log lines at this many characters. |\n"
+    )
+    table = m.render_reference_table()
+    assert row in table.split("### `log`")[1].split("###")[0]
+    assert table.replace(row, "") == render_reference_table()
+
+    listing = m.render_check_config(settings).splitlines()
+    assert [line.split() for line in listing if "BRIDGE_LOG_LINE_WIDTH" in line] == [
+        ["*", "BRIDGE_LOG_LINE_WIDTH", "120"]
+    ]
+
+
+def test_a_group_field_without_setting_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A group field not declared with `setting` fails the import, naming the field."""
+    with pytest.raises(TypeError, match=r"LogSettings\.colour: declare .* setting\(\)"):
+        config_with("colour: bool = True\n", tmp_path, monkeypatch)
 
 
 # --------------------------------------------------------------------------

@@ -30,7 +30,6 @@ import asyncio
 import contextlib
 import hashlib
 import random
-import time
 from dataclasses import dataclass, field
 
 import structlog
@@ -151,7 +150,11 @@ class StreamPump:
     # -- introspection -------------------------------------------------------
 
     def statistics(self) -> PumpStatistics:
-        age = None if self._last_frame is None else time.monotonic() - self._last_frame
+        age = (
+            None
+            if self._last_frame is None
+            else self._clock.monotonic() - self._last_frame
+        )
         return PumpStatistics(
             connected=bool(self._open) and self._state in ("open", "rotating"),
             open_connections=len(self._open),
@@ -182,7 +185,7 @@ class StreamPump:
                     )
                     attempt += 1
                     continue
-            opened = time.monotonic()
+            opened = self._clock.monotonic()
             handoff = await self._serve(conn, session)
             if (
                 handoff is not None
@@ -199,7 +202,7 @@ class StreamPump:
             self._metrics.ws_reconnects.inc()
             attempt = (
                 0
-                if time.monotonic() - opened >= _HEALTHY_CONNECTION_SECONDS
+                if self._clock.monotonic() - opened >= _HEALTHY_CONNECTION_SECONDS
                 else attempt + 1
             )
             await self._clock.sleep(
@@ -334,7 +337,7 @@ class StreamPump:
     ) -> list[str]:
         """Decode one frame, publish what is new, dead-letter what is not understood."""
         self._frames += 1
-        self._last_frame = time.monotonic()
+        self._last_frame = self._clock.monotonic()
         self._metrics.last_frame.set(self._clock.time())
         decoded = self._codec.decode(frame)
         received_at = iso_ms(self._clock.time())
@@ -461,7 +464,7 @@ class StreamPump:
         while len(handoff.held) < _HELD_FRAMES_MAX:
             frame = await successor.recv()
             if handoff.first_frame_at is None:
-                handoff.first_frame_at = time.monotonic()
+                handoff.first_frame_at = self._clock.monotonic()
             handoff.held.append(frame)
             ids = frozenset(item.event_id for item in self._codec.decode(frame).items)
             if ids:
@@ -472,11 +475,11 @@ class StreamPump:
 
     async def _watchdog(self, conn: UpstreamConnection) -> None:
         stale_after = self._opts.stale_after
-        started = time.monotonic()
+        started = self._clock.monotonic()
         while True:
-            await asyncio.sleep(stale_after / 4)
+            await self._clock.sleep(stale_after / 4)
             last = self._last_frame if self._last_frame is not None else started
-            if time.monotonic() - max(last, started) > stale_after:
+            if self._clock.monotonic() - max(last, started) > stale_after:
                 self._metrics.watchdog.inc()
                 log.warning(
                     "upstream_stale",

@@ -1,0 +1,267 @@
+"""Fakes behind the ports, for driving each worker loop in virtual time.
+
+Worker tests run under ``looptime`` (``@pytest.mark.looptime``): the event
+loop's clock is virtual and jumps to the next timer whenever every task is
+waiting, so ``asyncio.sleep``, ``asyncio.timeout`` and `LoopClock` agree on
+one fake time, and an hour of backoff takes milliseconds. Nothing here
+imports a worker: these are the ports' other side.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from bridge.core.commands import RestRequest
+from bridge.core.records import OutboundRecord
+from bridge.core.session import Session
+from bridge.errors import PublishError, RestUnavailable, UpstreamClosed
+from bridge.ports import SessionGrant, SinkStatistics, SourceMessage
+from bridge.secrets import Secret
+
+EPOCH = 1_800_000_000.0  # the fake wall clock's start (2027-01-15)
+
+
+class LoopClock:
+    """``Clock`` on the event loop's (virtual, under looptime) time."""
+
+    def time(self) -> float:
+        return EPOCH + asyncio.get_running_loop().time()
+
+    def monotonic(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(max(0.0, seconds))
+
+
+def now() -> float:
+    """Virtual seconds since the loop started."""
+    return asyncio.get_running_loop().time()
+
+
+# -- the stream ------------------------------------------------------------------
+
+
+class FakeHolder:
+    """``SessionHolder``: hands out sessions the test issues."""
+
+    def __init__(self) -> None:
+        self._session: Session | None = None
+        self._changed = asyncio.Condition()
+        self.rejected: list[int] = []
+
+    async def issue(self, generation: int, *, ttl: float = 21_600.0) -> None:
+        at = EPOCH + now()
+        session = Session(
+            token=Secret(f"token-{generation}"),
+            obtained_at=at,
+            expires_at=at + ttl,
+            generation=generation,
+        )
+        async with self._changed:
+            self._session = session
+            self._changed.notify_all()
+
+    async def wait_for_session(self) -> Session:
+        async with self._changed:
+            await self._changed.wait_for(lambda: self._session is not None)
+        assert self._session is not None
+        return self._session
+
+    async def wait_newer(self, generation: int) -> Session:
+        def newer() -> bool:
+            return self._session is not None and self._session.generation > generation
+
+        async with self._changed:
+            await self._changed.wait_for(newer)
+        assert self._session is not None
+        return self._session
+
+    def report_rejected(self, generation: int) -> None:
+        self.rejected.append(generation)
+
+
+class FakeConnection:
+    """``UpstreamConnection``: frames the test pushes; close ends ``recv``."""
+
+    def __init__(self, connection_id: int, token: str) -> None:
+        self.connection_id = connection_id
+        self.token = token
+        self.opened_at = now()
+        self.closed: tuple[int, str] | None = None
+        self._frames: asyncio.Queue[bytes | UpstreamClosed] = asyncio.Queue()
+
+    def push(self, frame: bytes) -> None:
+        self._frames.put_nowait(frame)
+
+    def drop(self, code: int = 1006, reason: str = "connection lost") -> None:
+        """The server side closes (or the connection just vanishes)."""
+        self._frames.put_nowait(UpstreamClosed(code, reason))
+
+    async def recv(self) -> bytes:
+        item = await self._frames.get()
+        if isinstance(item, UpstreamClosed):
+            self._frames.put_nowait(item)  # every later recv fails the same way
+            raise item
+        return item
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        if self.closed is None:
+            self.closed = (code, reason)
+            self.drop(code, reason)
+
+    def abort(self) -> None:
+        if self.closed is None:
+            self.closed = (1006, "aborted")
+            self.drop(1006, "aborted")
+
+
+class FakeConnector:
+    """``UpstreamConnector``: each ``open`` succeeds unless the test queued a failure."""
+
+    def __init__(self) -> None:
+        self.connections: list[FakeConnection] = []
+        self.attempts: list[float] = []  # virtual time of every open()
+        self.failures: list[Exception] = []
+        self.opened = asyncio.Event()
+
+    async def open(self, token: Secret) -> FakeConnection:
+        self.attempts.append(now())
+        if self.failures:
+            raise self.failures.pop(0)
+        conn = FakeConnection(len(self.connections) + 1, token.reveal())
+        self.connections.append(conn)
+        self.opened.set()
+        return conn
+
+
+class FakeSink:
+    """``RecordSink``: accepts everything at once and keeps it."""
+
+    def __init__(self) -> None:
+        self.records: list[OutboundRecord] = []
+
+    async def send(self, record: OutboundRecord) -> None:
+        self.records.append(record)
+
+    async def flush(self, grace: float) -> bool:
+        return True
+
+    def statistics(self) -> SinkStatistics:
+        return SinkStatistics(0, 0, len(self.records), 0, True)
+
+
+@dataclass
+class FakeSessionSource:
+    """``SessionSource``: answers from a script of grants and exceptions."""
+
+    script: list[SessionGrant | Exception] = field(default_factory=list)
+    calls: list[float] = field(default_factory=list)
+    ttl: float = 3_600.0
+
+    async def obtain(self) -> SessionGrant:
+        self.calls.append(now())
+        if self.script:
+            step = self.script.pop(0)
+            if isinstance(step, Exception):
+                raise step
+            return step
+        return SessionGrant(Secret(f"t{len(self.calls)}"), EPOCH + now() + self.ttl)
+
+
+# -- commands ----------------------------------------------------------------------
+
+
+Reply = tuple[int, bytes, Mapping[str, str]]
+
+
+@dataclass
+class FakeGateway:
+    """``RestGateway``: replies from a script per path, else a default."""
+
+    default: Reply = (200, b'{"status":true,"message":"ok","data":{}}', {})
+    by_path: dict[str, list[Reply | RestUnavailable]] = field(default_factory=dict)
+    calls: list[tuple[float, str, str]] = field(default_factory=list)
+    latency: float = 0.0
+
+    async def execute(self, request: RestRequest) -> Reply:
+        self.calls.append((now(), request.method, request.path))
+        if self.latency:
+            await asyncio.sleep(self.latency)
+        script = self.by_path.get(request.path)
+        step = script.pop(0) if script else self.default
+        if isinstance(step, RestUnavailable):
+            raise step
+        return step
+
+
+@dataclass
+class FakePublisher:
+    """``AckingPublisher``: acks at once, or fails while ``down``."""
+
+    records: list[OutboundRecord] = field(default_factory=list)
+    down: bool = False
+
+    async def publish(self, record: OutboundRecord) -> None:
+        if self.down:
+            raise PublishError("Kafka is down (fake)")
+        self.records.append(record)
+
+    def on(self, topic: str) -> list[OutboundRecord]:
+        return [r for r in self.records if r.topic == topic]
+
+
+class FakeStateLog:
+    """``StateLog`` over the fake publisher's records: the log every worker reads."""
+
+    def __init__(self, publisher: FakePublisher, topics: tuple[str, ...]) -> None:
+        self._publisher = publisher
+        self._topics = topics
+        self._read = 0
+
+    async def catch_up(self) -> list[tuple[str, str, bytes]]:
+        records = self._publisher.records[self._read :]
+        self._read = len(self._publisher.records)
+        return [
+            (r.topic, (r.key or b"").decode(), r.value)
+            for r in records
+            if r.topic in self._topics and r.key is not None
+        ]
+
+
+class FakeSource:
+    """``CommandSource``: one topic's messages, all assigned to this worker."""
+
+    def __init__(self, topic: str, partitions: int = 1) -> None:
+        self.topic = topic
+        self._partitions = set(range(partitions))
+        self._queue: asyncio.Queue[SourceMessage] = asyncio.Queue()
+        self._next: dict[int, int] = {}
+        self.committed: dict[int, int] = {}
+
+    def put(self, value: bytes, partition: int = 0) -> None:
+        offset = self._next.get(partition, 0)
+        self._next[partition] = offset + 1
+        self._queue.put_nowait(SourceMessage(self.topic, partition, offset, value))
+
+    async def fetch(self, max_records: int, wait: float) -> list[SourceMessage]:
+        out: list[SourceMessage] = []
+        try:
+            async with asyncio.timeout(wait):
+                out.append(await self._queue.get())
+        except TimeoutError:
+            return out
+        while not self._queue.empty() and len(out) < max_records:
+            out.append(self._queue.get_nowait())
+        return out
+
+    async def commit(self, offsets: dict[int, int]) -> None:
+        self.committed.update(offsets)
+
+    def assignment(self) -> set[int]:
+        return set(self._partitions)
+
+    def lag(self) -> dict[int, int]:
+        return {}

@@ -10,7 +10,7 @@ imports a worker: these are the ports' other side.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from bridge.core.commands import RestRequest
@@ -39,6 +39,13 @@ class LoopClock:
 def now() -> float:
     """Virtual seconds since the loop started."""
     return asyncio.get_running_loop().time()
+
+
+async def until(predicate: Callable[[], object], within: float = 60.0) -> None:
+    """Wait (in virtual time) until ``predicate()`` holds; fail after ``within``."""
+    async with asyncio.timeout(within):
+        while not predicate():  # noqa: ASYNC110 - a condition on the fakes' state
+            await asyncio.sleep(0.01)
 
 
 # -- the stream ------------------------------------------------------------------
@@ -119,7 +126,7 @@ class FakeConnection:
 
 
 class FakeConnector:
-    """``UpstreamConnector``: each ``open`` succeeds unless the test queued a failure."""
+    """``UpstreamConnector``: ``open`` succeeds unless a failure is queued."""
 
     def __init__(self) -> None:
         self.connections: list[FakeConnection] = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -90,7 +91,7 @@ async def test_reconnects_follow_the_backoff_and_restart_after_a_healthy_link() 
         await rig.holder.issue(1)
         await until(lambda: len(rig.connector.connections) == 1)
         at = rig.connector.attempts
-        gaps = [b - a for a, b in zip(at, at[1:], strict=False)]
+        gaps = [b - a for a, b in itertools.pairwise(at)]
         assert gaps == pytest.approx([1.0, 2.0, 4.0, 8.0, 8.0], abs=0.05)
         await asyncio.sleep(12)  # healthy for longer than 10 s
         rig.connector.connections[0].drop()

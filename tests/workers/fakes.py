@@ -41,11 +41,17 @@ def now() -> float:
     return asyncio.get_running_loop().time()
 
 
-async def until(predicate: Callable[[], object], within: float = 60.0) -> None:
-    """Wait (in virtual time) until ``predicate()`` holds; fail after ``within``."""
+async def until(
+    predicate: Callable[[], object], within: float = 60.0, every: float = 0.01
+) -> None:
+    """Wait (in virtual time) until ``predicate()`` holds; fail after ``within``.
+
+    The fakes record when things happen, so ``every`` only bounds how late
+    the test notices; keep it coarse for waits of hours.
+    """
     async with asyncio.timeout(within):
         while not predicate():  # noqa: ASYNC110 - a condition on the fakes' state
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(every)
 
 
 # -- the stream ------------------------------------------------------------------

@@ -7,14 +7,17 @@ only when Kafka acknowledges it.
 
 Batching is ours, on aiokafka's batch API (``create_batch`` / ``send_batch``):
 per-record ``producer.send`` costs a future, a callback and three awaits per
-record, more than all of our own work. ``send`` picks the partition with
-aiokafka's ``DefaultPartitioner`` (murmur2 of the key, as the Java client
-does; keyless records go to a random partition) and appends the record to that
-partition's open batch. A batch is handed to the producer when it is full or
-``linger`` after its first record, and only while no other batch of the same
-partition is in flight: one in-flight batch per partition is what aiokafka
-does anyway (a partition is muted while its request is out), and it keeps
-per-key order even when a batch fails. Kafka's ack completes the whole batch:
+record, more than all of our own work (over 2x the throughput for a third of
+the CPU, in ``python -m bench.sink_paths``). Everything that leans on aiokafka's
+internals for it is in ``bridge/adapters/kafka_batches.py``, which says what
+and why. ``send`` picks the partition with aiokafka's ``DefaultPartitioner``
+(murmur2 of the key, as the Java client does; keyless records go to a random
+partition) and appends the record to that partition's open batch. A batch is
+handed to the producer when it is full or ``linger`` after its first record,
+and only while no other batch of the same partition is in flight: one
+in-flight batch per partition is what aiokafka does anyway (a partition is
+muted while its request is out), and it keeps per-key order even when a batch
+fails. Kafka's ack completes the whole batch:
 one callback, then ``on_batch_ack`` with its records and ``on_ack`` for each.
 
 A failed batch (broker paused past ``request_timeout_ms``, leader moves, ...)
@@ -40,9 +43,8 @@ from typing import Any
 import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, UnknownTopicOrPartitionError
-from aiokafka.partitioner import DefaultPartitioner
-from aiokafka.producer.message_accumulator import BatchBuilder
 
+from bridge.adapters.kafka_batches import RecordBatch, partition_for, rebuild
 from bridge.core.records import OutboundRecord
 from bridge.core.retry import Backoff
 from bridge.metrics import SinkMetrics
@@ -59,19 +61,6 @@ _KEY_CACHE_MAX = 65_536
 #: How often known topics are checked for added partitions (aiokafka's own
 #: metadata refresh is every 5 minutes by default).
 _PARTITIONS_REFRESH_SECONDS = 30.0
-_partition_of = DefaultPartitioner()
-
-
-class _Batch:
-    """Records in one ``BatchBuilder``, in order."""
-
-    __slots__ = ("builder", "bytes", "created", "records")
-
-    def __init__(self, builder: BatchBuilder, created: float) -> None:
-        self.builder = builder
-        self.records: list[OutboundRecord] = []
-        self.bytes = 0
-        self.created = created  # loop time of the oldest record's admission
 
 
 class _Partition:
@@ -91,9 +80,9 @@ class _Partition:
         self.topic = topic
         self.partition = partition
         self.published = published  # the bound ``published{kind}`` child
-        self.full: deque[_Batch] = deque()  # closed, oldest first
-        self.open: _Batch | None = None  # being filled: the newest records
-        self.in_flight: _Batch | None = None
+        self.full: deque[RecordBatch] = deque()  # closed, oldest first
+        self.open: RecordBatch | None = None  # being filled: the newest records
+        self.in_flight: RecordBatch | None = None
         self.not_before = 0.0  # loop time; backoff after a failure
 
     def waiting(self) -> bool:
@@ -118,7 +107,7 @@ class _Route:
         if part is None:
             if len(self.by_key) >= _KEY_CACHE_MAX:
                 self.by_key.clear()
-            part = self.by_id[_partition_of(key, self.ids, self.ids)]
+            part = self.by_id[partition_for(key, self.ids)]
             self.by_key[key] = part
         return part
 
@@ -282,9 +271,9 @@ class KafkaRecordSink:
 
     # -- batching ------------------------------------------------------------
 
-    def _new_batch(self) -> _Batch:
+    def _new_batch(self) -> RecordBatch:
         assert self._producer is not None  # noqa: S101 - only after start()
-        return _Batch(self._producer.create_batch(), asyncio.get_running_loop().time())
+        return RecordBatch(self._producer, asyncio.get_running_loop().time())
 
     def _append(self, part: _Partition, record: OutboundRecord, size: int) -> None:
         batch = part.open
@@ -292,48 +281,13 @@ class KafkaRecordSink:
             batch = part.open = self._new_batch()
             if part.in_flight is None:
                 self._wake_at(batch.created + self._linger)
-        # aiokafka's C builder takes a list only.
-        headers = list(record.headers)
-        if (
-            batch.builder.append(
-                timestamp=None, key=record.key, value=record.value, headers=headers
-            )
-            is None
-        ):
+        if not batch.append(record, size):
             # Full: it goes as soon as its partition has nothing in flight.
             part.full.append(batch)
             batch = part.open = self._new_batch()
-            # A batch always takes its first record, however large.
-            batch.builder.append(
-                timestamp=None, key=record.key, value=record.value, headers=headers
-            )
+            batch.append(record, size)  # an empty batch takes any record
             if part.in_flight is None:
                 self._wake.set()
-        batch.records.append(record)
-        batch.bytes += size
-
-    def _rebuild(self, old: _Batch) -> list[_Batch]:
-        """Fresh builders with ``old``'s records (a built one cannot be re-sent)."""
-        out: list[_Batch] = []
-        batch: _Batch | None = None
-        for record in old.records:
-            key, value, headers = record.key, record.value, list(record.headers)
-            if (
-                batch is None
-                or batch.builder.append(
-                    timestamp=None, key=key, value=value, headers=headers
-                )
-                is None
-            ):
-                batch = self._new_batch()
-                batch.created = old.created
-                out.append(batch)
-                batch.builder.append(
-                    timestamp=None, key=key, value=value, headers=headers
-                )
-            batch.records.append(record)
-            batch.bytes += record.size
-        return out
 
     # -- handing batches to the producer -------------------------------------
 
@@ -372,22 +326,18 @@ class KafkaRecordSink:
                     continue
                 await self._hand_over(part, batch)
 
-    async def _hand_over(self, part: _Partition, batch: _Batch) -> None:
+    async def _hand_over(self, part: _Partition, batch: RecordBatch) -> None:
         assert self._producer is not None  # noqa: S101 - only after start()
         part.in_flight = batch
-        # Closed, aiokafka sends it at once instead of lingering on it again.
-        batch.builder.close()
         try:
-            future = await self._producer.send_batch(
-                batch.builder, part.topic, partition=part.partition
-            )
+            future = await batch.send(self._producer, part.topic, part.partition)
         except KafkaError as exc:
             self._failed(part, batch, exc)
             return
         future.add_done_callback(functools.partial(self._completed, part, batch))
 
     def _completed(
-        self, part: _Partition, batch: _Batch, future: asyncio.Future[Any]
+        self, part: _Partition, batch: RecordBatch, future: asyncio.Future[Any]
     ) -> None:
         part.in_flight = None
         if future.cancelled():
@@ -420,14 +370,15 @@ class KafkaRecordSink:
             for record in records:
                 on_ack(record)
 
-    def _failed(self, part: _Partition, batch: _Batch, exc: BaseException) -> None:
+    def _failed(self, part: _Partition, batch: RecordBatch, exc: BaseException) -> None:
+        assert self._producer is not None  # noqa: S101 - only after start()
         part.in_flight = None
         count = len(batch.records)
         self._streak += 1
         self._retried += count
         self._metrics.kafka_errors.labels(type(exc).__name__).inc(count)
         # Ahead of everything this partition accepted since: per-key order holds.
-        part.full.extendleft(reversed(self._rebuild(batch)))
+        part.full.extendleft(reversed(rebuild(self._producer, batch)))
         # Still failing: slow down; the first ack resets the streak.
         part.not_before = asyncio.get_running_loop().time() + self._backoff.delay(
             self._streak - 1, random.random()

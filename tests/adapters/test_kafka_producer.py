@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import importlib
+import inspect
 from collections import defaultdict
 from collections.abc import Sequence
+from importlib import metadata
 from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer
-from aiokafka.partitioner import DefaultPartitioner
 from prometheus_client import CollectorRegistry
 
+from bridge.adapters.kafka_batches import partition_for
 from bridge.adapters.kafka_producer import KafkaRecordSink, build_producer
 from bridge.core.codec import TraccarJsonCodec
 from bridge.core.records import OutboundRecord, Topics, to_record
@@ -98,9 +101,8 @@ async def test_partitions_are_the_ones_aiokafka_picks_for_the_same_key(
             where[topic][r.key] = r.partition
     assert where[ours] == where[theirs]
     assert len(set(where[ours].values())) == 6, "62 keys should use every partition"
-    partitioner = DefaultPartitioner()
     for key, partition in where[ours].items():
-        assert partitioner(key, list(range(6)), list(range(6))) == partition
+        assert partition_for(key, list(range(6))) == partition
 
 
 async def test_per_key_order_holds_across_many_batches(broker: Broker) -> None:
@@ -320,3 +322,149 @@ def test_to_record_knows_its_size() -> None:
             assert again == r
             assert hash(again) == hash(r)
             assert again.size == walked
+
+
+# -- aiokafka below send(): what bridge/adapters/kafka_batches.py relies on ----
+
+
+def aiokafka_changed(what: str) -> str:
+    """The failure message of an aiokafka upgrade that broke the batch path."""
+    return (
+        f"aiokafka {metadata.version('aiokafka')}: {what}. "
+        "bridge/adapters/kafka_batches.py relies on it (see its docstring): adapt "
+        "that module, or re-run `python -m bench.sink_paths` and move "
+        "KafkaRecordSink to producer.send()"
+    )
+
+
+class Internals:
+    """Collects what changed in aiokafka instead of stopping at the first."""
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+
+    def lookup(self, owner: Any, name: str) -> Any:
+        found = getattr(owner, name, None)
+        if found is None:
+            self.problems.append(f"{getattr(owner, '__name__', owner)}.{name} is gone")
+        return found
+
+    def callable_as(
+        self, func: Any, name: str, *args: Any, coroutine: bool = False, **kw: Any
+    ) -> None:
+        """``func`` takes these arguments (and is a coroutine function if said)."""
+        if func is None:
+            return  # reported as gone
+        try:
+            inspect.signature(func).bind(*args, **kw)
+        except TypeError as exc:
+            self.problems.append(f"{name}{inspect.signature(func)} changed: {exc}")
+        if coroutine and not inspect.iscoroutinefunction(func):
+            self.problems.append(f"{name} is no longer a coroutine function")
+
+
+def check_builder(found: Internals, producer: AIOKafkaProducer) -> None:
+    """What ``create_batch()`` returns, with ``max_batch_size=1_024``."""
+    builder = producer.create_batch()
+    kind = type(builder).__name__  # BatchBuilder: its module is private
+    found.callable_as(
+        found.lookup(type(builder), "append"),
+        f"{kind}.append",
+        builder,
+        timestamp=None,
+        key=b"k",
+        value=b"v",
+        headers=[("h", b"v")],
+    )
+    found.callable_as(found.lookup(type(builder), "close"), f"{kind}.close", builder)
+    if found.problems:
+        return
+
+    def append(batch: Any, value: bytes) -> Any:
+        # A list: the C builder refuses a tuple of headers.
+        return batch.append(
+            timestamp=None, key=b"k", value=value, headers=[("ce_id", b"x:1")]
+        )
+
+    try:
+        if append(builder, b"x" * 4_096) is None:
+            found.problems.append(f"an empty {kind} refused a record larger than it")
+        elif append(builder, b"v") is not None:
+            found.problems.append(f"a full {kind}.append did not return None")
+        small = producer.create_batch()
+        taken = 0
+        while taken < 1_000 and append(small, b"v" * 50) is not None:
+            taken += 1
+        if not 1 < taken < 1_000:
+            found.problems.append(f"a 1,024-byte {kind} took {taken} records of ~70 B")
+        closed = producer.create_batch()
+        closed.close()
+        if append(closed, b"v") is not None:
+            found.problems.append(f"a closed {kind} still took a record")
+    except (TypeError, ValueError, AttributeError) as exc:
+        found.problems.append(f"{kind}.append raised {type(exc).__name__}: {exc}")
+
+
+async def test_aiokafka_internals_the_batches_rely_on() -> None:
+    """Every aiokafka import, signature and builder trait kafka_batches uses holds."""
+    found = Internals()
+    try:
+        partitioner = importlib.import_module("aiokafka.partitioner")
+    except ImportError:
+        found.problems.append("the module aiokafka.partitioner is gone")
+    else:
+        default = found.lookup(partitioner, "DefaultPartitioner")
+        found.callable_as(default, "DefaultPartitioner")  # no arguments
+        if default is not None:
+            call = default().__call__  # bound, whether a classmethod or not
+            found.callable_as(call, "DefaultPartitioner()", b"k", [0, 1], [0, 1])
+            if not found.problems and call(b"k", [0, 1], [0, 1]) not in (0, 1):
+                found.problems.append("DefaultPartitioner() picked no given partition")
+    create_batch = found.lookup(AIOKafkaProducer, "create_batch")
+    found.callable_as(create_batch, "AIOKafkaProducer.create_batch", None)
+    found.callable_as(
+        found.lookup(AIOKafkaProducer, "send_batch"),
+        "AIOKafkaProducer.send_batch",
+        None,
+        object(),
+        "topic",
+        partition=0,
+        coroutine=True,
+    )
+    found.callable_as(
+        found.lookup(AIOKafkaProducer, "partitions_for"),
+        "AIOKafkaProducer.partitions_for",
+        None,
+        "topic",
+        coroutine=True,
+    )
+    if create_batch is not None:
+        # Never started: create_batch needs no connection.
+        producer = AIOKafkaProducer(
+            bootstrap_servers="127.0.0.1:9", max_batch_size=1_024
+        )
+        try:
+            check_builder(found, producer)
+        finally:
+            await producer.stop()
+    assert not found.problems, aiokafka_changed("; ".join(found.problems))
+
+
+async def test_a_closed_batch_skips_the_producers_linger(broker: Broker) -> None:
+    """A batch the sink hands over goes at once, not after the producer's linger_ms."""
+    topic = unique_topic("closed")
+    await create_topics(broker.bootstrap, [topic])
+    sink = sink_for(broker.bootstrap, producer_linger_ms=10_000, linger=0.005)
+    await sink.start()
+    try:
+        await sink.send(record(topic, b"k", 1))
+        flushed = await sink.flush(3)
+    finally:
+        await sink.stop()
+    assert flushed, aiokafka_changed(
+        "a batch handed over was not acknowledged within 3 s with linger_ms=10000: "
+        "a closed batch now waits for the producer's linger (does "
+        "MessageBatch.remaining_linger still check closed()?), or the batch path "
+        "failed (see test_aiokafka_internals_the_batches_rely_on)"
+    )
+    assert sink.statistics().acked == 1

@@ -7,6 +7,7 @@ only ``bridge.errors`` types for expected failures.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
@@ -155,6 +156,22 @@ class CommandSource(Protocol):
     def assignment(self) -> set[int]: ...
 
     def lag(self) -> dict[int, int]: ...
+
+
+class RecordSubmitter(Protocol):
+    """Hands records to Kafka and tells when each one is acknowledged (webhooks)."""
+
+    def is_connected(self) -> bool:
+        """False while the producer is not started or its last send failed."""
+        ...
+
+    def submit(self, record: OutboundRecord) -> asyncio.Future[None]:
+        """Start publishing; the future resolves on Kafka's ack.
+
+        It fails (with ``PublishError``) only if the record could not be
+        handed over at all.
+        """
+        ...
 
 
 class AckingPublisher(Protocol):

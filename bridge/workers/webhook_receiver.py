@@ -40,34 +40,17 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
 
 import structlog
 
 from bridge.core import webhooks
 from bridge.core.dedupe import RecentIds
-from bridge.core.records import OutboundRecord, iso_ms
+from bridge.core.records import iso_ms
 from bridge.core.webhooks import Outcome, WebhookReply, WebhookRequest
 from bridge.metrics import WebhookMetrics, webhook_dlq_reason_label
-from bridge.ports import Clock
+from bridge.ports import Clock, RecordSubmitter
 
 log = structlog.get_logger("bridge.webhooks")
-
-
-class AckingPublisher(Protocol):
-    """Hands records to Kafka and tells when each one is acknowledged."""
-
-    def is_connected(self) -> bool:
-        """False while the producer is not started or its last send failed."""
-        ...
-
-    def submit(self, record: OutboundRecord) -> asyncio.Future[None]:
-        """Start publishing; the future resolves on Kafka's ack.
-
-        It fails (with ``PublishError``) only if the record could not be
-        handed over at all.
-        """
-        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +109,7 @@ class WebhookReceiver:
 
     def __init__(
         self,
-        publisher: AckingPublisher,
+        publisher: RecordSubmitter,
         *,
         verifier: webhooks.SignatureVerifier,
         topics: webhooks.WebhookTopics,

@@ -1,9 +1,10 @@
-"""The receiver worker with a fake publisher: ordering, dedupe and ack rules.
+"""The webhook receiver with a fake submitter, in virtual time (looptime).
 
-The publisher is a small fake of the ``AckingPublisher`` port whose acks the
+The submitter is a small fake of the ``RecordSubmitter`` port whose acks the
 test controls, so the races (a duplicate while the first is in flight, an ack
-after a 503) are played out deterministically. End-to-end tests with the real
-broker and emulator are in ``test_e2e.py`` and ``test_faults.py``.
+after a 503) are played out deterministically, and publish timeouts pass in
+virtual seconds. End-to-end tests with the real broker and emulator are in
+``tests/webhooks/test_e2e.py`` and ``test_faults.py``.
 """
 
 from __future__ import annotations
@@ -16,20 +17,22 @@ import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
-from bridge.adapters.clock import SystemClock
 from bridge.core import webhooks
 from bridge.core.records import OutboundRecord
 from bridge.core.webhooks import WebhookRequest
 from bridge.errors import PublishError
 from bridge.metrics import WebhookMetrics
 from bridge.workers.webhook_receiver import ReceiverOptions, WebhookReceiver
+from tests.workers.fakes import LoopClock, now
+
+pytestmark = pytest.mark.looptime
 
 SECRET = b"receiver-test-secret"
 PATH = "/hooks"
 
 
 class FakePublisher:
-    """An ``AckingPublisher`` whose records are acknowledged when the test says."""
+    """A ``RecordSubmitter`` whose records are acknowledged when the test says."""
 
     def __init__(self) -> None:
         self.connected = True
@@ -71,7 +74,7 @@ def make(
             max_in_flight_records=max_records,
             max_in_flight_bytes=1_000_000,
         ),
-        clock=SystemClock(),
+        clock=LoopClock(),
         metrics=WebhookMetrics(registry),
     )
     return receiver, registry
@@ -308,3 +311,13 @@ async def test_dedupe_memory_is_bounded() -> None:
     assert len(publisher.submitted) == 4  # "a" was forgotten
     publisher.ack()
     assert (await again).outcome == "accepted"
+
+
+async def test_a_request_waits_exactly_the_publish_timeout_for_the_ack() -> None:
+    """No ack: the answer is 503 after publish_timeout seconds, not before."""
+    publisher = FakePublisher()
+    receiver, _ = make(publisher, timeout=10.0)
+    started = now()
+    reply = await receiver.handle(signed())
+    assert (reply.status, reply.outcome) == (503, "unavailable")
+    assert now() - started == pytest.approx(10.0, abs=0.01)

@@ -209,9 +209,16 @@ async def test_no_token_secret_or_session_url_reaches_logs_or_metrics_at_debug(
     text = out.getvalue()
     assert "session_rotated" in text
     assert "upstream_connected" in text
-    assert "websockets" in text or "aiokafka" in text, (
-        "library DEBUG logs were captured"
-    )
+    # The lines that would leak first: the bridge's own websocket client
+    # logging its upgrade request, the session query masked.
+    ours = [
+        line
+        for line in text.splitlines()
+        if '"logger":"bridge.websocket"' in line and "GET " in line
+    ]
+    assert ours, "the bridge's websocket client logged no request line at DEBUG"
+    assert all("session=***" in line for line in ours), ours[:2]
+    assert "aiokafka" in text, "library DEBUG logs were captured"
     for haystack in (text, metrics.text):
         assert emu.config.app_secret not in haystack
         assert "eyJ" not in haystack  # every JWT starts with a base64 '{"'

@@ -103,7 +103,7 @@ async def test_kafka_down_then_back_gives_503_then_exactly_one_record(
 async def test_a_disconnected_producer_answers_503_at_once_and_the_retry_publishes(
     tansu: Broker,
 ) -> None:
-    """Past the request timeout: 503 at once, one record each, the first at least once."""
+    """Long outage: 503 at once; one record each, the first at least once."""
     topics = await fresh_webhook_topics(tansu.bootstrap)
     async with Emulator(EmulatorConfig()) as emu:
         env = webhook_env(

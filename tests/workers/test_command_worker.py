@@ -148,9 +148,7 @@ async def test_an_open_breaker_holds_every_call_until_its_reset_time() -> None:
     assert rig.results()["w1"]["outcome"] == "succeeded"
 
 
-async def test_a_timed_out_booking_is_read_twice_across_the_settle_window_then_sent() -> (
-    None
-):
+async def test_a_timed_out_booking_is_read_twice_across_the_window_then_sent() -> None:
     """Read at once, read again 60 s after the send, both empty: booked once more."""
     gateway = FakeGateway(
         by_path={

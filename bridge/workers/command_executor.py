@@ -32,8 +32,6 @@ import structlog
 
 from bridge.core.breaker import BreakerState, CircuitBreaker
 from bridge.core.commands import (
-    QUERY_TYPES,
-    REPEATABLE_TYPES,
     Command,
     Reconciliation,
     RestRequest,
@@ -178,7 +176,7 @@ class CommandExecutor:
         permit: CallPermit,
     ) -> Execution:
         retry_attempt = 0
-        writes = command.type not in QUERY_TYPES
+        writes = not command.query
         while True:
             sent_at = 0.0
             try:
@@ -197,7 +195,7 @@ class CommandExecutor:
                 self._metrics.api_calls.labels("error").inc()
                 self._breaker.record_failure(self._clock.time())
                 execution.error = _error("unavailable", str(exc))
-                if exc.ambiguous and command.type not in REPEATABLE_TYPES:
+                if exc.ambiguous and not command.repeatable:
                     settled = await self._settle(
                         command, request, execution, deadline, since=sent_at
                     )
@@ -232,7 +230,7 @@ class CommandExecutor:
             execution.error = outcome_error(outcome)
             if outcome.kind == "unavailable":
                 self._breaker.record_failure(self._clock.time())
-                if command.type not in REPEATABLE_TYPES:
+                if not command.repeatable:
                     # A 5xx (or a reply that is not Sendstack's) does not say
                     # the request did nothing: settle before sending again.
                     settled = await self._settle(
@@ -267,7 +265,7 @@ class CommandExecutor:
         sent (``since``), preceded by another empty read. An unknown answer,
         or a deadline too close to wait for that, ends as ``ambiguous``.
         """
-        if command.type in REPEATABLE_TYPES:
+        if command.repeatable:
             return None  # repeating ends in the same state
         check = request.reconcile
         if check is None:

@@ -1,10 +1,13 @@
 """Tests for bridge/core/commands.py: the command contract, pure and synchronous.
 
-The JSON Schemas in ``bridge/schemas/commands/`` are rendered from the same
-specs that validate payloads; this file checks that the shipped files are
-current, and that an independent validator (below, for the subset of draft
-2020-12 the schemas use) agrees with ``parse_command`` on every example and
-on a table of broken payloads. Regenerate the files after changing a spec::
+The JSON Schemas in ``bridge/schemas/commands/`` and the type table in
+``docs/commands.md`` are rendered from the catalogue
+(``bridge/core/command_types.py``) whose specs validate payloads; this file
+checks that the shipped files are current, that an independent validator
+(below, for the subset of draft 2020-12 the schemas use) agrees with
+``parse_command`` on every example and on a table of broken payloads, and
+that one catalogue entry is all a new type needs. Regenerate the files after
+changing an entry::
 
     .venv/bin/python -m tests.core.test_commands
 """
@@ -12,6 +15,8 @@ on a table of broken payloads. Regenerate the files after changing a spec::
 from __future__ import annotations
 
 import copy
+import dataclasses
+import difflib
 import re
 import sys
 from pathlib import Path
@@ -22,7 +27,10 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import bridge
+from bridge.core import command_specs as specs
+from bridge.core.command_catalogue import Catalogue, CommandType, Reconcile
 from bridge.core.commands import (
+    CATALOGUE,
     COMMAND_TYPES,
     DATA_SCHEMA,
     ENVELOPE_SCHEMA_ID,
@@ -53,6 +61,12 @@ from tests.core.test_schemas import DLQ_HEADERS
 from tests.schema_check import schema_errors
 
 SCHEMA_DIR = Path(bridge.__file__).parent / "schemas" / "commands"
+DOCS = Path(bridge.__file__).parent.parent / "docs" / "commands.md"
+TABLE_BEGIN = (
+    "<!-- BEGIN command type table: generated from bridge/core/command_types.py"
+    " by `.venv/bin/python -m tests.core.test_commands`; do not edit -->\n"
+)
+TABLE_END = "<!-- END command type table -->\n"
 NOW = 1_750_062_000.0  # 2025-06-16T08:20:00Z
 MAX = 1_048_576
 DROP = "6650aa10bc12de34f0a1b2c1"
@@ -63,15 +77,25 @@ def _file(name: str) -> dict[str, Any]:
     return loaded
 
 
-def rendered_files() -> dict[str, bytes]:
+def rendered_files(catalogue: Catalogue = CATALOGUE) -> dict[str, bytes]:
     """What ``bridge/schemas/commands/`` must contain, rendered from the specs."""
-    schemas = {f"{name}.v1.json": payload_schema(name) for name in COMMAND_TYPES}
-    schemas["envelope.v1.json"] = envelope_schema()
+    schemas = {
+        f"{name}.v1.json": payload_schema(name, catalogue=catalogue)
+        for name in catalogue
+    }
+    schemas["envelope.v1.json"] = envelope_schema(catalogue=catalogue)
     schemas["result.v1.json"] = result_schema()
     return {
         name: orjson.dumps(schema, option=orjson.OPT_INDENT_2) + b"\n"
         for name, schema in schemas.items()
     }
+
+
+def rendered_docs(catalogue: Catalogue = CATALOGUE) -> str:
+    """``docs/commands.md`` with its type table rendered from the catalogue."""
+    head, rest = DOCS.read_text().split(TABLE_BEGIN)
+    _, tail = rest.split(TABLE_END)
+    return head + TABLE_BEGIN + catalogue.docs_table() + TABLE_END + tail
 
 
 try:
@@ -134,6 +158,13 @@ def test_schema_files_are_rendered_from_the_specs() -> None:
         if (SCHEMA_DIR / name).read_bytes() != text
     ]
     assert stale == [], "run: .venv/bin/python -m tests.core.test_commands"
+
+
+def test_docs_type_table_is_rendered_from_the_catalogue() -> None:
+    """docs/commands.md carries exactly the type table the catalogue renders."""
+    assert DOCS.read_text() == rendered_docs(), (
+        "run: .venv/bin/python -m tests.core.test_commands"
+    )
 
 
 def test_every_schema_declares_its_identity() -> None:
@@ -315,8 +346,7 @@ def test_custom_fields_pass_through_to_the_booking_body() -> None:
 
 def test_documented_examples_are_valid() -> None:
     """Each command message in docs/commands.md parses, and its result validates."""
-    docs = Path(bridge.__file__).parent.parent / "docs" / "commands.md"
-    blocks = re.findall(r"```json\n(.*?)```", docs.read_text(), re.DOTALL)
+    blocks = re.findall(r"```json\n(.*?)```", DOCS.read_text(), re.DOTALL)
     messages = [orjson.loads(b) for b in blocks if '"commandId"' in b]
     commands = [
         m for m in messages if "outcome" not in m and "..." not in m.get("payload", {})
@@ -716,6 +746,182 @@ def test_ordering_key_is_the_named_delivery(
 ) -> None:
     """Commands touching one delivery share a key; the rest fall back to their id."""
     assert ordering_key(command_type, payload, "cmd-1") == key
+
+
+# --------------------------------------------------------------------------
+# The catalogue: one entry per type
+
+
+def test_exported_type_sets_are_the_catalogue_flags() -> None:
+    """COMMAND_TYPES, QUERY_TYPES, REPEATABLE_TYPES and EXAMPLES read the entries."""
+    assert tuple(CATALOGUE) == COMMAND_TYPES
+    assert {n for n, e in CATALOGUE.items() if e.query} == QUERY_TYPES
+    assert {n for n, e in CATALOGUE.items() if e.repeatable} == REPEATABLE_TYPES
+    assert {n: e.example for n, e in CATALOGUE.items()} == dict(EXAMPLES)
+    assert [n for n, e in CATALOGUE.items() if e.reconcile] == ["book_delivery"]
+
+
+@pytest.mark.parametrize("command_type", COMMAND_TYPES)
+def test_command_flags_come_from_its_entry(command_type: str) -> None:
+    """A parsed command carries its entry, whose flags the executor reads."""
+    parsed = command(command_type)
+    assert parsed.entry is CATALOGUE[command_type]
+    assert parsed.query is (command_type in QUERY_TYPES)
+    assert parsed.repeatable is (command_type in REPEATABLE_TYPES)
+    hand_built = dataclasses.replace(parsed, entry=None)
+    assert hand_built.entry is CATALOGUE[command_type]
+    assert hand_built == parsed
+
+
+def test_a_hand_built_command_of_an_unknown_type_has_no_flags() -> None:
+    """Without an entry a command is neither a query nor repeatable (never resent)."""
+    odd = dataclasses.replace(command("wallet_balance"), type="teleport", entry=None)
+    assert (odd.entry, odd.query, odd.repeatable) == (None, False, False)
+    with pytest.raises(ValueError, match="is not type"):
+        dataclasses.replace(odd, entry=CATALOGUE["wallet_balance"])
+
+
+#: A type that does not exist (nor ships): the entry
+#: docs/adding-a-command-type.md walks through.
+UPDATE_DELIVERY_STATUS = CommandType(
+    name="update_delivery_status",
+    title="Update Delivery Status",
+    section="hypothetical",
+    method="PUT",
+    path="/drops/{dropId}/status",
+    ordering=("dropId",),
+    repeatable=True,
+    spec=specs.Obj(
+        {
+            "dropId": specs.sendstack_id("The drop (goes in the path)."),
+            "status": specs.Str(
+                "The new status.", enum=("PICKED_UP", "DELIVERED", "FAILED")
+            ),
+            "note": specs.text("Why.", 2000),
+        },
+        required=("dropId", "status"),
+    ),
+    example={"dropId": DROP, "status": "DELIVERED", "note": "Left at reception"},
+)
+
+
+def test_one_entry_is_all_a_new_type_needs() -> None:
+    """One extra entry is validated, mapped, ordered, rendered and documented."""
+    name = "update_delivery_status"
+    extended = CATALOGUE.extended(UPDATE_DELIVERY_STATUS)
+    example = UPDATE_DELIVERY_STATUS.example
+    assert name not in COMMAND_TYPES  # the fake type does not ship
+
+    # Validation: unknown to the shipped catalogue, checked by its spec here.
+    raw = envelope(name, example)
+    unknown = parse(raw)
+    assert isinstance(unknown, Rejection)
+    assert unknown.reason == "unknown_type"
+    parsed = parse_command(raw, max_bytes=MAX, now=NOW, catalogue=extended)
+    assert isinstance(parsed, Command)
+    for payload, reason, detail in [
+        (
+            with_(example, "status", ...),
+            "invalid_payload",
+            "payload.status: is required",
+        ),
+        (
+            with_(example, "status", "LOST"),
+            "invalid_payload",
+            "payload.status: must be one of PICKED_UP, DELIVERED, FAILED",
+        ),
+        (with_(example, "dropId", "../x"), "invalid_payload", "payload.dropId: must"),
+    ]:
+        rejected = parse_command(
+            envelope(name, payload), max_bytes=MAX, now=NOW, catalogue=extended
+        )
+        assert isinstance(rejected, Rejection)
+        assert (rejected.reason, rejected.command_type) == (reason, name)
+        assert rejected.detail.startswith(detail)
+    bare = parse_command(
+        b'{"commandId": "c", "type": "update_delivery_status"}',
+        max_bytes=MAX,
+        now=NOW,
+        catalogue=extended,
+    )
+    assert bare == Rejection(
+        "missing_field",
+        "payload: is required for update_delivery_status",
+        command_id="c",
+        command_type=name,
+    )
+
+    # Request, ordering key and flags.
+    assert to_request(parsed) == RestRequest(
+        method="PUT",
+        path=f"/drops/{DROP}/status",
+        body={"status": "DELIVERED", "note": "Left at reception"},
+        idempotency_key="cmd-1",
+    )
+    assert parsed.ordering_key == DROP
+    assert ordering_key(name, example, "cmd-1", catalogue=extended) == DROP
+    assert (parsed.query, parsed.repeatable) == (False, True)
+
+    # Schemas: one new file, the envelope refers to it, the rest unchanged.
+    files = rendered_files(extended)
+    shipped = rendered_files()
+    assert set(files) - set(shipped) == {f"{name}.v1.json"}
+    assert [n for n in shipped if files[n] != shipped[n]] == ["envelope.v1.json"]
+    schema = orjson.loads(files[f"{name}.v1.json"])
+    assert schema["description"] == (
+        "Update Delivery Status: PUT /drops/{dropId}/status (hypothetical)."
+    )
+    refs = {**REFS, schema["$id"]: schema}
+    assert schema_errors(schema, example, refs) == []
+    assert schema_errors(schema, with_(example, "status", "LOST"), refs) != []
+    extended_envelope = orjson.loads(files["envelope.v1.json"])
+    assert schema_errors(extended_envelope, orjson.loads(raw), refs) == []
+    assert schema_errors(ENVELOPE, orjson.loads(raw), REFS) != []
+
+    # Docs: the type table gains exactly the new row.
+    diff = difflib.ndiff(
+        rendered_docs().splitlines(), rendered_docs(extended).splitlines()
+    )
+    changed = [line for line in diff if line[:2] in ("+ ", "- ")]
+    assert changed == [
+        "+ | `update_delivery_status` | `PUT /drops/{dropId}/status` (hypothetical)"
+        " | body: payload less `dropId` | `dropId` | repeatable write | sent again"
+        " | [update_delivery_status.v1.json]"
+        "(../bridge/schemas/commands/update_delivery_status.v1.json) |"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        ({"name": "Update-Status"}, "lower snake case"),
+        ({"method": "FETCH"}, "unknown method"),
+        ({"path": "/drops/{note}/status"}, "path field 'note' must be a required"),
+        ({"ordering": ("dropIds",)}, "'dropIds' is not a payload field"),
+        ({"params": ("page",)}, "'page' is not a payload field"),
+        ({"query": True, "repeatable": False}, "a query is repeatable"),
+        (
+            {"reconcile": Reconcile("/deliveries", "dropId")},
+            "a repeatable type is sent again, never reconciled",
+        ),
+        ({"example": {"dropId": DROP}}, "the example is invalid: payload.status"),
+        (
+            {"spec": specs.Obj({}, description="Set here.")},
+            "must not carry a description",
+        ),
+    ],
+)
+def test_an_inconsistent_entry_is_refused(change: dict[str, Any], problem: str) -> None:
+    """An entry whose parts disagree fails when defined, not at run time."""
+    with pytest.raises(ValueError, match=r"^command type ") as info:
+        dataclasses.replace(UPDATE_DELIVERY_STATUS, **change)
+    assert problem in str(info.value)
+
+
+def test_type_names_are_unique_in_a_catalogue() -> None:
+    """Two entries with one name cannot make a catalogue."""
+    with pytest.raises(ValueError, match="unique"):
+        CATALOGUE.extended(CATALOGUE["wallet_balance"])
 
 
 # --------------------------------------------------------------------------
@@ -1151,6 +1357,8 @@ def test_command_dead_letter_of_unparsed_or_huge_input() -> None:
 
 
 if __name__ == "__main__":
-    for file_name, text in rendered_files().items():
-        (SCHEMA_DIR / file_name).write_bytes(text)
+    for file_name, content in rendered_files().items():
+        (SCHEMA_DIR / file_name).write_bytes(content)
     sys.stdout.write(f"wrote {len(rendered_files())} schemas to {SCHEMA_DIR}\n")
+    DOCS.write_text(rendered_docs())
+    sys.stdout.write(f"wrote the command type table to {DOCS}\n")

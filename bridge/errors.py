@@ -14,7 +14,7 @@ genuine bugs. Retryability lives on the type::
     │   └── UpstreamProtocolError    a reply we cannot understand
     ├── PublishError                 Kafka refused or timed out   (retryable)
     └── CommandError
-        ├── RestRejected             4xx other than 401/429       (not retryable)
+        ├── CommandReleased          this worker may no longer call for it
         └── RestUnavailable          5xx, timeouts, connect errors (retryable;
                                      ``ambiguous`` if it may have taken effect)
 
@@ -95,14 +95,6 @@ class CommandReleased(CommandError):
     Its partition was revoked or its lease lost: the command is left
     unfinished (offset uncommitted) for the partition's next owner.
     """
-
-
-class RestRejected(CommandError):
-    """Sendstack rejected the request (4xx); retrying will not help."""
-
-    def __init__(self, message: str, status: int) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 class RestUnavailable(CommandError):

@@ -9,11 +9,11 @@ types; no message ever carries the token or the secret.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
 
 import httpx
 import orjson
 
+from bridge.config import HeaderStyle
 from bridge.errors import (
     AuthLockedOut,
     SessionRejected,
@@ -22,8 +22,6 @@ from bridge.errors import (
 )
 from bridge.ports import SessionGrant
 from bridge.secrets import Secret
-
-HeaderStyle = Literal["both", "snake", "camel"]
 
 
 def credential_headers(

@@ -13,15 +13,15 @@ from collections.abc import Awaitable, Callable
 from typing import Final
 
 from bridge.adapters.http_server import HttpRequest, HttpResponse, HttpServer
-from bridge.core.webhooks import Outcome, WebhookReply, WebhookRequest
+from bridge.core.webhooks import WebhookOutcome, WebhookReply, WebhookRequest
 
 WebhookHandler = Callable[[WebhookRequest], Awaitable[WebhookReply]]
-OutcomeCounter = Callable[[Outcome], None]
+OutcomeCounter = Callable[[WebhookOutcome], None]
 
 # The server's own answers that are counted. 408 (a client too slow to send a
 # request) and 503 (over the connection cap, or stopping) are not requests we
 # judged, and "unavailable" means Kafka trouble to whoever reads the metric.
-_EARLY_OUTCOMES: Final[dict[int, Outcome]] = {
+_EARLY_OUTCOMES: Final[dict[int, WebhookOutcome]] = {
     400: "malformed",
     413: "too_large",
     431: "malformed",

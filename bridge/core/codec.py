@@ -52,9 +52,9 @@ __all__ = [
     "UNPARSED_REASONS",
     "Decoded",
     "FrameCodec",
+    "FrameRejection",
     "Item",
     "Kind",
-    "Rejection",
     "TraccarJsonCodec",
     "codec_by_name",
 ]
@@ -97,7 +97,7 @@ CANONICAL_EVENT_TYPES: Final[frozenset[str]] = frozenset(
     }
 )
 
-#: Every :attr:`Rejection.reason` this module produces.
+#: Every :attr:`FrameRejection.reason` this module produces.
 REJECTION_REASONS: Final[tuple[str, ...]] = (
     "oversize",
     "empty",
@@ -183,7 +183,7 @@ class Item:
 
 
 @dataclass(frozen=True, slots=True)
-class Rejection:
+class FrameRejection:
     """Why (part of) a frame was not understood.
 
     Attributes:
@@ -209,7 +209,7 @@ class Decoded:
     """
 
     items: tuple[Item, ...]
-    rejection: Rejection | None
+    rejection: FrameRejection | None
     keepalive: bool
 
 
@@ -271,7 +271,7 @@ class FrameCodec(Protocol):
 
 
 class _Invalid(Exception):
-    """Unwinds out of an item parser; becomes a :class:`Rejection`."""
+    """Unwinds out of an item parser; becomes a :class:`FrameRejection`."""
 
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(detail)
@@ -598,7 +598,7 @@ _SECTIONS: Final[Mapping[str, Callable[[dict[str, object]], Item]]] = MappingPro
 _KEEPALIVE: Final = Decoded(items=(), rejection=None, keepalive=True)
 _EMPTY: Final = Decoded(
     items=(),
-    rejection=Rejection("empty", "frame is empty or whitespace"),
+    rejection=FrameRejection("empty", "frame is empty or whitespace"),
     keepalive=False,
 )
 
@@ -630,14 +630,14 @@ class TraccarJsonCodec:
             raw: The frame exactly as received.
 
         Returns:
-            The understood items, and a :class:`Rejection` if any part of the
+            The understood items, and a :class:`FrameRejection` if any part of the
             frame was not understood. Never raises.
         """
         size = len(raw)
         if size > self.max_frame_bytes:
             return Decoded(
                 items=(),
-                rejection=Rejection(
+                rejection=FrameRejection(
                     "oversize", f"frame is {size} bytes; limit {self.max_frame_bytes}"
                 ),
                 keepalive=False,
@@ -652,13 +652,15 @@ class TraccarJsonCodec:
             detail = f"not JSON: {exc.msg} (byte {exc.pos})"[:_DETAIL_MAX]
             return Decoded(
                 items=(),
-                rejection=Rejection("malformed_json", detail),
+                rejection=FrameRejection("malformed_json", detail),
                 keepalive=False,
             )
         if type(document) is not dict:
             detail = f"top level is {_json_type(document)}, expected an object"
             return Decoded(
-                items=(), rejection=Rejection("not_an_object", detail), keepalive=False
+                items=(),
+                rejection=FrameRejection("not_an_object", detail),
+                keepalive=False,
             )
         if not document:
             return _KEEPALIVE
@@ -668,21 +670,21 @@ class TraccarJsonCodec:
 def _decode_sections(document: dict[str, object]) -> Decoded:
     """Parse every section of a frame object, collecting items and problems."""
     items: list[Item] = []
-    first: Rejection | None = None
+    first: FrameRejection | None = None
     problems = 0
     for key, section in document.items():
         parse = _SECTIONS.get(key)
         if parse is None:
             problems += 1
             if first is None:
-                first = Rejection(
+                first = FrameRejection(
                     "unknown_field", f"unknown top-level key {_name(key)}"
                 )
             continue
         if type(section) is not list:
             problems += 1
             if first is None:
-                first = Rejection(
+                first = FrameRejection(
                     "not_an_array",
                     f"{key}: {_json_type(section)}, expected an array",
                 )
@@ -694,16 +696,18 @@ def _decode_sections(document: dict[str, object]) -> Decoded:
                 except _Invalid as exc:
                     problems += 1
                     if first is None:
-                        first = Rejection(exc.reason, f"{key}[{index}].{exc.detail}")
+                        first = FrameRejection(
+                            exc.reason, f"{key}[{index}].{exc.detail}"
+                        )
             else:
                 problems += 1
                 if first is None:
-                    first = Rejection(
+                    first = FrameRejection(
                         "invalid_item",
                         f"{key}[{index}]: {_json_type(obj)}, expected an object",
                     )
     if first is not None and problems > 1:
-        first = Rejection(
+        first = FrameRejection(
             first.reason, f"{first.detail}; and {problems - 1} more problem(s)"
         )
     return Decoded(items=tuple(items), rejection=first, keepalive=False)

@@ -38,9 +38,9 @@ import orjson
 from bridge.core.codec import (
     CANONICAL_EVENT_TYPES,
     UNPARSED_REASONS,
+    FrameRejection,
     Item,
     Kind,
-    Rejection,
 )
 
 __all__ = [
@@ -325,7 +325,7 @@ def to_record(
 
 def dead_letter_record(
     raw: bytes,
-    rejection: Rejection,
+    rejection: FrameRejection,
     topics: Topics,
     *,
     received_at: str,

@@ -9,15 +9,13 @@ bridge must fetch a new one and open a new socket (make-before-break).
 ``rotation_at`` picks the instant to fetch the next session: ``margin`` before
 expiry, minus a random share of ``jitter`` so a fleet of bridges does not
 rotate in lockstep. For short-lived sessions (tests, demos) the margin is
-capped at half the lifetime so a session is always used for a while.
-``decide`` maps "now" to keep, rotate or expired. Time and randomness are
-arguments, so every decision is deterministic under test.
+capped at half the lifetime so a session is always used for a while. Time
+and randomness are arguments, so every decision is deterministic under test.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
 
 from bridge.secrets import Secret
 
@@ -47,12 +45,6 @@ class RotationPolicy:
     jitter: float = 120.0
 
 
-class Decision(Enum):
-    KEEP = "keep"
-    ROTATE = "rotate"
-    EXPIRED = "expired"
-
-
 def effective_margin(session: Session, policy: RotationPolicy) -> float:
     """The margin actually kept before expiry: at most half the lifetime."""
     return min(policy.margin, session.lifetime / 2)
@@ -73,12 +65,3 @@ def rotation_at(session: Session, policy: RotationPolicy, rand: float) -> float:
     margin = effective_margin(session, policy)
     jitter = min(policy.jitter, session.lifetime / 10) * min(max(rand, 0.0), 1.0)
     return max(session.obtained_at, session.expires_at - margin - jitter)
-
-
-def decide(now: float, session: Session | None, rotate_at: float) -> Decision:
-    """Whether to keep using ``session``, rotate it now, or treat it as gone."""
-    if session is None or now >= session.expires_at:
-        return Decision.EXPIRED
-    if now >= rotate_at:
-        return Decision.ROTATE
-    return Decision.KEEP

@@ -65,7 +65,7 @@ from typing import Final, Literal
 
 import orjson
 
-from bridge.core.codec import Rejection
+from bridge.core.codec import FrameRejection
 from bridge.core.records import OutboundRecord, Topics, dead_letter_record
 
 __all__ = [
@@ -80,17 +80,17 @@ __all__ = [
     "FamilyRules",
     "Inbound",
     "Malformed",
-    "Outcome",
     "Plan",
     "Scheme",
     "SignatureVerifier",
+    "WebhookOutcome",
     "WebhookReply",
     "WebhookRequest",
     "WebhookTopics",
     "ce_type",
-    "classify",
     "dedupe_key",
     "event_time",
+    "family_of",
     "js_json_string",
     "parse",
     "plan",
@@ -253,7 +253,7 @@ class SignatureVerifier:
 # The plain values the receiver worker and its HTTP adapter exchange, so that
 # neither depends on the other (nor the worker on an HTTP library).
 
-Outcome = Literal[
+WebhookOutcome = Literal[
     "accepted",
     "dead_lettered",
     "duplicate",
@@ -282,7 +282,7 @@ class WebhookReply:
     """What to answer: status, outcome (for the body and metrics), extras."""
 
     status: int
-    outcome: Outcome
+    outcome: WebhookOutcome
     webhook_id: str | None = None
     detail: str = ""
     retry_after: int | None = None
@@ -464,7 +464,7 @@ class FamilyRules:
 DEFAULT_RULES: Final = FamilyRules()
 
 
-def classify(
+def family_of(
     event_type: str, body: Mapping[str, object], rules: FamilyRules = DEFAULT_RULES
 ) -> Family | None:
     """The family of a webhook, or None when neither name nor shape says."""
@@ -619,7 +619,7 @@ class Plan:
     family: Literal["delivery", "tracking", "dead_letter"]
     dedupe_key: str
     event_type: str | None
-    rejection: Rejection | None = None
+    rejection: FrameRejection | None = None
 
 
 def dedupe_key(inbound: Inbound) -> str:
@@ -660,7 +660,7 @@ def plan(
     event_type = raw_type if isinstance(raw_type, str) else None
     key = dedupe_key(inbound)
     verdict = _judge(inbound, event_type, rules, max_value_bytes)
-    if isinstance(verdict, Rejection):
+    if isinstance(verdict, FrameRejection):
         rejection = verdict
         return Plan(
             record=dead_letter_record(
@@ -706,31 +706,33 @@ def _judge(
     event_type: str | None,
     rules: FamilyRules,
     max_value_bytes: int,
-) -> tuple[Family, str, str] | Rejection:
+) -> tuple[Family, str, str] | FrameRejection:
     """Family, webhook id and event type of a verified body, or why it is not.
 
     A body that fails any check is dead-lettered whole with the reason.
     """
     webhook_id = inbound.webhook_id
     if webhook_id is None:
-        return Rejection(
+        return FrameRejection(
             "missing_webhook_id", "webhookId: missing, empty, too long or not a string"
         )
     if event_type is None:
-        return Rejection("missing_event_type", "eventType: missing or not a string")
+        return FrameRejection(
+            "missing_event_type", "eventType: missing or not a string"
+        )
     if _EVENT_TYPE.fullmatch(event_type) is None:
-        return Rejection(
+        return FrameRejection(
             "invalid_event_type", "eventType: expected 1 to 100 of A-Z a-z 0-9 . _ -"
         )
-    family = classify(event_type, inbound.body, rules)
+    family = family_of(event_type, inbound.body, rules)
     if family is None:
-        return Rejection(
+        return FrameRejection(
             "unknown_event_type",
             "eventType: no family rule matches it and the body names no booking, "
             "drop, tracker or device",
         )
     if len(inbound.raw) > max_value_bytes:
-        return Rejection(
+        return FrameRejection(
             "oversize",
             f"body is {len(inbound.raw)} bytes, over the {max_value_bytes} bytes "
             "a record may hold",

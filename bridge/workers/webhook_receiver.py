@@ -46,7 +46,7 @@ import structlog
 from bridge.core import webhooks
 from bridge.core.dedupe import RecentIds
 from bridge.core.records import iso_ms
-from bridge.core.webhooks import Outcome, WebhookReply, WebhookRequest
+from bridge.core.webhooks import WebhookOutcome, WebhookReply, WebhookRequest
 from bridge.metrics import WebhookMetrics, webhook_dlq_reason_label
 from bridge.ports import Clock, RecordSubmitter
 
@@ -142,7 +142,7 @@ class WebhookReceiver:
         self.count(reply.outcome)
         return reply
 
-    def count(self, outcome: Outcome) -> None:
+    def count(self, outcome: WebhookOutcome) -> None:
         """Count an answer, also for answers the HTTP adapter gives itself (413)."""
         self._metrics.requests.labels(outcome).inc()
         self._answered[outcome] = self._answered.get(outcome, 0) + 1

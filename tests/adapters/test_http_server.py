@@ -12,7 +12,7 @@ import pytest
 
 from bridge.adapters.http_server import HttpRequest, HttpResponse, HttpServer
 from bridge.adapters.webhook_http import WebhookHttpServer
-from bridge.core.webhooks import Outcome, WebhookReply, WebhookRequest
+from bridge.core.webhooks import WebhookOutcome, WebhookReply, WebhookRequest
 
 
 async def _echo(request: HttpRequest) -> HttpResponse:
@@ -208,7 +208,7 @@ async def _raw_exchange(port: int, data: bytes) -> bytes:
 
 async def test_webhook_server_counts_the_answers_it_gives_on_its_own() -> None:
     """413 counts too_large, 400 and 431 count malformed; 408 is not counted."""
-    counted: list[Outcome] = []
+    counted: list[WebhookOutcome] = []
     handled: list[str] = []
 
     async def handle(request: WebhookRequest) -> WebhookReply:

@@ -19,8 +19,8 @@ from bridge.core.codec import (
     UNPARSED_REASONS,
     Decoded,
     FrameCodec,
+    FrameRejection,
     Item,
-    Rejection,
     TraccarJsonCodec,
     codec_by_name,
 )
@@ -87,7 +87,7 @@ def decode_one(section: str, item: dict[str, Any]) -> Item:
     return decoded.items[0]
 
 
-def rejection_of(raw: bytes) -> Rejection:
+def rejection_of(raw: bytes) -> FrameRejection:
     """Decode a frame that must be rejected and return the rejection."""
     decoded = CODEC.decode(raw)
     assert decoded.rejection is not None
@@ -434,7 +434,7 @@ def test_timestamps_normalise(upstream: str, iso: str, epoch_ms: int | None) -> 
 def test_bad_timestamps_are_rejected(upstream: object, detail: str) -> None:
     """Unparseable, offset-less or out-of-range timestamps make the item invalid."""
     rejection = rejection_of(frame(events=[with_(EVENT, eventTime=upstream)]))
-    assert rejection == Rejection("invalid_item", f"events[0].eventTime: {detail}")
+    assert rejection == FrameRejection("invalid_item", f"events[0].eventTime: {detail}")
 
 
 # --------------------------------------------------------------------------
@@ -504,7 +504,7 @@ def test_oversize_is_not_parsed() -> None:
     """A frame one byte over the limit is refused; one at the limit is decoded."""
     codec = TraccarJsonCodec(max_frame_bytes=len(b"{}"))
     assert codec.decode(b"{}").keepalive
-    assert codec.decode(b"{} ").rejection == Rejection(
+    assert codec.decode(b"{} ").rejection == FrameRejection(
         "oversize", "frame is 3 bytes; limit 2"
     )
     # Not parsed: an oversize non-JSON frame is still "oversize", not malformed.
@@ -581,7 +581,7 @@ def test_invalid_items(case: tuple[str, dict[str, Any]], detail: str) -> None:
     """An item missing or mistyping a field is ``invalid_item``, naming the field."""
     section, item = case
     rejection = rejection_of(frame(**{section: [item]}))
-    assert rejection == Rejection("invalid_item", f"{section}[0].{detail}")
+    assert rejection == FrameRejection("invalid_item", f"{section}[0].{detail}")
 
 
 @pytest.mark.parametrize(
@@ -617,7 +617,7 @@ def test_unknown_event_types(item: dict[str, Any], detail: str | None) -> None:
 def test_non_object_items_are_invalid() -> None:
     """An array element that is not an object is ``invalid_item``."""
     rejection = rejection_of(frame(devices=[DEVICE, 41]))
-    assert rejection == Rejection(
+    assert rejection == FrameRejection(
         "invalid_item", "devices[1]: a number, expected an object"
     )
 
@@ -636,7 +636,7 @@ def test_unknown_top_level_key_detail_is_bounded_and_ascii() -> None:
 
 
 def test_details_never_echo_payload_values() -> None:
-    """Rejection details name fields, not the values that were wrong."""
+    """FrameRejection details name fields, not the values that were wrong."""
     secret = "s3cr3t-value-from-payload"
     bad_items = [
         ("positions", with_(POSITION, latitude=secret)),
@@ -663,7 +663,7 @@ def test_partial_frame_keeps_good_items() -> None:
         "position:88124",
         "event:5520",
     ]
-    assert decoded.rejection == Rejection(
+    assert decoded.rejection == FrameRejection(
         "invalid_item",
         "positions[1].latitude: must be a number in [-90, 90]; and 3 more problem(s)",
     )

@@ -13,8 +13,8 @@ from bridge.core.codec import (
     CANONICAL_EVENT_TYPES,
     REJECTION_REASONS,
     UNPARSED_REASONS,
+    FrameRejection,
     Item,
-    Rejection,
     TraccarJsonCodec,
 )
 from bridge.core.records import (
@@ -190,7 +190,7 @@ def test_size_counts_key_value_and_headers() -> None:
 def test_dead_letter_record(reason: str) -> None:
     """A rejected frame goes verbatim to the DLQ with the reason in headers."""
     raw = b'{"positions": [{"id": 1}], "weird": true}'
-    rejection = Rejection(reason, "positions[0].deviceId: missing")
+    rejection = FrameRejection(reason, "positions[0].deviceId: missing")
     record = dead_letter_record(raw, rejection, TOPICS, received_at=RECEIVED_AT)
     content_type = (
         b"application/octet-stream"
@@ -217,7 +217,7 @@ def test_dead_letter_for_webhook_origin_and_explicit_content_type() -> None:
     """The helper is generic: origin and content type can be given."""
     record = dead_letter_record(
         b"a=1",
-        Rejection("bad_signature", "signature mismatch"),
+        FrameRejection("bad_signature", "signature mismatch"),
         Topics(dead_letter="webhooks.dlq"),
         received_at=RECEIVED_AT,
         origin="webhook",
@@ -235,7 +235,7 @@ def test_dead_letter_truncates_with_evidence() -> None:
     raw = b'{"positions": "' + b"x" * 100 + b'"}'
     record = dead_letter_record(
         raw,
-        Rejection("not_an_array", "positions: a string, expected an array"),
+        FrameRejection("not_an_array", "positions: a string, expected an array"),
         TOPICS,
         received_at=RECEIVED_AT,
         max_value_bytes=50,
@@ -254,7 +254,7 @@ def test_dead_letter_at_the_limit_is_not_truncated() -> None:
     raw = b"x" * 50
     record = dead_letter_record(
         raw,
-        Rejection("malformed_json", "not JSON"),
+        FrameRejection("malformed_json", "not JSON"),
         TOPICS,
         received_at=RECEIVED_AT,
         max_value_bytes=50,
@@ -280,7 +280,7 @@ def test_dead_letter_refuses_negative_limit() -> None:
     with pytest.raises(ValueError, match="max_value_bytes"):
         dead_letter_record(
             b"",
-            Rejection("empty", "x"),
+            FrameRejection("empty", "x"),
             TOPICS,
             received_at=RECEIVED_AT,
             max_value_bytes=-1,

@@ -17,7 +17,7 @@ from hypothesis import given
 from bridge.core.codec import (
     CANONICAL_EVENT_TYPES,
     REJECTION_REASONS,
-    Rejection,
+    FrameRejection,
     TraccarJsonCodec,
 )
 from bridge.core.records import (
@@ -213,7 +213,7 @@ def test_dead_letter_headers_validate(reason: str, max_value_bytes: int) -> None
     """Dead-letter headers, truncated or not, validate against their schema."""
     record = dead_letter_record(
         b'{"positions": 1}',
-        Rejection(reason, "positions: a number, expected an array"),
+        FrameRejection(reason, "positions: a number, expected an array"),
         TOPICS,
         received_at=RECEIVED_AT,
         max_value_bytes=max_value_bytes,

@@ -5,10 +5,8 @@ from __future__ import annotations
 from hypothesis import given, strategies as st
 
 from bridge.core.session import (
-    Decision,
     RotationPolicy,
     Session,
-    decide,
     effective_margin,
     rotation_at,
 )
@@ -41,16 +39,6 @@ def test_short_sessions_keep_half_their_lifetime_before_rotating() -> None:
     assert (
         rotation_at(s, RotationPolicy(margin=900, jitter=0), 0.5) == s.obtained_at + 2.0
     )
-
-
-def test_decide_maps_time_to_keep_rotate_and_expired() -> None:
-    """Before the instant keep, then rotate; expired after expiry or with no session."""
-    s = session()
-    at = rotation_at(s, RotationPolicy(), 0.5)
-    assert decide(at - 1, s, at) is Decision.KEEP
-    assert decide(at, s, at) is Decision.ROTATE
-    assert decide(s.expires_at, s, at) is Decision.EXPIRED
-    assert decide(0.0, None, at) is Decision.EXPIRED
 
 
 @given(

@@ -193,7 +193,7 @@ def test_unusable_webhook_ids_are_none(webhook_id: object) -> None:
 def test_every_kind_of_the_emulator_is_classified(kind: str) -> None:
     """Each of the 14 kinds lands in the family its fixture names."""
     payload = FACTORY.build(kind)
-    family = webhooks.classify(str(payload["eventType"]), payload)
+    family = webhooks.family_of(str(payload["eventType"]), payload)
     assert family == KINDS[kind].family
 
 
@@ -217,14 +217,14 @@ def test_unknown_event_types_are_classified_by_prefix_or_shape(
     event_type: str, body: dict[str, object], family: str | None
 ) -> None:
     """Names are not hard-coded: prefixes, then the body's ids, decide the family."""
-    assert webhooks.classify(event_type, body) == family
+    assert webhooks.family_of(event_type, body) == family
 
 
 def test_family_rules_are_injectable() -> None:
     """Other rules change the classification without code changes."""
     rules = webhooks.FamilyRules(delivery_prefixes=("wallet.",))
-    assert webhooks.classify("wallet.funded", {}, rules) == "delivery"
-    assert webhooks.classify("order.new", {}, rules) is None
+    assert webhooks.family_of("wallet.funded", {}, rules) == "delivery"
+    assert webhooks.family_of("order.new", {}, rules) is None
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from bridge.core import webhooks
-from bridge.core.codec import Rejection
+from bridge.core.codec import FrameRejection
 from bridge.core.records import OutboundRecord, Topics, dead_letter_record, iso_ms
 from bridgelab.emulator.webhooks import (
     WEBHOOK_KINDS,
@@ -81,7 +81,7 @@ def test_webhook_dead_letters_validate(reason: str) -> None:
     """Every webhook dead-letter reason gives headers that fit the DLQ schema."""
     record = dead_letter_record(
         b'{"eventType":1}',
-        Rejection(reason, "eventType: missing or not a string"),
+        FrameRejection(reason, "eventType: missing or not a string"),
         Topics(dead_letter=TOPICS.dead_letter),
         received_at=RECEIVED_AT,
         origin="webhook",

@@ -10,13 +10,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from bridge.core.records import OutboundRecord
 from bridge.secrets import Secret
 
 if TYPE_CHECKING:
-    from bridge.core.commands import RestRequest
+    from bridge.core.commands import Command, RestRequest
     from bridge.core.session import Session
 
 
@@ -193,6 +193,34 @@ class CallPermit(Protocol):
         for Kafka's ack. Raises ``CommandReleased`` once the worker may no
         longer call for this command (partition revoked or lease lost).
         """
+        ...
+
+
+@dataclass(slots=True)
+class Execution:
+    """How a command ended at Sendstack (what the runner tells the worker)."""
+
+    outcome: str  # succeeded | failed | rejected | ambiguous
+    response: object | None = None
+    error: dict[str, Any] | None = None
+    attempts: int = 0
+    first_attempt_at: float | None = None
+    reconciled: bool = False
+
+
+class CommandRunner(Protocol):
+    """Carries out one command against Sendstack (the executor)."""
+
+    async def execute(
+        self,
+        command: Command,
+        request: RestRequest,
+        *,
+        deadline: float,
+        permit: CallPermit,
+        ambiguous_since: float | None = None,
+    ) -> Execution:
+        """Run ``request`` politely until it ends; see ``CommandExecutor``."""
         ...
 
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
@@ -43,22 +42,9 @@ from bridge.core.ratelimit import TokenBucket
 from bridge.core.retry import Backoff, FailureBudget
 from bridge.errors import RestUnavailable
 from bridge.metrics import CommandMetrics
-from bridge.ports import CallPermit, Clock, RestGateway
+from bridge.ports import CallPermit, Clock, Execution, RestGateway
 
 log = structlog.get_logger("bridge.commands")
-
-
-@dataclass(slots=True)
-class Execution:
-    """How a command ended at Sendstack."""
-
-    outcome: str  # succeeded | failed | rejected | ambiguous
-    response: object | None = None
-    error: dict[str, Any] | None = None
-    attempts: int = 0
-    first_attempt_at: float | None = None
-    reconciled: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class _Deadline(Exception):

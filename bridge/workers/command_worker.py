@@ -55,8 +55,15 @@ from bridge.core.offsets import PartitionOffsets
 from bridge.core.records import OutboundRecord, iso_ms
 from bridge.errors import CommandReleased, PublishError
 from bridge.metrics import CommandMetrics
-from bridge.ports import AckingPublisher, Clock, CommandSource, SourceMessage, StateLog
-from bridge.workers.command_executor import CommandExecutor, Execution
+from bridge.ports import (
+    AckingPublisher,
+    Clock,
+    CommandRunner,
+    CommandSource,
+    Execution,
+    SourceMessage,
+    StateLog,
+)
 
 log = structlog.get_logger("bridge.commands")
 
@@ -141,7 +148,7 @@ class CommandWorker:
 
     def __init__(
         self,
-        executor: CommandExecutor,
+        executor: CommandRunner,
         publisher: AckingPublisher,
         state_log: StateLog,
         *,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -21,13 +22,22 @@ if TYPE_CHECKING:
 
 
 class Clock(Protocol):
-    """Wall time, monotonic time and sleeping, injectable for tests."""
+    """Wall time, monotonic time, sleeping and timeouts, injectable for tests.
+
+    Workers take every duration through this port; tests run them on a
+    virtual event-loop clock (looptime), where ``monotonic``, ``sleep`` and
+    ``timeout`` all follow the fake time.
+    """
 
     def time(self) -> float: ...
 
     def monotonic(self) -> float: ...
 
     async def sleep(self, seconds: float) -> None: ...
+
+    def timeout(self, seconds: float | None) -> AbstractAsyncContextManager[object]:
+        """Cancel the block after ``seconds`` and raise ``TimeoutError``."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,7 @@
 """A small asyncio HTTP/1.1 server on h11 (sans-I/O) and ``asyncio.start_server``.
 
 Enough HTTP for JSON APIs (the webhook receiver on a public port, the
-emulator, admin and health endpoints): keep-alive, pipelining, Content-Length
+stand-in servers of the dev kit, ops endpoints): keep-alive, pipelining, Content-Length
 and chunked request bodies, ``Expect: 100-continue``, and an escape hatch
 (``abort_connection``) that drops the TCP connection without any response so
 fault injection can imitate "the server did it, the reply never came".

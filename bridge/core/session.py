@@ -8,7 +8,7 @@ bridge must fetch a new one and open a new socket (make-before-break).
 
 ``rotation_at`` picks the instant to fetch the next session: ``margin`` before
 expiry, minus a random share of ``jitter`` so a fleet of bridges does not
-rotate in lockstep. For short-lived sessions (tests, demos) the margin is
+rotate in lockstep. For short-lived sessions (as in tests) the margin is
 capped at half the lifetime so a session is always used for a while. Time
 and randomness are arguments, so every decision is deterministic under test.
 """

@@ -362,7 +362,7 @@ class CommandExecutor:
                 if remaining <= 0:
                     raise _Deadline
                 try:
-                    async with asyncio.timeout(remaining):
+                    async with self._clock.timeout(remaining):
                         await self._auth_ok.wait()
                 except TimeoutError:
                     raise _Deadline from None

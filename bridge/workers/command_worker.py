@@ -28,6 +28,7 @@ The loop fetches command messages and schedules each as a task:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass, field
 
 import orjson
@@ -219,9 +220,12 @@ class CommandWorker:
         in_flight = [t for part in parts for t in part.critical]
         if in_flight:
             log.info("commands_draining_before_revoke", in_flight=len(in_flight))
-            _, late = await asyncio.wait(in_flight, timeout=grace)
-            for task in late:
-                task.cancel()
+            with contextlib.suppress(TimeoutError):
+                async with self._clock.timeout(grace):
+                    await asyncio.wait(in_flight)  # cancelling wait spares the tasks
+            for task in in_flight:
+                if not task.done():
+                    task.cancel()
         pending = [t for part in parts for t in part.tasks]
         if pending:
             await asyncio.wait(pending)
@@ -317,7 +321,7 @@ class CommandWorker:
             part.number, Claim("release", self._opts.owner, now, now)
         )
         try:
-            async with asyncio.timeout(2.0):
+            async with self._clock.timeout(2.0):
                 await self._publisher.publish(record)
         except (PublishError, TimeoutError):
             # The lease then simply expires; the next owner waits for that.

@@ -127,7 +127,7 @@ class SessionKeeper:
                 rotate_in=round(rotate - self._clock.time(), 3),
             )
             try:
-                async with asyncio.timeout(max(0.0, rotate - self._clock.time())):
+                async with self._clock.timeout(max(0.0, rotate - self._clock.time())):
                     await self._refresh.wait()
             except TimeoutError:
                 pass

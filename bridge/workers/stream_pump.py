@@ -435,7 +435,7 @@ class StreamPump:
             generation=new.generation,
         )
         try:
-            async with asyncio.timeout(self._opts.overlap_max):
+            async with self._clock.timeout(self._opts.overlap_max):
                 await self._hold_first_frames(successor, handoff)
                 if not any(m in self._seen for m in handoff.markers):
                     # The old socket is behind: the reader cuts over when it

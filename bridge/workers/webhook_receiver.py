@@ -38,6 +38,7 @@ The worker knows nothing of HTTP libraries or Kafka clients: it gets plain
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -235,7 +236,9 @@ class WebhookReceiver:
         """
         budget = self._options.publish_timeout - (self._clock.monotonic() - started)
         if not pending.future.done() and budget > 0:
-            await asyncio.wait({pending.future}, timeout=budget)
+            with contextlib.suppress(TimeoutError):
+                async with self._clock.timeout(budget):
+                    await asyncio.wait({pending.future})
         future = pending.future
         return future.done() and not future.cancelled() and future.exception() is None
 

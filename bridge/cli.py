@@ -35,6 +35,16 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("stream", help="tracking websocket -> Kafka")
     sub.add_parser("webhooks", help="signed Sendstack webhooks -> Kafka")
     sub.add_parser("commands", help="Kafka commands -> Sendstack API calls")
+    probe = sub.add_parser(
+        "probe",
+        help="say what the configured tracking wire does (publishes nothing)",
+    )
+    probe.add_argument(
+        "--seconds", type=float, default=10.0, help="how long to listen for frames"
+    )
+    probe.add_argument(
+        "--frames", type=int, default=5, help="stop after this many frames"
+    )
     check = sub.add_parser(
         "check-config", help="validate the configuration and print it"
     )
@@ -54,6 +64,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ns = _parser().parse_args(args)
     if ns.command == "check-config":
         return _check_config(ns.for_command)
+    if ns.command == "probe":
+        return _probe(seconds=ns.seconds, max_frames=ns.frames)
     return _run(ns.command)
 
 
@@ -71,6 +83,17 @@ def _check_config(command: str) -> int:
         return 2
     print(render_check_config(settings))
     return 0
+
+
+def _probe(*, seconds: float, max_frames: int) -> int:
+    settings = _load("probe")
+    if settings is None:
+        return 2
+    from bridge.app_probe import probe
+
+    report = asyncio.run(probe(settings, seconds=seconds, max_frames=max_frames))
+    print(report.text(), end="")
+    return 0 if report.usable else 1
 
 
 def _run(command: str) -> int:

@@ -1100,6 +1100,7 @@ REQUIREMENTS: Mapping[str, frozenset[str]] = MappingProxyType(
         "stream": frozenset({"sendstack", "kafka"}),
         "webhooks": frozenset({"sendstack", "kafka"}),
         "commands": frozenset({"sendstack", "kafka"}),
+        "probe": frozenset({"sendstack"}),  # no Kafka: it publishes nothing
     }
 )
 """The groups each subcommand needs; pass one as ``require=``."""

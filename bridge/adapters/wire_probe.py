@@ -1,0 +1,165 @@
+"""The I/O of ``sendstack-bridge probe``: one session call, one upgrade, a few frames.
+
+Each step is recorded as a plain value (``bridge.core.probe``) for the core
+to judge. Errors are named by kind (DNS, TLS, refused, timeout), never by
+message: a message could carry the URL, and the URL carries the token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+import time
+from collections.abc import Iterable
+
+import httpx
+import orjson
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
+
+from bridge.adapters.auth_api import credential_headers
+from bridge.adapters.upstream_ws import session_url
+from bridge.config import HeaderStyle
+from bridge.core.probe import Closed, FrameSeen, SessionStep, UpgradeStep
+from bridge.secrets import Secret
+
+_HIDDEN_HEADERS = frozenset({"set-cookie", "cookie", "authorization"})
+
+
+def error_kind(exc: BaseException) -> str:
+    """dns | tls | refused | timeout | other, from the exception and its causes."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, socket.gaierror):
+            return "dns"
+        if isinstance(seen, ssl.SSLError):
+            return "tls"
+        if isinstance(seen, ConnectionRefusedError):
+            return "refused"
+        if isinstance(seen, TimeoutError | httpx.TimeoutException):
+            return "timeout"
+        seen = seen.__cause__ or seen.__context__
+    return "other"
+
+
+async def call_session(
+    client: httpx.AsyncClient,
+    *,
+    base_url: str,
+    app_id: str,
+    app_secret: Secret,
+    header_style: HeaderStyle,
+    send_source: bool,
+) -> tuple[SessionStep, Secret | None]:
+    """``POST {base}/auth/session``: what it answered, and the token if any."""
+    headers = credential_headers(
+        app_id, app_secret, style=header_style, send_source=send_source
+    )
+    try:
+        response = await client.post(
+            base_url.rstrip("/") + "/auth/session", headers=headers
+        )
+    except httpx.HTTPError as exc:
+        return SessionStep(None, error=error_kind(exc)), None
+    try:
+        body = orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        body = None
+    message = ""
+    token: Secret | None = None
+    if isinstance(body, dict):
+        if isinstance(body.get("message"), str):
+            message = body["message"][:200]
+        data = body.get("data")
+        if (
+            body.get("status") is True
+            and isinstance(data, dict)
+            and isinstance(data.get("session"), str)
+        ):
+            token = Secret(data["session"])
+    step = SessionStep(
+        response.status_code, message=message, got_session=token is not None
+    )
+    return step, token
+
+
+async def open_and_listen(
+    url: str,
+    query_key: str,
+    token: Secret,
+    *,
+    seconds: float,
+    max_frames: int,
+    open_timeout: float,
+) -> tuple[UpgradeStep, tuple[FrameSeen, ...], Closed | None, float]:
+    """Upgrade, then record frames until ``seconds`` or ``max_frames``."""
+    try:
+        ws = await connect(
+            session_url(url, query_key, token),
+            open_timeout=open_timeout,
+            compression=None,
+            proxy=None,
+            max_size=16 * 1024 * 1024,
+        )
+    except InvalidStatus as exc:
+        refused = exc.response
+        return (
+            UpgradeStep(
+                refused.status_code,
+                refused.reason_phrase,
+                _visible(refused.headers.raw_items()),
+            ),
+            (),
+            None,
+            0.0,
+        )
+    except InvalidURI:
+        return UpgradeStep(None, error="invalid_url"), (), None, 0.0
+    except (OSError, TimeoutError, Exception) as exc:  # noqa: BLE001 - named by kind
+        return UpgradeStep(None, error=error_kind(exc)), (), None, 0.0
+    started = time.monotonic()
+    response = ws.response
+    upgrade = (
+        UpgradeStep(101, "Switching Protocols")
+        if response is None
+        else UpgradeStep(
+            response.status_code,
+            response.reason_phrase,
+            _visible(response.headers.raw_items()),
+        )
+    )
+    frames: list[FrameSeen] = []
+    closed: Closed | None = None
+    try:
+        while len(frames) < max_frames:
+            left = seconds - (time.monotonic() - started)
+            if left <= 0:
+                break
+            try:
+                async with asyncio.timeout(left):
+                    message = await ws.recv()
+            except TimeoutError:
+                break
+            at = time.monotonic() - started
+            if isinstance(message, str):
+                frames.append(FrameSeen(at, message.encode(), text=True))
+            else:
+                frames.append(FrameSeen(at, bytes(message), text=False))
+    except ConnectionClosed as exc:
+        if exc.rcvd is not None:
+            closed = Closed(exc.rcvd.code, exc.rcvd.reason[:120])
+        else:
+            closed = Closed(1006, "connection lost")
+    finally:
+        await ws.close()
+    return upgrade, tuple(frames), closed, time.monotonic() - started
+
+
+def _visible(headers: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+    items = list(headers)
+    return tuple(
+        (str(name).lower(), str(value)[:120])
+        for name, value in items
+        if str(name).lower() not in _HIDDEN_HEADERS
+    )

@@ -1,0 +1,62 @@
+"""``sendstack-bridge probe``: say plainly what the configured tracking wire does.
+
+The composition root of the probe: with the normal configuration it obtains
+a session, opens the configured URL, listens for a few frames, and prints
+what each step saw with the settings to change (``bridge.core.probe``
+judges; ``bridge.adapters.wire_probe`` does the I/O). It publishes nothing
+and prints no token: the URL is shown redacted.
+
+Exit codes: 0 a usable stream was reached, 1 it was not, 2 bad configuration.
+"""
+
+from __future__ import annotations
+
+import httpx
+
+from bridge.adapters.upstream_ws import session_url
+from bridge.adapters.wire_probe import call_session, open_and_listen
+from bridge.config import SendstackSettings, Settings
+from bridge.core.codec import codec_by_name
+from bridge.core.probe import ProbeRun, Report, judge
+from bridge.secrets import Secret, redact_url
+
+
+async def probe(settings: Settings, *, seconds: float, max_frames: int) -> Report:
+    """Run the three steps and judge them."""
+    sendstack = settings.require(SendstackSettings)
+    stream = settings.stream
+    # Shown as it is opened, with the session masked: where the token goes
+    # (which query key) is part of what the probe checks.
+    shown = redact_url(
+        session_url(stream.url, stream.session_query_key, Secret("masked")),
+        [stream.session_query_key],
+    )
+    async with httpx.AsyncClient(timeout=sendstack.http_timeout_seconds) as client:
+        session, token = await call_session(
+            client,
+            base_url=sendstack.base_url,
+            app_id=sendstack.app_id,
+            app_secret=sendstack.app_secret,
+            header_style=sendstack.session_header_style,
+            send_source=sendstack.send_source_header,
+        )
+    run = ProbeRun(url=shown, session=session)
+    if token is not None:
+        upgrade, frames, closed, listened = await open_and_listen(
+            stream.url,
+            stream.session_query_key,
+            token,
+            seconds=seconds,
+            max_frames=max_frames,
+            open_timeout=stream.open_timeout_seconds,
+        )
+        run = ProbeRun(
+            url=shown,
+            session=session,
+            upgrade=upgrade,
+            frames=frames,
+            closed=closed,
+            listened=listened,
+        )
+    codec = codec_by_name(stream.codec, max_frame_bytes=stream.max_frame_bytes)
+    return judge(run, codec)

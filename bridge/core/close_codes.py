@@ -14,7 +14,7 @@ usual "unauthorised" codes of other servers.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Final, Literal, get_args
 
 CloseReason = Literal[
     "normal",
@@ -29,17 +29,7 @@ CloseReason = Literal[
 ]
 
 #: Every reason label, in the order metrics create them.
-CLOSE_REASONS: Final[tuple[CloseReason, ...]] = (
-    "normal",
-    "abnormal",
-    "keepalive_timeout",
-    "session",
-    "too_big",
-    "server_error",
-    "stale",
-    "rotation",
-    "other",
-)
+CLOSE_REASONS: Final[tuple[CloseReason, ...]] = get_args(CloseReason)
 
 #: Close codes that mean "your session is no longer good".
 REAUTH_CLOSE_CODES: Final = frozenset({4001, 1008, 4401, 4403})

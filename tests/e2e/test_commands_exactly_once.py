@@ -20,6 +20,7 @@ import pytest
 
 from bridgelab.emulator import Emulator, EmulatorConfig
 from tests.e2e.commands_harness import (
+    RunningWorker,
     booking,
     commands_env,
     fresh_command_topics,
@@ -49,6 +50,18 @@ PRODUCTION = {
     "BRIDGE_COMMANDS_DEFAULT_DEADLINE_SECONDS": "120",
 }
 BOOKINGS = 1200
+
+
+def bookings(worker: RunningWorker, outcome: str) -> float:
+    """Bookings the worker finished with ``outcome`` (its own counter)."""
+    return worker.sample(
+        "bridge_commands_total", {"type": "book_delivery", "outcome": outcome}
+    )
+
+
+async def results_of(bootstrap: str, topic: str) -> list[dict[str, Any]]:
+    """Every result record on ``topic``, decoded."""
+    return _results((await read_all(bootstrap, [topic])).records[topic])
 
 
 def _results(records: list[Any]) -> list[dict[str, Any]]:
@@ -145,22 +158,12 @@ async def test_dropped_connections_after_booking_are_reconciled_never_rebooked(
             await produce(broker.bootstrap, topics.commands, list(commands))
             await wait_for(
                 lambda: (
-                    worker.sample(
-                        "bridge_commands_total",
-                        {"type": "book_delivery", "outcome": "succeeded"},
-                    )
-                    + worker.sample(
-                        "bridge_commands_total",
-                        {"type": "book_delivery", "outcome": "ambiguous"},
-                    )
-                    == 11
+                    bookings(worker, "succeeded") + bookings(worker, "ambiguous") == 11
                 ),
                 30,
             )
         executions = [emu.executions(str(c["commandId"])) for c in commands]
-    results = _results(
-        (await read_all(broker.bootstrap, [topics.results])).records[topics.results]
-    )
+    results = await results_of(broker.bootstrap, topics.results)
     assert executions == [1] * 11
     assert len(results) == 11
     assert all(r["outcome"] == "succeeded" and r["reconciled"] for r in results)
@@ -179,21 +182,13 @@ async def test_a_5xx_before_booking_is_sent_again_only_after_the_settle_window(
         async with running_worker(env) as worker:
             await produce(broker.bootstrap, topics.commands, [book])
             await wait_for(
-                lambda: (
-                    worker.sample(
-                        "bridge_commands_total",
-                        {"type": "book_delivery", "outcome": "succeeded"},
-                    )
-                    == 1
-                ),
+                lambda: bookings(worker, "succeeded") == 1,
                 20,
             )
             absent = worker.sample("bridge_commands_reconciled_total", {"found": "no"})
         reads = emu.deliveries.requests(f"{book['commandId']}#reconcile")
         executions = emu.executions(str(book["commandId"]))
-    (result,) = _results(
-        (await read_all(broker.bootstrap, [topics.results])).records[topics.results]
-    )
+    (result,) = await results_of(broker.bootstrap, topics.results)
     assert executions == 1
     assert (result["attempts"], result["reconciled"]) == (2, False)
     assert len(reads) == 2
@@ -219,19 +214,11 @@ async def test_a_booking_completed_after_the_client_timeout_is_found_not_repeate
         async with running_worker(env) as worker:
             await produce(broker.bootstrap, topics.commands, list(commands))
             await wait_for(
-                lambda: (
-                    worker.sample(
-                        "bridge_commands_total",
-                        {"type": "book_delivery", "outcome": "succeeded"},
-                    )
-                    == 3
-                ),
+                lambda: bookings(worker, "succeeded") == 3,
                 30,
             )
         executions = [emu.executions(str(c["commandId"])) for c in commands]
-    results = _results(
-        (await read_all(broker.bootstrap, [topics.results])).records[topics.results]
-    )
+    results = await results_of(broker.bootstrap, topics.results)
     assert executions == [1, 1, 1]
     assert sorted(r["reconciled"] for r in results) == [True, True, True]
 
@@ -255,13 +242,7 @@ async def test_a_deadline_too_short_to_settle_ends_ambiguous_not_rebooked(
         async with running_worker(env) as worker:
             await produce(broker.bootstrap, topics.commands, [book])
             await wait_for(
-                lambda: (
-                    worker.sample(
-                        "bridge_commands_total",
-                        {"type": "book_delivery", "outcome": "ambiguous"},
-                    )
-                    == 1
-                ),
+                lambda: bookings(worker, "ambiguous") == 1,
                 20,
             )
             await asyncio.sleep(2.0)  # the late booking lands meanwhile

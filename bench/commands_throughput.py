@@ -880,7 +880,7 @@ async def run(opts: Options) -> int:
         emulator = sampler.watch(
             spawn(
                 "emulator",
-                [PY, "-m", "bridge", "emulator", "--devices", "1"],
+                [PY, "-m", "bridgelab.emulator", "--devices", "1"],
                 env=None,
                 logdir=logdir,
                 cpus=pinning.harness,

@@ -140,7 +140,8 @@ class _Permit:
                 part.critical.add(task)
             await worker.write_started(self._command, part)
             self._marked = True
-            worker.check_lease(part)
+            # The ack may have taken a while: the call still has to fit.
+            return await worker.wait_for_lease(part, deadline)
         return True
 
 
@@ -327,18 +328,22 @@ class CommandWorker:
             # The lease then simply expires; the next owner waits for that.
             log.warning("commands_lease_release_failed", partition=part.number)
 
-    def check_lease(self, part: _Partition, *, margin_only: bool = False) -> None:
-        """Raise ``CommandReleased`` unless this worker may still act for ``part``.
+    async def lease_to_publish(self, part: _Partition) -> None:
+        """Wait until a result may be published for ``part`` (a second of lease).
 
-        Calls need a whole ``call_budget`` of lease left; publishing a result
-        (``margin_only``) needs a little, and may happen after a revocation
-        (a call in flight finishing during the revoke grace).
+        Raises ``CommandReleased`` once the partition is lost, or revoked with
+        its lease running out: the next owner settles the command then.
+        A renewal that is merely late (a busy loop, Kafka slow) is waited for:
+        giving up would leave the command unfinished on a partition we own.
         """
-        if not part.held or (part.revoked and not margin_only):
-            raise CommandReleased(f"partition {part.number} is no longer ours")
-        need = 1.0 if margin_only else self._opts.call_budget
-        if self._clock.time() + need >= part.until:
-            raise CommandReleased(f"the lease on partition {part.number} runs out")
+        while True:
+            if not part.held:
+                raise CommandReleased(f"partition {part.number} is no longer ours")
+            if self._clock.time() + 1.0 < part.until:
+                return
+            if part.revoked:
+                raise CommandReleased(f"the lease on partition {part.number} ran out")
+            await self._clock.sleep(0.05)
 
     async def wait_for_lease(self, part: _Partition, deadline: float) -> bool:
         """Wait until a call would end inside our lease; False past ``deadline``."""
@@ -503,7 +508,7 @@ class CommandWorker:
     ) -> None:
         # Publish only under a live lease: once it has run out the next owner
         # may be settling this command, and it must find one result or none.
-        self.check_lease(part, margin_only=True)
+        await self.lease_to_publish(part)
         now = self._clock.time()
         duration_ms = (self._clock.monotonic() - started) * 1000
         result = result_record(
@@ -562,7 +567,7 @@ class CommandWorker:
     async def _reject(
         self, part: _Partition, message: SourceMessage, rejection: Rejection
     ) -> None:
-        self.check_lease(part, margin_only=True)
+        await self.lease_to_publish(part)
         now = iso_ms(self._clock.time())
         command_id = rejection.command_id
         if (

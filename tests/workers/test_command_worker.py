@@ -237,3 +237,24 @@ async def test_revoking_cancels_waiting_commands_and_releases_the_lease() -> Non
     ]
     assert releases[-1]["lease"] == "release"
     assert "r2" not in rig.results(), "an unfinished command leaves no result"
+
+
+class SlowKafka(FakePublisher):
+    """Kafka acking a started marker in 8 s and a lease renewal in 12 s."""
+
+    async def publish(self, record: OutboundRecord) -> None:
+        if record.topic == "state":
+            lease = (record.key or b"").startswith(b"#")
+            await asyncio.sleep(12.0 if lease else 8.0)
+        await super().publish(record)
+
+
+async def test_a_late_renewal_delays_commands_but_never_strands_them() -> None:
+    """Renewals late and markers slow: commands wait for the lease, and all finish."""
+    gateway = FakeGateway(default=OK)
+    async with running_worker(gateway, SlowKafka(), lease=33.0) as rig:
+        for n in range(12):
+            rig.send("cancel_drops", f"c{n}")
+        await until(lambda: len(rig.results()) == 12, within=600)
+    assert {r["outcome"] for r in rig.results().values()} == {"succeeded"}
+    assert len(gateway.calls) == 12

@@ -45,6 +45,13 @@ def _parser() -> argparse.ArgumentParser:
     probe.add_argument(
         "--frames", type=int, default=5, help="stop after this many frames"
     )
+    cap = sub.add_parser(
+        "capture",
+        help="record the tracking wire verbatim to a file (publishes nothing)",
+    )
+    cap.add_argument("--duration", type=float, default=30.0, help="seconds")
+    cap.add_argument("--max-frames", type=int, default=10_000)
+    cap.add_argument("--out", required=True, help="the JSON-lines file to write")
     check = sub.add_parser(
         "check-config", help="validate the configuration and print it"
     )
@@ -64,6 +71,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ns = _parser().parse_args(args)
     if ns.command == "check-config":
         return _check_config(ns.for_command)
+    if ns.command == "capture":
+        return _capture(ns.duration, ns.max_frames, ns.out)
     if ns.command == "probe":
         return _probe(seconds=ns.seconds, max_frames=ns.frames)
     return _run(ns.command)
@@ -94,6 +103,25 @@ def _probe(*, seconds: float, max_frames: int) -> int:
     report = asyncio.run(probe(settings, seconds=seconds, max_frames=max_frames))
     print(report.text(), end="")
     return 0 if report.usable else 1
+
+
+def _capture(duration: float, max_frames: int, out: str) -> int:
+    settings = _load("capture")
+    if settings is None:
+        return 2
+    from pathlib import Path
+
+    from bridge.app_capture import capture
+
+    summary = asyncio.run(
+        capture(settings, duration=duration, max_frames=max_frames, out=Path(out))
+    )
+    print(
+        f"captured {summary.frames} frames to {out}: {summary.opens} opens,"
+        f" {summary.closes} closes, {summary.rotations} rotations,"
+        f" {summary.failed_connects} failed connects"
+    )
+    return 0 if summary.opens else 1
 
 
 def _run(command: str) -> int:

@@ -1101,6 +1101,7 @@ REQUIREMENTS: Mapping[str, frozenset[str]] = MappingProxyType(
         "webhooks": frozenset({"sendstack", "kafka"}),
         "commands": frozenset({"sendstack", "kafka"}),
         "probe": frozenset({"sendstack"}),  # no Kafka: it publishes nothing
+        "capture": frozenset({"sendstack"}),
     }
 )
 """The groups each subcommand needs; pass one as ``require=``."""

@@ -8,14 +8,16 @@ message: a message could carry the URL, and the URL carries the token.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import ssl
 import time
 from collections.abc import Iterable
+from typing import Any
 
 import httpx
 import orjson
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
 
 from bridge.adapters.auth_api import credential_headers
@@ -163,3 +165,54 @@ def _visible(headers: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
         for name, value in items
         if str(name).lower() not in _HIDDEN_HEADERS
     )
+
+
+class CaptureSocket:
+    """One socket for ``capture``: frames with their kind, and how it closed."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self._ws = ws
+        self._closed: tuple[int, str] | None = None
+
+    @classmethod
+    async def open(cls, url: str, *, open_timeout: float) -> CaptureSocket:
+        ws = await connect(
+            url,
+            open_timeout=open_timeout,
+            compression=None,
+            proxy=None,
+            max_size=16 * 1024 * 1024,
+        )
+        return cls(ws)
+
+    async def next_frame(
+        self, within: float, stop: asyncio.Future[Any]
+    ) -> tuple[bytes, bool] | None:
+        """The next frame and whether it is text; None on close, timeout or ``stop``."""
+        receiving: asyncio.Future[Any] = asyncio.ensure_future(self._ws.recv())
+        done, _ = await asyncio.wait(
+            {receiving, stop}, timeout=within, return_when=asyncio.FIRST_COMPLETED
+        )
+        if receiving not in done:
+            receiving.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
+                await receiving
+            return None
+        try:
+            message = receiving.result()
+        except ConnectionClosed as exc:
+            received = exc.rcvd
+            self._closed = (
+                (received.code, received.reason[:120])
+                if received is not None
+                else (1006, "connection lost")
+            )
+            return None
+        if isinstance(message, str):
+            return message.encode(), True
+        return bytes(message), False
+
+    async def close(self) -> tuple[int, str] | None:
+        """Close (if still open); the server's close code and reason, if it closed."""
+        await self._ws.close()
+        return self._closed

@@ -27,11 +27,11 @@ from bridge.adapters.clock import SystemClock
 from bridge.adapters.upstream_ws import session_url
 from bridge.adapters.wire_probe import CaptureSocket, error_kind
 from bridge.config import SendstackSettings, Settings
-from bridge.core.capture import Redactor, event_line, header_line
+from bridge.core.capture import event_line, frame_field, header_line
 from bridge.core.retry import Backoff, FailureBudget
 from bridge.core.session import RotationPolicy
 from bridge.metrics import StreamMetrics
-from bridge.secrets import Secret
+from bridge.secrets import Secret, TextRedactor
 from bridge.workers.session_keeper import SessionKeeper
 
 log = structlog.get_logger("bridge.capture")
@@ -53,7 +53,7 @@ async def capture(
     sendstack = settings.require(SendstackSettings)
     stream, s = settings.stream, settings.session
     clock = SystemClock()
-    redactor = Redactor([sendstack.app_secret], [stream.session_query_key])
+    redactor = TextRedactor([sendstack.app_secret], [stream.session_query_key])
     summary = CaptureSummary()
     started, started_at = time.monotonic(), time.time()
     shown = redactor.text(
@@ -135,7 +135,7 @@ async def capture(
                                 break
                             data, is_text = got
                             summary.frames += 1
-                            write("frame", **redactor.frame(data, text=is_text))
+                            write("frame", **frame_field(redactor, data, text=is_text))
                         if newer.done() and not newer.cancelled():
                             summary.rotations += 1
                             write("rotation", generation=newer.result().generation)

@@ -40,7 +40,7 @@ import orjson
 import structlog
 from structlog.typing import EventDict, FilteringBoundLogger, Processor, WrappedLogger
 
-from bridge.secrets import MASK, Secret, redact_text, redact_url, scrub
+from bridge.secrets import MASK, Secret, TextRedactor
 
 __all__ = ["LEVELS", "Redactor", "configure_logging", "get_logger"]
 
@@ -76,44 +76,26 @@ _PLAIN = (int, float, type(None), dt.datetime, dt.date, dt.time, uuid.UUID)
 _MAX_DEPTH = 8
 
 
-class Redactor:
+class Redactor(TextRedactor):
     """A structlog processor that masks secrets in every value of an event.
 
     Strings are scrubbed of JWT-shaped text, of ``session=`` (and *query_keys*)
     values and URL passwords, and of the literal *secrets*. Dicts, lists,
     tuples and sets are walked; other objects are replaced by their redacted
-    ``repr`` (which is what the renderers would print anyway). A string
-    without any marker (``eyJ``, ``=``, ``%3``, ``@``) is returned as is, so
-    the common case costs a few substring checks.
+    ``repr`` (which is what the renderers would print anyway). Strings go
+    through `bridge.secrets.TextRedactor`.
 
     Args:
         secrets: literal values to mask wherever they appear.
         query_keys: URL query keys to mask besides ``session``.
     """
 
-    __slots__ = ("_keys", "_secrets")
-
-    def __init__(
-        self, secrets: Iterable[str | Secret] = (), query_keys: Iterable[str] = ()
-    ) -> None:
-        revealed = (s.reveal() if isinstance(s, Secret) else s for s in secrets)
-        self._secrets = tuple(value for value in revealed if value)
-        self._keys = ("session", *(key for key in query_keys if key))
+    __slots__ = ()
 
     def __call__(
         self, logger: WrappedLogger, method_name: str, event_dict: EventDict
     ) -> EventDict:
         return {key: self._value(value, key, 0) for key, value in event_dict.items()}
-
-    def text(self, text: str) -> str:
-        """Return *text* with every secret-looking part masked."""
-        if "eyJ" in text:
-            text = scrub(text)
-        if "=" in text or "%3" in text or "@" in text:
-            text = redact_url(text, self._keys)
-        if self._secrets:
-            text = redact_text(text, self._secrets)
-        return text
 
     def _value(self, value: object, key: object, depth: int) -> object:
         if isinstance(value, str):

@@ -32,7 +32,7 @@ import re
 from collections.abc import Iterable
 from typing import NoReturn
 
-__all__ = ["MASK", "Secret", "redact_text", "redact_url", "scrub"]
+__all__ = ["MASK", "Secret", "TextRedactor", "redact_text", "redact_url", "scrub"]
 
 MASK = "***"
 """What every redacted value is replaced with."""
@@ -197,3 +197,42 @@ def redact_text(text: str, secrets: Iterable[str | Secret]) -> str:
         if value and value in text:
             text = text.replace(value, MASK)
     return text
+
+
+class TextRedactor:
+    """Masks JWT-shaped text, credential query values and known secrets.
+
+    The one text redaction of the bridge: log lines (``bridge.logs``) and
+    capture files (``bridge.core.capture``) both go through it. A string
+    without any marker (``eyJ``, ``=``, ``%3``, ``@``) and without a known
+    secret is returned as is, so the common case costs a few substring checks.
+
+    Args:
+        secrets: literal values to mask wherever they appear.
+        query_keys: URL query keys to mask besides ``session``.
+    """
+
+    __slots__ = ("_keys", "_secrets")
+
+    def __init__(
+        self, secrets: Iterable[str | Secret] = (), query_keys: Iterable[str] = ()
+    ) -> None:
+        revealed = (s.reveal() if isinstance(s, Secret) else s for s in secrets)
+        self._secrets = tuple(value for value in revealed if value)
+        self._keys = ("session", *(key for key in query_keys if key))
+
+    def add(self, secret: str | Secret) -> None:
+        """Mask this value too from now on (e.g. a session obtained later)."""
+        value = secret.reveal() if isinstance(secret, Secret) else secret
+        if value:
+            self._secrets = (*self._secrets, value)
+
+    def text(self, text: str) -> str:
+        """Return *text* with every secret-looking part masked."""
+        if "eyJ" in text:
+            text = scrub(text)
+        if "=" in text or "%3" in text or "@" in text:
+            text = redact_url(text, self._keys)
+        if self._secrets:
+            text = redact_text(text, self._secrets)
+        return text

@@ -13,37 +13,23 @@ a capture is made to be shared.
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterable
 from typing import Any, Final
 
 import orjson
 
 from bridge.core.records import iso_ms
-from bridge.secrets import Secret, redact_text, redact_url, scrub
+from bridge.secrets import TextRedactor
 
 CAPTURE_VERSION: Final = 1
 
 
-class Redactor:
-    """Masks the token(s) seen so far, the app secret and JWT-shaped text."""
-
-    def __init__(self, secrets: Iterable[Secret | str], query_keys: list[str]) -> None:
-        self._secrets: list[Secret | str] = list(secrets)
-        self._keys = query_keys
-
-    def add(self, secret: Secret) -> None:
-        self._secrets.append(secret)
-
-    def text(self, text: str) -> str:
-        return scrub(redact_text(redact_url(text, self._keys), self._secrets))
-
-    def frame(self, data: bytes, *, text: bool) -> dict[str, Any]:
-        """A frame's payload field: ``text`` when it is text, else ``base64``."""
-        if text:
-            return {"text": self.text(data.decode("utf-8", "replace"))}
-        # Binary frames are masked as Latin-1 text so every byte survives.
-        masked = self.text(data.decode("latin-1")).encode("latin-1", "replace")
-        return {"base64": base64.b64encode(masked).decode("ascii")}
+def frame_field(redactor: TextRedactor, data: bytes, *, text: bool) -> dict[str, Any]:
+    """A frame's payload field, masked: ``text`` when it is text, else ``base64``."""
+    if text:
+        return {"text": redactor.text(data.decode("utf-8", "replace"))}
+    # Binary frames are masked as Latin-1 text so every byte survives.
+    masked = redactor.text(data.decode("latin-1")).encode("latin-1", "replace")
+    return {"base64": base64.b64encode(masked).decode("ascii")}
 
 
 def header_line(*, started_at: float, url: str, codec: str) -> bytes:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import orjson
 
-from bridge.core.capture import Redactor, event_line, frame_bytes, header_line
-from bridge.secrets import Secret
+from bridge.core.capture import event_line, frame_bytes, frame_field, header_line
+from bridge.secrets import Secret, TextRedactor
 
 TOKEN = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOnsiYXBwSWQiOiIxIn19.c2lnbmF0dXJl"
 SECRET = "ZK4P0QW7TRV2M9XBC81LJ6DHS5NA3EYU"
@@ -13,11 +13,11 @@ SECRET = "ZK4P0QW7TRV2M9XBC81LJ6DHS5NA3EYU"
 
 def test_text_frames_keep_their_bytes_but_lose_every_secret() -> None:
     """The token, the app secret and any JWT are masked; the rest is verbatim."""
-    redactor = Redactor([SECRET], ["session"])
+    redactor = TextRedactor([SECRET], ["session"])
     redactor.add(Secret(TOKEN))
     other = "eyJhbGciOiJub25lIn0.eyJ4IjoiMTIzNDU2Nzg5MCJ9.YWJjZGVmZ2hpams"
     body = f'{{"positions":[],"echo":"{TOKEN}","k":"{SECRET}","j":"{other}"}}'
-    field = redactor.frame(body.encode(), text=True)
+    field = frame_field(redactor, body.encode(), text=True)
     shown = str(field["text"])
     assert TOKEN not in shown
     assert SECRET not in shown
@@ -27,9 +27,9 @@ def test_text_frames_keep_their_bytes_but_lose_every_secret() -> None:
 
 def test_binary_frames_are_kept_as_base64_and_masked_too() -> None:
     """Binary payloads survive byte for byte, except a secret inside them."""
-    redactor = Redactor([SECRET], ["session"])
+    redactor = TextRedactor([SECRET], ["session"])
     data = b"\x00\xff" + SECRET.encode() + b"\x10"
-    field = redactor.frame(data, text=False)
+    field = frame_field(redactor, data, text=False)
     back = frame_bytes(field)
     assert back.startswith(b"\x00\xff")
     assert back.endswith(b"\x10")
@@ -38,7 +38,7 @@ def test_binary_frames_are_kept_as_base64_and_masked_too() -> None:
 
 def test_urls_keep_their_shape_with_the_session_masked() -> None:
     """A URL carrying the session shows the key, never the value."""
-    redactor = Redactor([], ["session"])
+    redactor = TextRedactor([], ["session"])
     assert redactor.text(f"wss://h/p?session={TOKEN}") == "wss://h/p?session=***"
 
 

@@ -730,7 +730,9 @@ def reconciled(command: Command, status: int, body: bytes) -> Reconciliation:
 
     * an item that echoes the wanted id is the booking (``echo``);
     * a non-empty list whose items carry no ``externalOrderId`` at all is
-      the booking too: the query filtered (``filter``);
+      the booking too (``filter``), but only if it looks like *one* booking:
+      no more drops than the command booked, all of one delivery. A server
+      that ignored the filter lists other bookings as well: unknown;
     * items that echo only *other* ids mean the filter was ignored: unknown;
     * an empty list is ``absent``; the caller must not treat one empty read
       right after a timeout as proof (Sendstack may still be completing it).
@@ -770,6 +772,8 @@ def reconciled(command: Command, status: int, body: bytes) -> Reconciliation:
     if echoed:
         matching, how = echoed, "echo"
     elif all(by not in o for o in objects):
+        if not _one_booking(objects, command, legacy=legacy):
+            return Reconciliation("unknown", reason="filter_unproven")
         matching, how = objects, "filter"
     else:
         return Reconciliation("unknown", reason="filter_ignored")
@@ -786,6 +790,22 @@ def reconciled(command: Command, status: int, body: bytes) -> Reconciliation:
         },
         matched_by=how,
     )
+
+
+def _one_booking(
+    items: list[dict[str, Any]], command: Command, *, legacy: bool
+) -> bool:
+    """Could ``items`` be exactly what this command booked (and nothing else)?"""
+    if legacy:
+        return len(items) == 1  # legacy items are deliveries
+    drops = command.payload.get("drops")
+    booked = len(drops) if isinstance(drops, list) else 1
+    deliveries = {
+        str(item.get("deliveryId") or item.get("batchId"))
+        for item in items
+        if item.get("deliveryId") or item.get("batchId")
+    }
+    return len(items) <= booked and len(deliveries) <= 1
 
 
 # --------------------------------------------------------------------------

@@ -1146,6 +1146,23 @@ def test_reconciled_trusts_the_filter_when_the_reply_echoes_nothing() -> None:
     assert found.booking["drops"] == [drop]
 
 
+@pytest.mark.parametrize(
+    "drops",
+    [
+        # More drops than the command booked (it booked one).
+        [{"id": "a", "deliveryId": "d1"}, {"id": "b", "deliveryId": "d1"}],
+        # Drops of two deliveries.
+        [{"id": "a", "deliveryId": "d1"}, {"id": "b", "deliveryId": "d2"}],
+    ],
+)
+def test_a_list_that_cannot_be_this_one_booking_proves_nothing(
+    drops: list[dict[str, Any]],
+) -> None:
+    """Filter ignored (or a duplicate booking): unknown, never 'found'."""
+    found = reconciled(command("book_delivery"), 200, _fetch_reply(*drops))
+    assert (found.verdict, found.reason) == ("unknown", "filter_unproven")
+
+
 def test_reconciled_says_absent_for_an_empty_list() -> None:
     """An empty filtered list is 'absent' (the executor decides when that is proof)."""
     assert reconciled(command("book_delivery"), 200, _fetch_reply()).verdict == "absent"

@@ -170,6 +170,36 @@ async def test_dropped_connections_after_booking_are_reconciled_never_rebooked(
     assert all(r["response"]["drops"] and r["response"]["batchId"] for r in results)
 
 
+async def test_a_server_ignoring_the_filter_never_leads_to_a_second_booking(
+    broker: Broker,
+) -> None:
+    """Filter ignored, reply lost: each booking ends ambiguous, executed once."""
+    topics = await fresh_command_topics(broker.bootstrap)
+    earlier = [booking() for _ in range(3)]
+    lost = [booking() for _ in range(4)]
+    config = EmulatorConfig(start_paused=True, ignore_external_order_id_filter=True)
+    async with Emulator(config) as emu:
+        env = commands_env(
+            emu, broker.bootstrap, topics, BRIDGE_COMMANDS_BREAKER_FAILURES="100"
+        )
+        async with running_worker(env) as worker:
+            await produce(broker.bootstrap, topics.commands, list(earlier))
+            await wait_for(lambda: bookings(worker, "succeeded") == 3, 30)
+            emu.deliveries.execute_then_drop(4, kind="book_delivery")
+            await produce(broker.bootstrap, topics.commands, list(lost))
+            await wait_for(lambda: bookings(worker, "ambiguous") == 4, 30)
+        executions = [emu.executions(str(c["commandId"])) for c in earlier + lost]
+    results = {
+        r["commandId"]: r for r in await results_of(broker.bootstrap, topics.results)
+    }
+    assert executions == [1] * 7
+    assert {results[str(c["commandId"])]["outcome"] for c in lost} == {"ambiguous"}
+    assert all(
+        "filter_unproven" in results[str(c["commandId"])]["error"]["message"]
+        for c in lost
+    )
+
+
 async def test_a_5xx_before_booking_is_sent_again_only_after_the_settle_window(
     broker: Broker,
 ) -> None:

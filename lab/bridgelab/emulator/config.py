@@ -56,6 +56,10 @@ class EmulatorConfig:
     # The docs show no reply that echoes externalOrderId; True echoes it in
     # bookings and Fetch Deliveries (the other plausible real behaviour).
     echo_external_order_id: bool = False
+    # The docs list externalOrderId among Fetch Deliveries' filters; True
+    # ignores it (a server that does not know it), the unsafe answer the
+    # bridge must survive without booking twice or claiming a booking.
+    ignore_external_order_id_filter: bool = False
     delivery_latency_ms: float = 0.0  # added to every delivery endpoint
     request_log_limit: int = 100_000  # requests kept for inspection
 

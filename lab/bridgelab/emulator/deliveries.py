@@ -1081,6 +1081,8 @@ class DeliveryApi:
         }
         for name in ("batchId", "trackingId", "externalOrderId"):
             wanted = filters[name]
+            if name == "externalOrderId" and self._cfg.ignore_external_order_id_filter:
+                continue  # the other plausible real behaviour: an unknown filter
             if wanted:
                 drops = [d for d in drops if d.get(name) == wanted]
         customer = filters["customer"]

@@ -28,6 +28,7 @@ test: lint
 bench: $(VENV)/.installed
 	$(PY) -m bench.stream_throughput $(ARGS)
 	$(PY) -m bench.sink_paths
+	$(PY) -m bench.mapping_codec
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

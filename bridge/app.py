@@ -23,10 +23,11 @@ from bridge.adapters.auth_api import HttpSessionSource
 from bridge.adapters.clock import SystemClock
 from bridge.adapters.kafka_client import producer_settings, until_kafka_answers
 from bridge.adapters.kafka_producer import KafkaRecordSink, build_producer
-from bridge.adapters.upstream_ws import SocketOptions, WebsocketConnector
+from bridge.adapters.mapping_files import stream_codec
+from bridge.adapters.ops_http import Readiness
+from bridge.adapters.upstream_connectors import stream_connector
 from bridge.bootstrap import Deadline, Lifecycle, Tasks
 from bridge.config import KafkaSettings, SendstackSettings, Settings
-from bridge.core.codec import codec_by_name
 from bridge.core.records import OutboundRecord, Topics
 from bridge.core.retry import Backoff, FailureBudget
 from bridge.core.session import RotationPolicy
@@ -106,22 +107,10 @@ class StreamApp:
             linger=kafka.linger_ms / 1000,
         )
         st = s.stream
-        connector = WebsocketConnector(
-            url=st.url,
-            query_key=st.session_query_key,
-            options=SocketOptions(
-                ping_interval=st.ping_interval_seconds,
-                ping_timeout=st.ping_timeout_seconds,
-                # A peer that let a ping go unanswered gets no longer to close.
-                close_timeout=st.ping_timeout_seconds,
-                open_timeout=st.open_timeout_seconds,
-                max_message_bytes=st.max_message_bytes,
-            ),
-        )
         self.pump = StreamPump(
             self.keeper,
-            connector,
-            codec_by_name(st.codec, max_frame_bytes=st.max_frame_bytes),
+            stream_connector(st),
+            stream_codec(st.codec, st.mapping_file, max_frame_bytes=st.max_frame_bytes),
             self.sink,
             topics=self.topics,
             clock=self.clock,
@@ -154,12 +143,23 @@ class StreamApp:
                 return
 
     def readiness(self) -> Mapping[str, bool]:
-        """Ready: a valid session, an open socket and a connected producer."""
-        return {
-            "session_valid": self.keeper.current() is not None,
-            "socket_open": self.pump.statistics().connected,
-            "producer_connected": self.sink.statistics().connected,
-        }
+        """Ready: a valid session, an open socket and a connected producer.
+
+        Details (not checks): the session policy rotations follow.
+        """
+        policy = self.pump.session_policy()
+        return Readiness(
+            {
+                "session_valid": self.keeper.current() is not None,
+                "socket_open": self.pump.statistics().connected,
+                "producer_connected": self.sink.statistics().connected,
+            },
+            details={
+                "session_policy": policy.policy,
+                "session_policy_basis": policy.basis,
+                "session_policy_cause": policy.cause,
+            },
+        )
 
     async def run(self, stop: asyncio.Event) -> int:
         """Run until ``stop`` is set, then shut down within the grace period."""

@@ -2,7 +2,8 @@
 
 With the normal configuration (Kafka is not needed) it keeps its own
 session through the session keeper, so the lockout's failure budget holds
-(``BRIDGE_AUTH_MAX_FAILURES`` per window), opens the configured URL, and
+(``BRIDGE_AUTH_MAX_FAILURES`` per window), opens the configured URL (through the
+Socket.IO transport when ``BRIDGE_STREAM_TRANSPORT=socketio``), and
 writes every frame with its receive time, plus opens, closes, rotations and
 failed connects, to a JSON-lines file (``bridge.core.capture``). A newer
 session closes the socket and opens one with it (close-first: a capture
@@ -24,8 +25,9 @@ from prometheus_client import CollectorRegistry
 
 from bridge.adapters.auth_api import HttpSessionSource
 from bridge.adapters.clock import SystemClock
+from bridge.adapters.upstream_connectors import stream_connector
 from bridge.adapters.upstream_ws import session_url
-from bridge.adapters.wire_probe import CaptureSocket, error_kind
+from bridge.adapters.wire_probe import CaptureSocket, ConnectionCapture, error_kind
 from bridge.config import SendstackSettings, Settings
 from bridge.core.capture import event_line, frame_field, header_line
 from bridge.core.retry import Backoff, FailureBudget
@@ -63,6 +65,9 @@ async def capture(
         initial=stream.reconnect_initial_seconds,
         maximum=stream.reconnect_max_seconds,
     )
+    # Socket.IO: capture the event arrays the transport hands the codec (a
+    # raw socket would never join the namespace, so it would see no event).
+    connector = stream_connector(stream) if stream.transport == "socketio" else None
     async with httpx.AsyncClient(timeout=sendstack.http_timeout_seconds) as client:
         keeper = SessionKeeper(
             HttpSessionSource(
@@ -109,16 +114,26 @@ async def capture(
                     except TimeoutError:
                         break
                     redactor.add(session.token)
+                    socket: CaptureSocket | ConnectionCapture
                     try:
-                        socket = await CaptureSocket.open(
-                            session_url(
-                                stream.url, stream.session_query_key, session.token
-                            ),
-                            open_timeout=stream.open_timeout_seconds,
-                        )
+                        if connector is not None:
+                            socket = ConnectionCapture(
+                                await connector.open(session.token)
+                            )
+                        else:
+                            socket = await CaptureSocket.open(
+                                session_url(
+                                    stream.url, stream.session_query_key, session.token
+                                ),
+                                open_timeout=stream.open_timeout_seconds,
+                            )
                     except Exception as exc:  # noqa: BLE001 - recorded by kind
                         summary.failed_connects += 1
-                        write("connect_failed", error=error_kind(exc))
+                        write(
+                            "connect_failed",
+                            error=error_kind(exc),
+                            detail=redactor.text(str(exc))[:200],
+                        )
                         await asyncio.sleep(
                             min(left(), backoff.delay(attempt, random.random()))
                         )

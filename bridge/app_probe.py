@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import httpx
 
+from bridge.adapters.mapping_files import stream_codec
+from bridge.adapters.upstream_connectors import stream_connector
 from bridge.adapters.upstream_ws import session_url
-from bridge.adapters.wire_probe import call_session, open_and_listen
+from bridge.adapters.wire_probe import call_session, listen_via, open_and_listen
 from bridge.config import SendstackSettings, Settings
-from bridge.core.codec import codec_by_name
 from bridge.core.probe import ProbeRun, Report, judge
 from bridge.secrets import Secret, redact_url
 
@@ -42,14 +43,21 @@ async def probe(settings: Settings, *, seconds: float, max_frames: int) -> Repor
         )
     run = ProbeRun(url=shown, session=session)
     if token is not None:
-        upgrade, frames, closed, listened = await open_and_listen(
-            stream.url,
-            stream.session_query_key,
-            token,
-            seconds=seconds,
-            max_frames=max_frames,
-            open_timeout=stream.open_timeout_seconds,
-        )
+        if stream.transport == "socketio":
+            # Through the transport: a raw socket would never join the
+            # namespace, so it would see the handshake but no event.
+            upgrade, frames, closed, listened = await listen_via(
+                stream_connector(stream), token, seconds=seconds, max_frames=max_frames
+            )
+        else:
+            upgrade, frames, closed, listened = await open_and_listen(
+                stream.url,
+                stream.session_query_key,
+                token,
+                seconds=seconds,
+                max_frames=max_frames,
+                open_timeout=stream.open_timeout_seconds,
+            )
         run = ProbeRun(
             url=shown,
             session=session,
@@ -58,5 +66,7 @@ async def probe(settings: Settings, *, seconds: float, max_frames: int) -> Repor
             closed=closed,
             listened=listened,
         )
-    codec = codec_by_name(stream.codec, max_frame_bytes=stream.max_frame_bytes)
+    codec = stream_codec(
+        stream.codec, stream.mapping_file, max_frame_bytes=stream.max_frame_bytes
+    )
     return judge(run, codec)

@@ -52,6 +52,55 @@ def _parser() -> argparse.ArgumentParser:
     cap.add_argument("--duration", type=float, default=30.0, help="seconds")
     cap.add_argument("--max-frames", type=int, default=10_000)
     cap.add_argument("--out", required=True, help="the JSON-lines file to write")
+    mapping = sub.add_parser(
+        "mapping", help="check a mapping file, or try it on captured messages"
+    )
+    verbs = mapping.add_subparsers(dest="verb", required=True)
+    for verb, text in (
+        ("check", "list every problem of a mapping file (exit 2 if any)"),
+        ("show", "print the Python each rule compiles to"),
+        ("try", "run captured messages through a mapping; print the records"),
+    ):
+        parser_ = verbs.add_parser(verb, help=text)
+        parser_.add_argument(
+            "--mapping",
+            help="the mapping file (default: BRIDGE_STREAM_MAPPING_FILE, else the"
+            " shipped traccar-json mapping)",
+        )
+        if verb == "try":
+            parser_.add_argument(
+                "capture", help="a capture file, or one raw message per line"
+            )
+            parser_.add_argument(
+                "--quiet", action="store_true", help="only dead letters and the summary"
+            )
+            parser_.add_argument(
+                "--full", action="store_true", help="print record values uncut"
+            )
+    red = sub.add_parser(
+        "redrive",
+        help="publish dead-lettered frames the current mapping understands",
+    )
+    red.add_argument(
+        "--origin",
+        choices=("stream", "webhook"),
+        default="stream",
+        help="which dead-letter topic: the tracking stream's or the webhooks'",
+    )
+    red.add_argument("--since", help="received at or after (ISO-8601 UTC)")
+    red.add_argument("--until", help="received before (ISO-8601 UTC)")
+    red.add_argument(
+        "--reason", action="append", default=[], help="only this reason (repeatable)"
+    )
+    red.add_argument(
+        "--group", help="consumer group for progress (default: one per selection)"
+    )
+    red.add_argument(
+        "--reset", action="store_true", help="start the group over from the beginning"
+    )
+    red.add_argument(
+        "--dry-run", action="store_true", help="publish nothing, commit nothing"
+    )
     check = sub.add_parser(
         "check-config", help="validate the configuration and print it"
     )
@@ -67,12 +116,26 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the process exit code."""
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # Output piped into `head` and the like: stop quietly, as Unix tools do.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     ns = _parser().parse_args(args)
     if ns.command == "check-config":
         return _check_config(ns.for_command)
     if ns.command == "capture":
         return _capture(ns.duration, ns.max_frames, ns.out)
+    if ns.command == "mapping":
+        return _mapping(ns)
+    if ns.command == "redrive":
+        return _redrive(ns)
     if ns.command == "probe":
         return _probe(seconds=ns.seconds, max_frames=ns.frames)
     return _run(ns.command)
@@ -92,6 +155,65 @@ def _check_config(command: str) -> int:
         return 2
     print(render_check_config(settings))
     return 0
+
+
+def _mapping(ns: argparse.Namespace) -> int:
+    # Only the stream's settings matter here, and none is required: topics
+    # and limits come from the environment when set, else their defaults.
+    settings = _load("mapping")
+    if settings is None:
+        return 2
+    from pathlib import Path
+
+    from bridge import app_mapping
+
+    mapping = ns.mapping or settings.stream.mapping_file
+    if ns.verb == "check":
+        return app_mapping.check(mapping, sys.stdout, sys.stderr)
+    if ns.verb == "show":
+        return app_mapping.show(mapping, sys.stdout, sys.stderr)
+    return app_mapping.trial(
+        mapping,
+        Path(ns.capture),
+        sys.stdout,
+        sys.stderr,
+        topics=app_mapping.topics_from(settings),
+        max_frame_bytes=settings.stream.max_frame_bytes,
+        quiet=ns.quiet,
+        full=ns.full,
+    )
+
+
+def _redrive(ns: argparse.Namespace) -> int:
+    settings = _load("redrive")
+    if settings is None:
+        return 2
+    from bridge.app_redrive import RedriveOptions, redrive, utc_bound
+    from bridge.core.redrive import RedriveFilter
+
+    try:
+        since, until = utc_bound(ns.since), utc_bound(ns.until)
+    except ValueError as exc:
+        print(f"redrive: {exc}", file=sys.stderr)
+        return 2
+    from bridge.logs import configure_logging
+
+    configure_logging(
+        settings.log.level,
+        settings.log.format,
+        secrets=[settings.sendstack.app_secret] if settings.sendstack else [],
+        query_keys=[settings.stream.session_query_key],
+    )
+    options = RedriveOptions(
+        selection=RedriveFilter(
+            origin=ns.origin, since=since, until=until, reasons=frozenset(ns.reason)
+        ),
+        group=ns.group,
+        reset=ns.reset,
+        dry_run=ns.dry_run,
+    )
+    summary = asyncio.run(redrive(settings, options, sys.stdout))
+    return 0 if not summary.still_failing else 1
 
 
 def _probe(*, seconds: float, max_frames: int) -> int:

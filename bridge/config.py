@@ -327,6 +327,8 @@ def _parse_topic(raw: str) -> str:
 _TOPIC = ValueKind("Kafka topic name", _parse_topic)
 _SECRET = ValueKind("secret string", Secret, secret=True)
 _PATH = ValueKind("path", str)
+StreamCodec = Literal["mapping", "traccar-json"]
+_STREAM_CODECS: tuple[StreamCodec, ...] = get_args(StreamCodec)
 
 _HEADER_STYLES: tuple[HeaderStyle, ...] = get_args(HeaderStyle)
 _ACKS: tuple[KafkaAcks, ...] = get_args(KafkaAcks)
@@ -595,11 +597,59 @@ class StreamSettings:
         default="session",
         description="Query parameter that carries the session on the websocket URL.",
     )
-    codec: str = setting(
+    transport: Literal["websocket", "socketio"] = setting(
+        name="BRIDGE_STREAM_TRANSPORT",
+        kind=_choice(("websocket", "socketio")),
+        default="websocket",
+        description=(
+            "How the stream is spoken: `websocket` (plain frames) or `socketio` "
+            "(Socket.IO v5 over Engine.IO v4, websocket transport; the URL is "
+            "then the Engine.IO endpoint, e.g. `wss://host/socket.io/`)."
+        ),
+    )
+    socketio_namespace: str = setting(
+        name="BRIDGE_STREAM_SOCKETIO_NAMESPACE",
+        kind=_text(r"/[^\s,?#]*", what="a namespace starting with /"),
+        default="/",
+        description="Socket.IO namespace to connect (`socketio` transport only).",
+    )
+    session_in: Literal["query", "auth"] = setting(
+        name="BRIDGE_STREAM_SESSION_IN",
+        kind=_choice(("query", "auth")),
+        default="query",
+        description=(
+            "Where the session goes: `query` (`?<query key>=<session>` on the URL) "
+            "or `auth` (the Socket.IO connect payload; `socketio` transport only)."
+        ),
+    )
+    socketio_auth_key: str = setting(
+        name="BRIDGE_STREAM_SOCKETIO_AUTH_KEY",
+        kind=_text(),
+        default="token",
+        description=(
+            'Key of the session in the Socket.IO connect payload (`{"<key>": '
+            "<session>}`) when `BRIDGE_STREAM_SESSION_IN` is `auth`."
+        ),
+    )
+    codec: StreamCodec = setting(
         name="BRIDGE_STREAM_CODEC",
-        kind=_text(r"[a-z0-9][a-z0-9.\-]*", what="lower-case name"),
-        default="traccar-json",
-        description="Wire format of stream frames (see `docs/wire-format.md`).",
+        kind=_choice(_STREAM_CODECS),
+        default="mapping",
+        description=(
+            "How frames become records: `mapping` (a mapping file, see "
+            "`docs/mapping.md`) or `traccar-json` (the hand-written codec the "
+            "shipped mapping reproduces, kept as the reference)."
+        ),
+    )
+    mapping_file: str | None = setting(
+        name="BRIDGE_STREAM_MAPPING_FILE",
+        kind=_PATH,
+        default=None,
+        description=(
+            "Mapping file (YAML or JSON) for `BRIDGE_STREAM_CODEC=mapping`; unset "
+            "means the shipped `traccar-json` mapping. Checked at start-up and by "
+            "`check-config`, every problem listed with its line."
+        ),
     )
     max_frame_bytes: int = setting(
         name="BRIDGE_STREAM_MAX_FRAME_BYTES",
@@ -676,7 +726,9 @@ class StreamSettings:
         default=False,
         description=(
             "Set if the upstream allows only one session at a time: the old "
-            "connection is closed before the new one opens (a short gap)."
+            "connection is closed before the new one opens (a short gap). "
+            "Unset, the bridge falls back to that by itself when the upstream "
+            "refuses or replaces a second socket (`bridge_stream_session_policy`)."
         ),
     )
 
@@ -1102,6 +1154,8 @@ REQUIREMENTS: Mapping[str, frozenset[str]] = MappingProxyType(
         "commands": frozenset({"sendstack", "kafka"}),
         "probe": frozenset({"sendstack"}),  # no Kafka: it publishes nothing
         "capture": frozenset({"sendstack"}),
+        "mapping": frozenset(),  # offline: neither Sendstack nor Kafka
+        "redrive": frozenset({"kafka"}),  # reads and writes Kafka only
     }
 )
 """The groups each subcommand needs; pass one as ``require=``."""
@@ -1471,6 +1525,47 @@ def _check_stream(c: _Checker[StreamSettings]) -> None:
             )
     c.at_least("max_message_bytes", "max_frame_bytes")
     c.at_least("reconnect_max_seconds", "reconnect_initial_seconds")
+    _check_stream_transport(c)
+    _check_stream_mapping(c)
+
+
+def _check_stream_mapping(c: _Checker[StreamSettings]) -> None:
+    """A mapping file only with the mapping codec, and every problem in it listed."""
+    if not c.ok("codec", "mapping_file", "max_frame_bytes"):
+        return
+    stream = c.value
+    if stream.codec != "mapping":
+        if stream.mapping_file is not None:
+            c.add("mapping_file", f"only used when {c.name('codec')} is mapping")
+        return
+    # Imported here: only the stream-side commands compile a mapping.
+    from bridge.adapters.mapping_files import read_mapping
+
+    _, problems = read_mapping(
+        stream.mapping_file, max_frame_bytes=stream.max_frame_bytes
+    )
+    for problem in problems:
+        c.add("mapping_file", str(problem))
+
+
+def _check_stream_transport(c: _Checker[StreamSettings]) -> None:
+    """The session goes in a connect payload, and namespaces exist, only with
+    Socket.IO."""
+    if not c.ok("transport"):
+        return
+    transport = c.value.transport
+    if transport == "socketio":
+        return
+    by = c.name("transport")
+    if c.ok("session_in") and c.value.session_in == "auth":
+        c.add(
+            "session_in",
+            f"auth needs {by}=socketio (a plain websocket has no connect "
+            f"payload), not {transport}",
+        )
+    for key in ("socketio_namespace", "socketio_auth_key"):
+        if c.is_set(key):
+            c.add(key, f"only used when {by} is socketio, not {transport}")
 
 
 _SASL_PROTOCOLS = frozenset({"SASL_PLAINTEXT", "SASL_SSL"})

@@ -44,13 +44,26 @@ class UpstreamError(BridgeError):
     """Something went wrong talking to Sendstack."""
 
 
-class UpstreamUnavailable(UpstreamError):
+class UpstreamRefusal(UpstreamError):
+    """A connect attempt failed; ``status`` is the HTTP status, if one came back.
+
+    The status decides what a refusal means (409 at a rotation: the upstream
+    allows one socket; any 4xx counts toward Sendstack's lockout), so it is
+    carried as data, never parsed back out of the message.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class UpstreamUnavailable(UpstreamRefusal):
     """Sendstack could not be reached or answered 5xx; try again later."""
 
     retryable = True
 
 
-class SessionRejected(UpstreamError):
+class SessionRejected(UpstreamRefusal):
     """Sendstack refused the credentials or the session; re-authenticate."""
 
 

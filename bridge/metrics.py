@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from bridge.core.close_codes import CLOSE_REASONS
+from bridge.core.close_codes import CLOSE_REASONS, SINGLE_SESSION_CAUSES
 
 ITEM_KINDS = ("position", "device_status", "event")
 FRAME_OUTCOMES = ("ok", "keepalive", "dead_lettered", "partial")
@@ -24,6 +24,8 @@ DLQ_REASONS = (
     "not_an_array",
     "unknown_event_type",
     "invalid_item",
+    "unknown_type",
+    "not_a_socketio_event",
     "other",
 )
 # The usual failures of a send, created up front so the first one counts in
@@ -37,6 +39,8 @@ KAFKA_ERRORS = (
     "NodeNotReadyError",
 )
 WS_STATES = {"disconnected": 0, "connecting": 1, "open": 2, "rotating": 3}
+# How the stream rotates sessions: make-before-break (multi) or close-first (single).
+SESSION_POLICIES = ("multi", "single")
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
@@ -194,6 +198,23 @@ class StreamMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=registry,
         )
+        self.session_policy = Gauge(
+            "bridge_stream_session_policy",
+            "The upstream's session policy the stream follows: 1 for the current "
+            "one. multi: make-before-break rotations; single: close-first (set by "
+            "BRIDGE_STREAM_SINGLE_SESSION, or observed during a rotation).",
+            ["policy"],
+            registry=registry,
+        )
+        self.session_policy_fallbacks = Counter(
+            "bridge_stream_session_policy_fallbacks_total",
+            "Falls back from make-before-break to close-first rotations (at most "
+            "one per process), by what the upstream did: refused (the new "
+            "socket's upgrade got 409/403/429), replaced (the old socket closed "
+            "with 4409), revoked (the old socket closed with 4001/1008).",
+            ["cause"],
+            registry=registry,
+        )
         for outcome in FRAME_OUTCOMES:
             self.frames.labels(outcome)
         for kind in ITEM_KINDS:
@@ -204,6 +225,12 @@ class StreamMetrics:
             self.ws_disconnects.labels(reason)
         for outcome in ("ok", "rejected", "failed"):
             self.ws_connects.labels(outcome)
+        # refused: the upgrade got a 4xx other than a session refusal (409, 429).
+        self.ws_connects.labels("refused")
+        for policy in SESSION_POLICIES:
+            self.session_policy.labels(policy)
+        for cause in SINGLE_SESSION_CAUSES:
+            self.session_policy_fallbacks.labels(cause)
         for outcome in ("ok", "failed", "closed_first"):
             self.rotations.labels(outcome)
         for reason in ("rejected", "locked_out", "unavailable", "protocol"):

@@ -77,6 +77,21 @@ class SessionHolder(Protocol):
         """The tracking socket refused session ``generation``."""
         ...
 
+    def report_refused_upgrade(self, generation: int, status: int) -> float:
+        """The tracking socket's upgrade was answered ``status`` (a 4xx).
+
+        It counts toward the session failure budget, because Sendstack may
+        count it toward its lockout. Returns how long to wait before the next
+        upgrade so that the budget holds (0 when it does already).
+        """
+        ...
+
+    def renewing(self, generation: int, within: float) -> bool:
+        """Whether a session newer than ``generation`` is being requested now
+        or was obtained less than ``within`` seconds ago (a rotation is under
+        way, so a server may just have ended the older session's socket)."""
+        ...
+
 
 class UpstreamConnection(Protocol):
     """One open tracking socket."""

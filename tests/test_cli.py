@@ -8,7 +8,7 @@ import sys
 
 from prometheus_client import CollectorRegistry
 
-from bridge.core.codec import REJECTION_REASONS
+from bridge.core.mapping import MAPPING_REJECTION_REASONS
 from bridge.metrics import DLQ_REASONS, StreamMetrics
 
 
@@ -64,8 +64,8 @@ def test_every_codec_rejection_reason_has_its_own_metric_label() -> None:
     """Dead-letter reasons from the codec are pre-created label values, not 'other'."""
     registry = CollectorRegistry()
     StreamMetrics(registry)
-    assert set(REJECTION_REASONS) <= set(DLQ_REASONS)
-    for reason in REJECTION_REASONS:
+    assert set(MAPPING_REJECTION_REASONS) <= set(DLQ_REASONS)
+    for reason in MAPPING_REJECTION_REASONS:
         value = registry.get_sample_value(
             "bridge_records_dead_lettered_total", {"origin": "stream", "reason": reason}
         )

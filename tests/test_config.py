@@ -105,7 +105,7 @@ def test_minimal_env_gives_documented_defaults() -> None:
     assert s.stream == StreamSettings(
         url="wss://api.sendstack.africa/api/v1/tracking/stream",
         session_query_key="session",
-        codec="traccar-json",
+        codec="mapping",
         max_frame_bytes=1_048_576,
         max_message_bytes=8_388_608,
         ping_interval_seconds=20.0,
@@ -478,7 +478,10 @@ INVALID_CASES: list[tuple[str, dict[str, str], list[str]]] = [
     (
         "codec with an odd name",
         {"BRIDGE_STREAM_CODEC": "Traccar JSON"},
-        ["BRIDGE_STREAM_CODEC: expected lower-case name, got 'Traccar JSON'"],
+        [
+            "BRIDGE_STREAM_CODEC: expected one of mapping, traccar-json;"
+            " got 'Traccar JSON'"
+        ],
     ),
     (
         "websocket limit below the frame limit",
@@ -832,7 +835,7 @@ def test_groups_not_required_are_none() -> None:
     s = Settings.from_env({}, require=frozenset())
     assert s.sendstack is None
     assert s.kafka is None
-    assert s.stream.codec == "traccar-json"
+    assert s.stream.codec == "mapping"
 
 
 def test_a_partly_set_group_is_checked_even_if_not_required() -> None:
@@ -1245,3 +1248,65 @@ def test_secret_wraps_only_strings() -> None:
     """Wrapping something else is a type error."""
     with pytest.raises(TypeError):
         Secret(b"bytes")  # type: ignore[arg-type]
+
+
+def test_a_broken_mapping_file_lists_every_problem_with_its_line(
+    tmp_path: Path,
+) -> None:
+    """A mapping file with several mistakes: each is one problem, placed by line."""
+    mapping = tmp_path / "mapping.yaml"
+    mapping.write_text(
+        "mapping: 1\n"
+        "message:\n"
+        "  select: {each: {rule: pos}}\n"
+        "rules:\n"
+        "  position:\n"
+        "    kind: position\n"
+        "    fields:\n"
+        "      deviceId: device.id\n"
+        "      fixTime: {path: ts, format: epoch_ms}\n"
+        "      latitude: lat\n"
+        "      longitude: lon\n"
+        "      speed: {path: v, unit: furlongs}\n"
+        "  alert:\n"
+        "    kind: event\n"
+        "    fields:\n"
+        "      eventType: {path: code, enum: {X: overspeeding, ON: overspeed}}\n"
+    )
+    problems = problems_of({"BRIDGE_STREAM_MAPPING_FILE": str(mapping)})
+    listed = [p for p in problems if p.startswith("BRIDGE_STREAM_MAPPING_FILE")]
+    expected = [
+        "line 16, $.rules.alert.fields.eventType.enum.True: key True is not a string",
+        "line 12, $.rules.position.fields.speed.unit: 'furlongs' is not one of",
+        "line 3, $.message.select.each.rule: no rule named 'pos'",
+        "line 5, $.rules.position: rule is never used",
+        "line 16, $.rules.alert.fields.eventType.enum.X: 'overspeeding' is not an"
+        " event type",
+        "line 15, $.rules.alert.fields: eventTime is required",
+        "line 15, $.rules.alert.fields: deviceId is required",
+    ]
+    for text in expected:
+        assert any(text in p for p in listed), (text, listed)
+    assert len(listed) == len(expected) + 1  # and: rule alert is never used
+
+
+def test_a_mapping_file_needs_the_mapping_codec(tmp_path: Path) -> None:
+    """Naming a mapping file with the hand-written codec is a mistake, said so."""
+    mapping = tmp_path / "mapping.yaml"
+    mapping.write_text("mapping: 1\n")
+    problems = problems_of(
+        {
+            "BRIDGE_STREAM_MAPPING_FILE": str(mapping),
+            "BRIDGE_STREAM_CODEC": "traccar-json",
+        }
+    )
+    assert any(
+        "BRIDGE_STREAM_MAPPING_FILE: only used when BRIDGE_STREAM_CODEC is mapping" in p
+        for p in problems
+    )
+
+
+def test_an_unreadable_mapping_file_is_one_clear_problem(tmp_path: Path) -> None:
+    """A missing mapping file is named, with the reason, not a traceback."""
+    problems = problems_of({"BRIDGE_STREAM_MAPPING_FILE": str(tmp_path / "nope.yaml")})
+    assert any("cannot read" in p and "No such file" in p for p in problems)

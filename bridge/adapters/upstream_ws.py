@@ -100,34 +100,49 @@ class WebsocketConnector:
         self._options = options
 
     async def open(self, token: Secret) -> WebsocketConnection:
-        opts = self._options
-        try:
-            ws = await connect(
-                session_url(self._url, self._query_key, token),
-                compression=None,  # CPU matters more than bandwidth here
-                ping_interval=opts.ping_interval,
-                ping_timeout=opts.ping_timeout,
-                open_timeout=opts.open_timeout,
-                close_timeout=opts.close_timeout,
-                max_size=opts.max_message_bytes,
-                max_queue=opts.max_queue,
-                proxy=None,
-                logger=_ws_logger,
-            )
-        except InvalidStatus as exc:
-            status = exc.response.status_code
-            if status in (401, 403):
-                raise SessionRejected(
-                    f"tracking socket refused the session (HTTP {status})"
-                ) from None
-            raise UpstreamUnavailable(
-                f"tracking socket upgrade failed (HTTP {status})"
-            ) from None
-        except InvalidURI:
-            # Its message would contain the URL, and with it the token.
-            raise UpstreamUnavailable("tracking socket URL is invalid") from None
-        except (OSError, TimeoutError, WebSocketException) as exc:
-            raise UpstreamUnavailable(
-                f"tracking socket connect failed: {type(exc).__name__}"
-            ) from None
+        url = session_url(self._url, self._query_key, token)
+        ws = await open_socket(url, self._options, what="tracking socket")
         return WebsocketConnection(ws)
+
+
+async def open_socket(
+    url: str,
+    opts: SocketOptions,
+    *,
+    what: str,
+    logger: logging.Logger | logging.LoggerAdapter[logging.Logger] = _ws_logger,
+) -> ClientConnection:
+    """Open a websocket with the bridge's options (both transports use it).
+
+    Errors name ``what`` failed and the HTTP status, never the URL (it holds
+    the token): foreign exceptions are not chained.
+    """
+    try:
+        return await connect(
+            url,
+            compression=None,  # CPU matters more than bandwidth here
+            ping_interval=opts.ping_interval,
+            ping_timeout=opts.ping_timeout,
+            open_timeout=opts.open_timeout,
+            close_timeout=opts.close_timeout,
+            max_size=opts.max_message_bytes,
+            max_queue=opts.max_queue,
+            proxy=None,
+            logger=logger,
+        )
+    except InvalidStatus as exc:
+        status = exc.response.status_code
+        if status in (401, 403):
+            raise SessionRejected(
+                f"{what} refused the session (HTTP {status})", status=status
+            ) from None
+        raise UpstreamUnavailable(
+            f"{what} upgrade failed (HTTP {status})", status=status
+        ) from None
+    except InvalidURI:
+        # Its message would contain the URL, and with it the token.
+        raise UpstreamUnavailable(f"{what} URL is invalid") from None
+    except (OSError, TimeoutError, WebSocketException) as exc:
+        raise UpstreamUnavailable(
+            f"{what} connect failed: {type(exc).__name__}"
+        ) from None

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import socket
 import ssl
 import time
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, Final
 
 import httpx
 import orjson
@@ -24,6 +25,8 @@ from bridge.adapters.auth_api import credential_headers
 from bridge.adapters.upstream_ws import session_url
 from bridge.config import HeaderStyle
 from bridge.core.probe import Closed, FrameSeen, SessionStep, UpgradeStep
+from bridge.errors import SessionRejected, UpstreamClosed, UpstreamUnavailable
+from bridge.ports import UpstreamConnection, UpstreamConnector
 from bridge.secrets import Secret
 
 _HIDDEN_HEADERS = frozenset({"set-cookie", "cookie", "authorization"})
@@ -131,23 +134,17 @@ async def open_and_listen(
             _visible(response.headers.raw_items()),
         )
     )
-    frames: list[FrameSeen] = []
+
+    async def receive() -> tuple[bytes, bool]:
+        message = await ws.recv()
+        if isinstance(message, str):
+            return message.encode(), True
+        return bytes(message), False
+
     closed: Closed | None = None
+    frames: list[FrameSeen] = []
     try:
-        while len(frames) < max_frames:
-            left = seconds - (time.monotonic() - started)
-            if left <= 0:
-                break
-            try:
-                async with asyncio.timeout(left):
-                    message = await ws.recv()
-            except TimeoutError:
-                break
-            at = time.monotonic() - started
-            if isinstance(message, str):
-                frames.append(FrameSeen(at, message.encode(), text=True))
-            else:
-                frames.append(FrameSeen(at, bytes(message), text=False))
+        await _listen(receive, frames, started, seconds=seconds, max_frames=max_frames)
     except ConnectionClosed as exc:
         if exc.rcvd is not None:
             closed = Closed(exc.rcvd.code, exc.rcvd.reason[:120])
@@ -156,6 +153,27 @@ async def open_and_listen(
     finally:
         await ws.close()
     return upgrade, tuple(frames), closed, time.monotonic() - started
+
+
+async def _listen(
+    receive: Callable[[], Awaitable[tuple[bytes, bool]]],
+    frames: list[FrameSeen],
+    started: float,
+    *,
+    seconds: float,
+    max_frames: int,
+) -> None:
+    """Append frames until ``seconds`` after ``started``, or ``max_frames``."""
+    while len(frames) < max_frames:
+        left = seconds - (time.monotonic() - started)
+        if left <= 0:
+            return
+        try:
+            async with asyncio.timeout(left):
+                data, text = await receive()
+        except TimeoutError:
+            return
+        frames.append(FrameSeen(time.monotonic() - started, data, text=text))
 
 
 def _visible(headers: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
@@ -216,3 +234,88 @@ class CaptureSocket:
         """Close (if still open); the server's close code and reason, if it closed."""
         await self._ws.close()
         return self._closed
+
+
+class ConnectionCapture:
+    """``CaptureSocket``'s interface over a stream connection (Socket.IO).
+
+    A Socket.IO capture records what the stream's codec would read: the
+    event arrays the transport hands over, not the Engine.IO packets around
+    them (pings, the namespace handshake), so ``mapping try`` on the capture
+    sees exactly what the stream will.
+    """
+
+    def __init__(self, connection: UpstreamConnection) -> None:
+        self._connection = connection
+        self._closed: tuple[int, str] | None = None
+
+    async def next_frame(
+        self, within: float, stop: asyncio.Future[Any]
+    ) -> tuple[bytes, bool] | None:
+        """The next message (always text); None on close, timeout or ``stop``."""
+        receiving: asyncio.Future[bytes] = asyncio.ensure_future(
+            self._connection.recv()
+        )
+        done, _ = await asyncio.wait(
+            {receiving, stop}, timeout=within, return_when=asyncio.FIRST_COMPLETED
+        )
+        if receiving not in done:
+            receiving.cancel()
+            with contextlib.suppress(asyncio.CancelledError, UpstreamClosed):
+                await receiving
+            return None
+        try:
+            return receiving.result(), True
+        except UpstreamClosed as exc:
+            self._closed = (1006 if exc.code is None else exc.code, exc.reason)
+            return None
+
+    async def close(self) -> tuple[int, str] | None:
+        """Close (if still open); the server's close code and reason, if it closed."""
+        if self._closed is None:
+            await self._connection.close()
+        return self._closed
+
+
+_HTTP_STATUS: Final = re.compile(r"\(HTTP (\d{3})\)")
+
+
+async def listen_via(
+    connector: UpstreamConnector,
+    token: Secret,
+    *,
+    seconds: float,
+    max_frames: int,
+) -> tuple[UpgradeStep, tuple[FrameSeen, ...], Closed | None, float]:
+    """``open_and_listen`` through a stream connector (the Socket.IO transport).
+
+    The frames are what the transport hands the codec (event arrays), so the
+    probe judges exactly what the stream would decode. The connector's errors
+    carry no headers; their HTTP status, when they name one, is kept.
+    """
+    try:
+        connection = await connector.open(token)
+    except (SessionRejected, UpstreamUnavailable) as exc:
+        found = _HTTP_STATUS.search(str(exc))
+        if found is not None:
+            return UpgradeStep(int(found.group(1)), str(exc)), (), None, 0.0
+        if isinstance(exc, SessionRejected):
+            return UpgradeStep(401, str(exc)), (), None, 0.0
+        return UpgradeStep(None, error=error_kind(exc)), (), None, 0.0
+    started = time.monotonic()
+    upgrade = UpgradeStep(101, "Switching Protocols (Socket.IO namespace joined)")
+
+    async def receive() -> tuple[bytes, bool]:
+        return await connection.recv(), True  # Socket.IO events are text
+
+    frames: list[FrameSeen] = []
+    closed: Closed | None = None
+    try:
+        await _listen(receive, frames, started, seconds=seconds, max_frames=max_frames)
+    except UpstreamClosed as exc:
+        closed = Closed(1006 if exc.code is None else exc.code, exc.reason)
+    finally:
+        if closed is None:
+            with contextlib.suppress(Exception):
+                await connection.close()
+    return upgrade, tuple(frames), closed, time.monotonic() - started

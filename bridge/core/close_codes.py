@@ -9,6 +9,11 @@ pump reconnects or re-authenticates by what this module says.
 [ASSUMPTION] Sendstack documents no close codes. 4001 is what we assume it
 sends when a session expires; 1008 (policy violation) and 4401/4403 are the
 usual "unauthorised" codes of other servers.
+
+Sendstack does not say either whether it allows two sessions or sockets at
+once, which make-before-break rotation needs. ``single_session_cause`` reads
+what the upstream did during a rotation we started (the new socket's upgrade
+refused, or the old socket closed by the server) as "one socket at a time".
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ CloseReason = Literal[
     "server_error",
     "stale",
     "rotation",
+    "replaced",
     "other",
 ]
 
@@ -37,6 +43,20 @@ REAUTH_CLOSE_CODES: Final = frozenset({4001, 1008, 4401, 4403})
 #: The code our own staleness watchdog closes with (application range).
 STALE_CLOSE_CODE: Final = 4000
 
+#: [ASSUMPTION] The code a one-socket upstream closes the older socket with
+#: when a newer one opens ("replaced by a newer connection").
+REPLACED_CLOSE_CODE: Final = 4409
+
+#: Upgrade statuses that, while our other socket is open, mean "no second
+#: socket": 409 Conflict, 403 Forbidden, 429 Too Many Requests.
+SECOND_SOCKET_REFUSED: Final = frozenset({403, 409, 429})
+
+#: Why the bridge concluded that the upstream allows one socket at a time.
+SingleSessionCause = Literal["refused", "replaced", "revoked"]
+SINGLE_SESSION_CAUSES: Final[tuple[SingleSessionCause, ...]] = get_args(
+    SingleSessionCause
+)
+
 _BY_CODE: Final[dict[int, CloseReason]] = {
     1000: "normal",
     1001: "normal",
@@ -47,6 +67,7 @@ _BY_CODE: Final[dict[int, CloseReason]] = {
     1013: "server_error",
     1014: "server_error",
     STALE_CLOSE_CODE: "stale",
+    REPLACED_CLOSE_CODE: "replaced",
 }
 
 
@@ -66,3 +87,38 @@ def classify_close(code: int, reason: str) -> CloseVerdict:
         # websockets closes with 1011 "keepalive ping timeout" on a dead peer.
         return CloseVerdict("keepalive_timeout", reauth=False)
     return CloseVerdict(_BY_CODE.get(code, "other"), reauth=False)
+
+
+def upgrade_status(error: BaseException) -> int | None:
+    """The HTTP status of a refused upgrade, if the error tells it.
+
+    The adapters' connect errors carry it as ``status`` (``UpstreamRefusal``).
+    None: no HTTP answer (network, timeout) or a transport that hides it.
+    """
+    status = getattr(error, "status", None)
+    if isinstance(status, int) and not isinstance(status, bool):
+        return status
+    return None
+
+
+def is_refused_upgrade(status: int | None) -> bool:
+    """An upgrade the server answered with a 4xx: a request it counted as failed."""
+    return status is not None and 400 <= status < 500
+
+
+def single_session_cause(
+    *, refused_status: int | None = None, close_code: int | None = None
+) -> SingleSessionCause | None:
+    """What a rotation's trouble says about the upstream, if anything.
+
+    Only for a rotation we started, while the old socket was still open: the
+    new socket's upgrade refused with ``refused_status``, or the old socket
+    closed by the server with ``close_code`` (the caller checks the timing).
+    """
+    if refused_status is not None and refused_status in SECOND_SOCKET_REFUSED:
+        return "refused"
+    if close_code == REPLACED_CLOSE_CODE:
+        return "replaced"
+    if close_code is not None and close_code in REAUTH_CLOSE_CODES:
+        return "revoked"
+    return None

@@ -401,6 +401,11 @@ def _time_slow(value: str, field: str) -> tuple[str, int]:
         utc = parsed.replace(tzinfo=None) - offset
     except OverflowError:
         raise _Invalid("invalid_item", f"{field}: timestamp out of range") from None
+    return _from_utc(utc)
+
+
+def _from_utc(utc: datetime) -> tuple[str, int]:
+    """A naive UTC instant as ``YYYY-MM-DDTHH:MM:SS.sssZ`` and epoch ms (truncated)."""
     millis = utc.microsecond // 1000
     iso = (
         f"{utc.year:04d}-{utc.month:02d}-{utc.day:02d}T"
@@ -741,3 +746,17 @@ def codec_by_name(name: str, *, max_frame_bytes: int) -> FrameCodec:
             f"unknown codec {name!r}; known codecs: {', '.join(CODEC_NAMES)}"
         )
     return factory(max_frame_bytes=max_frame_bytes)
+
+
+# The primitives a compiled mapping (``bridge.core.mapping``) shares with this
+# codec, so both normalise ids, times and values exactly alike.
+Invalid = _Invalid
+parse_id = _id
+parse_ref_id = _ref_id
+parse_time = _time
+iso_of_utc = _from_utc
+parse_opt_str = _opt_str
+digest_id = _digest_id
+make_item = _item
+name_of = _name
+json_type = _json_type

@@ -113,12 +113,7 @@ def _type_name(value: object) -> str:
     return "object"
 
 
-def shape_of(data: bytes) -> str:
-    """``JSON object {a: array, b: string}``, ``JSON array of 3``, or ``not JSON``."""
-    try:
-        value = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        return "not JSON"
+def _described(value: object) -> str:
     if isinstance(value, dict):
         keys = ", ".join(f"{k}: {_type_name(v)}" for k, v in list(value.items())[:12])
         more = f", … {len(value) - 12} more" if len(value) > 12 else ""
@@ -127,6 +122,18 @@ def shape_of(data: bytes) -> str:
         first = f", first item: {_type_name(value[0])}" if value else ""
         return f"JSON array of {len(value)}{first}"
     return f"JSON {_type_name(value)}"
+
+
+def shape_of(data: bytes) -> str:
+    """``JSON object {a: array, b: string}``, ``JSON array of 3``, or ``not JSON``."""
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return "not JSON"
+    if isinstance(value, list) and len(value) == 2 and isinstance(value[0], str):
+        # A Socket.IO event as the transport hands it over: [name, payload].
+        return f"event {value[0][:40]!r} with {_described(value[1])}"
+    return _described(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,9 +318,9 @@ def _frame_suggestions(verdicts: Sequence[FrameVerdict], report: Report) -> None
     framings = {v.framing for v in verdicts} - {"none"}
     if framings & {"engine.io", "socket.io"}:
         report.suggestions.append(
-            "the server speaks Socket.IO (Engine.IO v4 packets): the plain"
-            " websocket transport cannot read its events; a Socket.IO transport"
-            " is needed"
+            "the server speaks Socket.IO (Engine.IO v4 packets): set"
+            " BRIDGE_STREAM_TRANSPORT=socketio (and BRIDGE_STREAM_SESSION_IN=auth"
+            " if the server wants the session in the connect payload)"
         )
     elif "stomp" in framings:
         report.suggestions.append(
@@ -321,9 +328,11 @@ def _frame_suggestions(verdicts: Sequence[FrameVerdict], report: Report) -> None
         )
     elif verdicts and not any(v.items or v.keepalive for v in verdicts):
         report.suggestions.append(
-            "frames arrive but the codec does not understand them: their shape"
-            " differs from the assumed one (docs/wire-format.md); capture some"
-            " and describe them in a mapping (BRIDGE_STREAM_CODEC)"
+            "frames arrive but the mapping does not understand them: their shape"
+            " differs from the assumed one (docs/wire-format.md); record some"
+            " (sendstack-bridge capture), describe them in a mapping file"
+            " (docs/mapping.md), check it with sendstack-bridge mapping try, then"
+            " set BRIDGE_STREAM_MAPPING_FILE"
         )
     elif not verdicts:
         report.suggestions.append(

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
@@ -332,6 +332,8 @@ def dead_letter_record(
     origin: str = "stream",
     max_value_bytes: int = 900_000,
     content_type: str | None = None,
+    published_ids: Sequence[str] = (),
+    extra_headers: Sequence[tuple[str, bytes]] = (),
 ) -> OutboundRecord:
     """Build the dead-letter record for input that was not fully understood.
 
@@ -352,6 +354,11 @@ def dead_letter_record(
             ``application/json`` if the input parsed as JSON (judged from
             ``rejection.reason``) and was not truncated, else
             ``application/octet-stream``.
+        published_ids: The ce_ids of the items of this input that were
+            published all the same (a partly understood frame), as the
+            ``bridge_dlq_published_ids`` header (a JSON array), so a redrive
+            does not publish them a second time.
+        extra_headers: More headers, appended as given.
 
     Returns:
         The record: no key, no dedupe id.
@@ -384,6 +391,9 @@ def dead_letter_record(
             ("bridge_dlq_original_bytes", str(len(raw)).encode()),
             ("bridge_dlq_sha256", hashlib.sha256(raw).hexdigest().encode()),
         ]
+    if published_ids:
+        headers.append(("bridge_dlq_published_ids", orjson.dumps(list(published_ids))))
+    headers += extra_headers
     return OutboundRecord(
         topic=topics.dead_letter,
         key=None,

@@ -670,6 +670,8 @@ def plan(
                 received_at=received_at,
                 origin="webhook",
                 max_value_bytes=max_value_bytes,
+                # A redrive publishes it later with the scheme that verified it.
+                extra_headers=(("bridge_dlq_verified_by", verified_by.encode()),),
             ),
             family="dead_letter",
             dedupe_key=key,

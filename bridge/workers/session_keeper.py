@@ -6,6 +6,8 @@ the current one is still valid, so the pump can open the new socket before
 closing the old. Failures back off with ``core.retry.Backoff`` and every
 failed request counts against a ``FailureBudget`` kept well under Sendstack's
 lockout (20 failures in 15 minutes). A 429 is waited out, never hammered.
+Upgrades of the tracking socket that the server refused (the pump reports
+them) count against the same budget: Sendstack may count them as failures too.
 """
 
 from __future__ import annotations
@@ -64,6 +66,7 @@ class SessionKeeper:
         self._refresh = asyncio.Event()
         self._failures = 0
         self._last_error: str | None = None
+        self._requesting = False  # a session request is in flight
 
     def current(self) -> Session | None:
         """The current session if it has not expired."""
@@ -114,6 +117,33 @@ class SessionKeeper:
             log.info("session_refused_by_socket", generation=generation)
             self._refresh.set()
 
+    def report_refused_upgrade(self, generation: int, status: int) -> float:
+        """An upgrade was refused with ``status``: count it toward the budget.
+
+        Returns the seconds to wait before the next upgrade (0: none).
+        """
+        now = self._clock.time()
+        self._budget.record_failure(now)
+        wait = self._budget.wait_before_next(now)
+        if wait > 0:
+            log.warning(
+                "auth_budget_exhausted",
+                wait_seconds=round(wait, 1),
+                after="socket_upgrade_refused",
+                generation=generation,
+                status=status,
+            )
+        return wait
+
+    def renewing(self, generation: int, within: float) -> bool:
+        """A session newer than ``generation`` is requested now or just came."""
+        s = self._session
+        if s is None:
+            return False
+        if s.generation > generation:
+            return self._clock.time() - s.obtained_at < within
+        return self._requesting
+
     async def run(self) -> None:
         """Obtain and rotate sessions until cancelled."""
         while True:
@@ -139,6 +169,7 @@ class SessionKeeper:
             if wait > 0:
                 log.warning("auth_budget_exhausted", wait_seconds=round(wait, 1))
                 await self._clock.sleep(wait)
+            self._requesting = True
             try:
                 grant = await self._source.obtain()
             except (
@@ -147,10 +178,14 @@ class SessionKeeper:
                 UpstreamUnavailable,
                 UpstreamProtocolError,
             ) as exc:
+                self._requesting = False
                 delay = self._failed(exc, attempt)
                 attempt += 1
                 await self._clock.sleep(delay)
                 continue
+            except BaseException:
+                self._requesting = False  # cancelled: nothing is requested any more
+                raise
             now = self._clock.time()
             generation = (self._session.generation if self._session else 0) + 1
             session = Session(
@@ -164,15 +199,19 @@ class SessionKeeper:
             self._metrics.session_obtained.inc()
             async with self._changed:
                 self._session = session
+                # Cleared only once the newer session is held, so that
+                # renewing() answers True throughout.
+                self._requesting = False
                 self._changed.notify_all()
             return session
 
     def _failed(self, exc: UpstreamError, attempt: int) -> float:
-        reason = {
+        reasons: dict[type[UpstreamError], str] = {
             SessionRejected: "rejected",
             AuthLockedOut: "locked_out",
             UpstreamUnavailable: "unavailable",
-        }.get(type(exc), "protocol")
+        }
+        reason = reasons.get(type(exc), "protocol")
         self._metrics.auth_failures.labels(reason).inc()
         self._budget.record_failure(self._clock.time())
         self._failures += 1

@@ -19,6 +19,18 @@ One loop owns the socket life cycle:
   is kept because the new socket's frames are only handled after the old
   socket's backlog. With ``single_session`` (an upstream that allows one
   session per app) the old socket is closed first instead.
+* **session policy**: whether the upstream allows a second socket or session
+  is not documented, so the pump learns it. A rotation whose new socket is
+  refused (HTTP 409/403/429 while the old one is open), or whose old socket
+  the server closes as the new session or socket arrives (4409, or 4001/1008
+  within ``_ROTATION_CLOSE_WINDOW``), switches the pump to close-first for the
+  rest of the process: counted, logged once, shown in ``/readyz``. A close
+  that a rotation caused (ours in close-first, or the server's) is not a lost
+  connection: the newer session's socket opens at once, outside the
+  reconnect backoff, and the close counts as ``rotation``, not ``session``.
+* **refused upgrades** (any 4xx, which Sendstack may count toward its
+  lockout) are reported to the session holder, whose failure budget then
+  says how long to hold off the next upgrade.
 * **liveness**: websockets' keepalive pings detect a half-open socket; a
   staleness watchdog (off by default: silence is normal upstream) forces a
   reconnect when no frame came for ``stale_after`` seconds.
@@ -34,13 +46,25 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from bridge.core.close_codes import STALE_CLOSE_CODE, classify_close
+from bridge.core.close_codes import (
+    STALE_CLOSE_CODE,
+    SingleSessionCause,
+    classify_close,
+    is_refused_upgrade,
+    single_session_cause,
+    upgrade_status,
+)
 from bridge.core.codec import FrameCodec
 from bridge.core.dedupe import RecentIds
 from bridge.core.records import Topics, dead_letter_record, iso_ms, to_record
 from bridge.core.retry import Backoff
 from bridge.core.session import Session
-from bridge.errors import SessionRejected, UpstreamClosed, UpstreamUnavailable
+from bridge.errors import (
+    SessionRejected,
+    UpstreamClosed,
+    UpstreamError,
+    UpstreamUnavailable,
+)
 from bridge.metrics import WS_STATES, StreamMetrics, dlq_reason_label
 from bridge.ports import (
     Clock,
@@ -61,6 +85,10 @@ _HELD_FRAMES_MAX = 10_000
 _YIELD_EVERY = 10
 # A connection that lived this long counts as healthy: the reconnect backoff restarts.
 _HEALTHY_CONNECTION_SECONDS = 10.0
+# A 4001/1008 on the old socket this soon after the newer session came (or
+# the new socket opened) was caused by the rotation: the upstream revokes
+# older sessions. Later, it is an ordinary session end.
+_ROTATION_CLOSE_WINDOW = 5.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -85,6 +113,22 @@ class PumpStatistics:
     dead_lettered: int
     reconnects: int
     rotations: int
+    session_policy: str = "multi"
+
+
+@dataclass(frozen=True, slots=True)
+class SessionPolicyState:
+    """How rotations go, and why: what ``/readyz`` and the metrics report.
+
+    ``policy``: ``multi`` (make-before-break) or ``single`` (close-first).
+    ``basis``: ``configured`` (BRIDGE_STREAM_SINGLE_SESSION), ``assumed`` (no
+    rotation seen yet), ``observed`` (a rotation showed it). ``cause``: what
+    the upstream did when the pump fell back to ``single``.
+    """
+
+    policy: str
+    basis: str
+    cause: SingleSessionCause | None = None
 
 
 @dataclass
@@ -97,6 +141,22 @@ class _Handoff:
     first_frame_at: float | None = None
     markers: frozenset[str] = frozenset()
     old_dlq_digests: set[bytes] = field(default_factory=set)
+    # When the rotation got the newer session, and when its socket opened
+    # (monotonic): a 4001 soon after is the upstream revoking the old one.
+    newer_at: float | None = None
+    opened_at: float | None = None
+    # How many upgrades of the successor started; ``settled`` is set while
+    # none is in flight.
+    upgrades: int = 0
+    settled: asyncio.Event = field(default_factory=asyncio.Event)
+    # The rotation closes the old socket itself (close-first).
+    planned_close: bool = False
+    # Set when a rotation ended the old socket without a successor: connect
+    # at once with a session newer than this generation.
+    resume_after: int | None = None
+
+    def __post_init__(self) -> None:
+        self.settled.set()
 
 
 def _conn_id(conn: UpstreamConnection | None) -> int | None:
@@ -137,6 +197,16 @@ class StreamPump:
         self._reconnects = 0
         self._rotations = 0
         self._stopping = asyncio.Event()
+        self._policy = SessionPolicyState(
+            policy="single" if options.single_session else "multi",
+            basis="configured" if options.single_session else "assumed",
+        )
+        self._show_policy()
+        # Monotonic time before which no upgrade goes out (the failure budget
+        # after refused upgrades), and the old socket's last frame while a
+        # close-first rotation waits for the new socket's first one.
+        self._hold_off_until = 0.0
+        self._gap_since: float | None = None
         self._unyielded = 0  # records sent since the last yield, see _YIELD_EVERY
         m = metrics
         self._m_items = {
@@ -166,7 +236,12 @@ class StreamPump:
             dead_lettered=self._dead_lettered,
             reconnects=self._reconnects,
             rotations=self._rotations,
+            session_policy=self._policy.policy,
         )
+
+    def session_policy(self) -> SessionPolicyState:
+        """The session policy rotations follow, and how it was learnt."""
+        return self._policy
 
     # -- life cycle ----------------------------------------------------------
 
@@ -175,9 +250,16 @@ class StreamPump:
         attempt = 0
         conn: UpstreamConnection | None = None
         session: Session | None = None
+        # A rotation ended the old socket (close-first, or the server): the
+        # generation it served, until the newer session's socket is open.
+        rotated_from: int | None = None
         while not self._stopping.is_set():
             if conn is None or session is None:
-                session = await self._keeper.wait_for_session()
+                if rotated_from is not None:
+                    session = await self._keeper.wait_newer(rotated_from)
+                else:
+                    session = await self._keeper.wait_for_session()
+                await self._hold_off()
                 conn = await self._connect(session)
                 if conn is None:
                     await self._clock.sleep(
@@ -185,6 +267,10 @@ class StreamPump:
                     )
                     attempt += 1
                     continue
+                if rotated_from is not None:
+                    rotated_from = None
+                    self._rotations += 1
+                    self._gap_since = self._last_frame
             opened = self._clock.monotonic()
             handoff = await self._serve(conn, session)
             if (
@@ -198,6 +284,12 @@ class StreamPump:
             conn = None
             if self._stopping.is_set():
                 break
+            if handoff is not None and handoff.resume_after is not None:
+                # A planned gap, not a lost connection: no backoff, and it
+                # does not count against the next reconnect's either.
+                rotated_from = handoff.resume_after
+                attempt = 0
+                continue
             self._reconnects += 1
             self._metrics.ws_reconnects.inc()
             attempt = (
@@ -228,12 +320,17 @@ class StreamPump:
                 generation=session.generation,
                 error=str(exc),
             )
+            self._count_refusal(session, exc)
             self._keeper.report_rejected(session.generation)
             self._set_state("disconnected")
             return None
         except UpstreamUnavailable as exc:
-            self._metrics.ws_connects.labels("failed").inc()
-            log.warning("upstream_connect_failed", error=str(exc))
+            if self._count_refusal(session, exc) is not None:
+                self._metrics.ws_connects.labels("refused").inc()
+                log.warning("upstream_connect_refused", error=str(exc))
+            else:
+                self._metrics.ws_connects.labels("failed").inc()
+                log.warning("upstream_connect_failed", error=str(exc))
             self._set_state("disconnected")
             return None
         self._metrics.ws_connects.labels("ok").inc()
@@ -272,22 +369,94 @@ class StreamPump:
                     closed = exc
                     break
                 ids = await self._handle(frame, handoff=handoff)
+                if self._gap_since is not None:
+                    self._end_gap()
                 if handoff.markers and not handoff.markers.isdisjoint(ids):
                     break  # the old socket caught up with the new one
         finally:
+            if (
+                closed is not None
+                and closed.code is not None
+                and single_session_cause(close_code=closed.code) is not None
+                and not handoff.settled.is_set()
+                and not self._stopping.is_set()
+            ):
+                await self._await_upgrade(handoff)
             for task in helpers:
                 task.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
-        if handoff.successor is not None and not self._stopping.is_set():
+        stopping = self._stopping.is_set()
+        if handoff.successor is not None and not stopping:
+            if closed is not None:
+                self._learn_from_close(closed, session, handoff)
             await self._cut_over(conn, closed, handoff)
             return handoff
         self._forget(conn)
         if handoff.successor is not None:
             await self._close(handoff.successor, 1001, "bridge shutting down")
         if closed is not None:
-            self._closed(conn, session, closed)
+            if not stopping and self._rotation_ended(closed, session, handoff):
+                handoff.resume_after = session.generation
+            else:
+                self._closed(conn, session, closed)
         self._set_state("disconnected")
-        return None
+        return handoff if handoff.resume_after is not None else None
+
+    async def _await_upgrade(self, handoff: _Handoff) -> None:
+        """The server ended the old socket while the successor's upgrade is in flight.
+
+        A server that ends the older socket (4409, 4001, 1008) as the newer one
+        opens, or as a newer session is issued, does so during that upgrade:
+        let the one attempt finish and carry on with it rather than throw it
+        away. (Other closes, e.g. a dropped connection, cancel it as before.)
+        """
+        with contextlib.suppress(TimeoutError):
+            async with self._clock.timeout(self._opts.overlap_max):
+                await handoff.settled.wait()
+
+    def _rotation_ended(
+        self, closed: UpstreamClosed, session: Session, handoff: _Handoff
+    ) -> bool:
+        """Whether a rotation ended this socket (it has no successor)."""
+        code = 1006 if closed.code is None else closed.code
+        if not handoff.planned_close and not self._learn_from_close(
+            closed, session, handoff
+        ):
+            return False
+        self._metrics.ws_disconnects.labels("rotation").inc()
+        log.info(
+            "upstream_closed_for_rotation",
+            code=code,
+            detail=closed.reason,
+            planned=handoff.planned_close,
+        )
+        return True
+
+    def _learn_from_close(
+        self, closed: UpstreamClosed, session: Session, handoff: _Handoff
+    ) -> bool:
+        """Whether the server closed the old socket because of our rotation.
+
+        A 4409 while our newer socket opens or is open, or a 4001/1008 soon
+        after the newer session came: the upstream allows one socket (or
+        session) at a time, so the pump falls back to close-first.
+        """
+        if handoff.planned_close or closed.code is None:
+            return False
+        cause = single_session_cause(close_code=closed.code)
+        if cause is None:
+            return False
+        if cause == "replaced":
+            ours = handoff.upgrades > 0
+        else:
+            now = self._clock.monotonic()
+            since = max(handoff.newer_at or 0.0, handoff.opened_at or 0.0)
+            ours = (
+                handoff.newer_at is not None and now - since <= _ROTATION_CLOSE_WINDOW
+            ) or self._keeper.renewing(session.generation, _ROTATION_CLOSE_WINDOW)
+        if ours:
+            self._fall_back(cause, code=closed.code, detail=closed.reason)
+        return ours
 
     async def _cut_over(
         self, old: UpstreamConnection, closed: UpstreamClosed | None, handoff: _Handoff
@@ -300,12 +469,19 @@ class StreamPump:
             self._metrics.rotation_gap.observe(
                 max(0.0, handoff.first_frame_at - last_old)
             )
+        elif last_old is not None:
+            # The old socket ended before the new one sent anything (the
+            # server closed it): the gap ends with the new socket's first frame.
+            self._gap_since = last_old
         held, handoff.held = handoff.held, []
         for frame in held:
             await self._handle(frame, handoff=handoff, replay=True)
         self._rotations += 1
         self._metrics.rotations.labels("ok").inc()
         self._metrics.ws_disconnects.labels("rotation").inc()
+        if self._policy.basis == "assumed":
+            # Both sockets were open at once and the server let them be.
+            self._policy = SessionPolicyState(policy="multi", basis="observed")
         self._set_state("open")
         log.info(
             "session_rotated",
@@ -390,7 +566,12 @@ class StreamPump:
         )
         await self._sink.send(
             dead_letter_record(
-                frame, rejection, self._topics, received_at=received_at, origin="stream"
+                frame,
+                rejection,
+                self._topics,
+                received_at=received_at,
+                origin="stream",
+                published_ids=ids,
             )
         )
         return ids
@@ -402,33 +583,46 @@ class StreamPump:
     ) -> None:
         """Wait for a newer session, then prepare the successor socket."""
         new = await self._keeper.wait_newer(session.generation)
+        handoff.newer_at = self._clock.monotonic()
         self._set_state("rotating")
-        if self._opts.single_session:
-            log.info("session_rotating_close_first", generation=new.generation)
-            self._metrics.rotations.labels("closed_first").inc()
-            await self._close(old, 1000, "session rotated")
+        if self._policy.policy == "single":
+            await self._close_first(old, new, handoff)
             return
         attempt = 0
         while True:
-            try:
-                successor = await self._connector.open(new.token)
+            await self._hold_off()
+            opened = await self._upgrade(new, handoff)
+            if not isinstance(opened, UpstreamError):
+                successor = opened
                 break
-            except SessionRejected:
+            status = self._count_refusal(new, opened)
+            if single_session_cause(refused_status=status) is not None:
+                # The old socket is open and the server will not take a
+                # second one: close it first, now and from now on.
+                self._metrics.ws_connects.labels("refused").inc()
+                log.warning("rotation_connect_refused", error=str(opened))
+                self._fall_back("refused", status=status)
+                await self._close_first(old, new, handoff)
+                return
+            self._metrics.rotations.labels("failed").inc()
+            if isinstance(opened, SessionRejected):
                 self._metrics.ws_connects.labels("rejected").inc()
-                self._metrics.rotations.labels("failed").inc()
                 self._keeper.report_rejected(new.generation)
                 new = await self._keeper.wait_newer(new.generation)
-            except UpstreamUnavailable as exc:
-                self._metrics.ws_connects.labels("failed").inc()
-                self._metrics.rotations.labels("failed").inc()
-                log.warning("rotation_connect_failed", error=str(exc))
-                await self._clock.sleep(
-                    self._opts.reconnect.delay(attempt, random.random())
-                )
-                attempt += 1
+                handoff.newer_at = self._clock.monotonic()
+                continue
+            self._metrics.ws_connects.labels(
+                "failed" if status is None else "refused"
+            ).inc()
+            log.warning("rotation_connect_failed", error=str(opened))
+            await self._clock.sleep(
+                self._opts.reconnect.delay(attempt, random.random())
+            )
+            attempt += 1
         self._metrics.ws_connects.labels("ok").inc()
         self._track(successor)
         handoff.successor, handoff.session = successor, new
+        handoff.opened_at = self._clock.monotonic()
         log.info(
             "rotation_socket_open",
             connection_id=successor.connection_id,
@@ -456,6 +650,28 @@ class StreamPump:
             handoff.held.clear()
             return
         # The old socket caught up already; the reader then cuts over.
+        await self._close(old, 1000, "session rotated")
+
+    async def _upgrade(
+        self, new: Session, handoff: _Handoff
+    ) -> UpstreamConnection | UpstreamError:
+        """One upgrade of the successor; ``handoff.settled`` is clear meanwhile."""
+        handoff.upgrades += 1
+        handoff.settled.clear()
+        try:
+            return await self._connector.open(new.token)
+        except (SessionRejected, UpstreamUnavailable) as exc:
+            return exc
+        finally:
+            handoff.settled.set()
+
+    async def _close_first(
+        self, old: UpstreamConnection, new: Session, handoff: _Handoff
+    ) -> None:
+        """Close the old socket; the reader then opens the new one at once."""
+        handoff.planned_close = True
+        log.info("session_rotating_close_first", generation=new.generation)
+        self._metrics.rotations.labels("closed_first").inc()
         await self._close(old, 1000, "session rotated")
 
     async def _hold_first_frames(
@@ -488,6 +704,63 @@ class StreamPump:
                 )
                 await self._close(conn, STALE_CLOSE_CODE, "stale")
                 return
+
+    # -- session policy ------------------------------------------------------
+
+    def _fall_back(self, cause: SingleSessionCause, **detail: object) -> None:
+        """The upstream allows one socket at a time: close-first from now on."""
+        if self._policy.policy == "single":
+            return
+        self._policy = SessionPolicyState(
+            policy="single", basis="observed", cause=cause
+        )
+        self._show_policy()
+        self._metrics.session_policy_fallbacks.labels(cause).inc()
+        log.warning(
+            "session_policy_single",
+            cause=cause,
+            **detail,
+            action=(
+                "Sendstack allows one socket at a time: rotations now close the"
+                " old socket before opening the new one (a short gap each); set"
+                " BRIDGE_STREAM_SINGLE_SESSION=true to start that way"
+            ),
+        )
+
+    def _show_policy(self) -> None:
+        for policy in ("multi", "single"):
+            self._metrics.session_policy.labels(policy).set(
+                1 if policy == self._policy.policy else 0
+            )
+
+    def _count_refusal(self, session: Session, error: UpstreamError) -> int | None:
+        """An upgrade answered with a 4xx counts toward the failure budget.
+
+        Returns its status (None: not a refusal, e.g. a network error).
+        """
+        status = upgrade_status(error)
+        if not is_refused_upgrade(status):
+            return None
+        assert status is not None  # noqa: S101 - is_refused_upgrade checked it
+        wait = self._keeper.report_refused_upgrade(session.generation, status)
+        if wait > 0:
+            self._hold_off_until = max(
+                self._hold_off_until, self._clock.monotonic() + wait
+            )
+        return status
+
+    async def _hold_off(self) -> None:
+        """Wait out the failure budget before an upgrade, if it says so."""
+        wait = self._hold_off_until - self._clock.monotonic()
+        if wait > 0:
+            log.warning("upstream_connect_held_off", wait_seconds=round(wait, 1))
+            await self._clock.sleep(wait)
+
+    def _end_gap(self) -> None:
+        """The new socket's first frame after a rotation gap: observe the gap."""
+        since, self._gap_since = self._gap_since, None
+        if since is not None and self._last_frame is not None:
+            self._metrics.rotation_gap.observe(max(0.0, self._last_frame - since))
 
     # -- helpers -------------------------------------------------------------
 

@@ -107,7 +107,8 @@ def test_renders_the_expected_objects(scenario: str) -> None:
     enabled = [c for c in COMPONENTS if values.get(c, {}).get("enabled", c == "stream")]
     deployments = of_kind(scenario, "Deployment")
     assert sorted(component_of(d) for d in deployments) == sorted(enabled)
-    assert len(of_kind(scenario, "ConfigMap")) == len(enabled)
+    mapping = bool(values.get("stream", {}).get("mapping"))
+    assert len(of_kind(scenario, "ConfigMap")) == len(enabled) + mapping
     services = of_kind(scenario, "Service")
     assert len(services) == len(enabled) + ("webhooks" in enabled)
     secrets = of_kind(scenario, "Secret")
@@ -208,6 +209,8 @@ def _deployments(scenario: str) -> Iterator[tuple[str, Manifest]]:
 def test_every_variable_the_chart_sets_is_known(scenario: str) -> None:
     """Every env var and ConfigMap key is a BRIDGE_* name bridge.config knows."""
     for configmap in of_kind(scenario, "ConfigMap"):
+        if configmap["metadata"]["name"].endswith("-stream-mapping"):
+            continue  # a file, mounted; not variables
         unknown = set(configmap["data"]) - KNOWN_VARIABLES
         assert not unknown, f"{configmap['metadata']['name']}: {sorted(unknown)}"
     for component, deployment in _deployments(scenario):
@@ -233,6 +236,12 @@ def _with_credential_files(
         else:  # an existing Secret: stand in for its content
             content = f"value-of-{item['key']}"
         (directory / item["path"]).write_text(content)
+    mapping = by_name(scenario, "ConfigMap").get(
+        f"{RELEASE}-sendstack-bridge-stream-mapping"
+    )
+    if "BRIDGE_STREAM_MAPPING_FILE" in env and mapping is not None:
+        (directory / "mapping.yaml").write_text(mapping["data"]["mapping.yaml"])
+        env = {**env, "BRIDGE_STREAM_MAPPING_FILE": str(directory / "mapping.yaml")}
     prefix = mount["mountPath"] + "/"
     return {
         name: str(directory / value.removeprefix(prefix))
@@ -613,3 +622,25 @@ CRD_SCHEMAS: dict[str, dict[str, Any]] = {
         },
     },
 }
+
+
+def test_a_mapping_is_mounted_where_the_stream_reads_it() -> None:
+    """stream.mapping: a ConfigMap mounted read-only, the variable pointing at it."""
+    ((_, deployment),) = [
+        (c, d) for c, d in _deployments("all-components") if c == "stream"
+    ]
+    spec = deployment["spec"]["template"]["spec"]
+    (container,) = spec["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == "mapping"]
+    assert mount["readOnly"] is True
+    assert env["BRIDGE_STREAM_MAPPING_FILE"] == mount["mountPath"] + "/mapping.yaml"
+    (volume,) = [v for v in spec["volumes"] if v["name"] == "mapping"]
+    configmap = by_name("all-components", "ConfigMap")[volume["configMap"]["name"]]
+    assert "mapping.yaml" in configmap["data"]
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert "checksum/mapping" in annotations
+    others = [d for c, d in _deployments("all-components") if c != "stream"]
+    assert all(
+        "mapping" not in str(d["spec"]["template"]["spec"]["volumes"]) for d in others
+    )

@@ -13,11 +13,18 @@ import asyncio
 from collections.abc import Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
+from typing import Literal
 
 from bridge.core.commands import RestRequest
 from bridge.core.records import OutboundRecord
 from bridge.core.session import Session
-from bridge.errors import PublishError, RestUnavailable, UpstreamClosed
+from bridge.errors import (
+    PublishError,
+    RestUnavailable,
+    SessionRejected,
+    UpstreamClosed,
+    UpstreamUnavailable,
+)
 from bridge.ports import SessionGrant, SinkStatistics, SourceMessage
 from bridge.secrets import Secret
 
@@ -68,6 +75,11 @@ class FakeHolder:
         self._session: Session | None = None
         self._changed = asyncio.Condition()
         self.rejected: list[int] = []
+        # Refused upgrades reported (generation, status), and what the
+        # failure budget answers to each (seconds to hold off).
+        self.refused_upgrades: list[tuple[int, int]] = []
+        self.refusal_wait = 0.0
+        self.requesting = False  # a newer session is being requested
 
     async def issue(self, generation: int, *, ttl: float = 21_600.0) -> None:
         at = EPOCH + now()
@@ -98,6 +110,22 @@ class FakeHolder:
 
     def report_rejected(self, generation: int) -> None:
         self.rejected.append(generation)
+
+    def report_refused_upgrade(self, generation: int, status: int) -> float:
+        self.refused_upgrades.append((generation, status))
+        return self.refusal_wait
+
+    def renewing(self, generation: int, within: float) -> bool:
+        s = self._session
+        if s is None:
+            return False
+        if s.generation > generation:
+            return EPOCH + now() - s.obtained_at < within
+        return self.requesting
+
+    def token_generation(self, token: str) -> int:
+        """The generation a ``token-<n>`` token was issued for."""
+        return int(token.rsplit("-", 1)[1])
 
 
 class FakeConnection:
@@ -152,6 +180,117 @@ class FakeConnector:
         self.connections.append(conn)
         self.opened.set()
         return conn
+
+
+OneSocketPolicy = Literal["replace-4409", "refuse-409", "revoke-4001"]
+
+
+class TrackedConnection(FakeConnection):
+    """A ``FakeConnection`` that records when it ended, and who ended it."""
+
+    def __init__(self, connection_id: int, token: str) -> None:
+        super().__init__(connection_id, token)
+        self.ended_at: float | None = None
+        self.ended_by: str | None = None  # "client" | "server"
+        self.pushed: list[int] = []  # seqs the upstream wrote to this socket
+
+    @property
+    def live(self) -> bool:
+        return self.ended_at is None
+
+    def drop(self, code: int = 1006, reason: str = "connection lost") -> None:
+        if self.ended_at is None:
+            self.ended_at, self.ended_by = now(), "server"
+        super().drop(code, reason)
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        if self.ended_at is None:
+            self.ended_at, self.ended_by = now(), "client"
+        await super().close(code, reason)
+
+    def abort(self) -> None:
+        if self.ended_at is None:
+            self.ended_at, self.ended_by = now(), "client"
+        super().abort()
+
+
+class OneSocketUpstream:
+    """``UpstreamConnector`` of an upstream that allows one socket at a time.
+
+    * ``replace-4409``: a newer socket opens, then the older ones are closed
+      with 4409;
+    * ``refuse-409``: an upgrade is refused with HTTP 409 while a socket is
+      open;
+    * ``revoke-4001``: issuing a session (``issue``) closes the sockets of
+      older sessions with 4001, and their tokens are refused (401).
+
+    Every upgrade takes ``handshake`` virtual seconds. ``run_fleet`` writes a
+    numbered position frame to every live socket every ``interval`` seconds.
+    """
+
+    def __init__(
+        self,
+        policy: OneSocketPolicy,
+        holder: FakeHolder,
+        *,
+        handshake: float = 0.05,
+        frame: Callable[[int], bytes],
+    ) -> None:
+        self.policy = policy
+        self.holder = holder
+        self.handshake = handshake
+        self.frame = frame
+        self.connections: list[TrackedConnection] = []
+        self.attempts: list[float] = []
+        self.refused: list[float] = []  # virtual time of every refused upgrade
+        self.revoked_below = 0  # tokens of generations below this are refused
+        self.written: list[int] = []  # seqs written to at least one socket
+        self._seq = 0
+
+    def live(self) -> list[TrackedConnection]:
+        return [c for c in self.connections if c.live]
+
+    async def open(self, token: Secret) -> TrackedConnection:
+        self.attempts.append(now())
+        await asyncio.sleep(self.handshake)
+        revealed = token.reveal()
+        if self.holder.token_generation(revealed) < self.revoked_below:
+            raise SessionRejected(
+                "tracking socket refused the session (HTTP 401)", status=401
+            )
+        older = self.live()
+        if self.policy == "refuse-409" and older:
+            self.refused.append(now())
+            raise UpstreamUnavailable(
+                "tracking socket upgrade failed (HTTP 409)", status=409
+            )
+        conn = TrackedConnection(len(self.connections) + 1, revealed)
+        self.connections.append(conn)
+        if self.policy == "replace-4409":
+            for other in older:
+                other.drop(4409, "replaced by a newer connection")
+        return conn
+
+    async def issue(self, generation: int, *, ttl: float = 21_600.0) -> None:
+        """Issue a session; ``revoke-4001`` ends the older sessions' sockets."""
+        await self.holder.issue(generation, ttl=ttl)
+        if self.policy == "revoke-4001":
+            self.revoked_below = generation
+            for conn in self.live():
+                if self.holder.token_generation(conn.token) < generation:
+                    conn.drop(4001, "session replaced")
+
+    async def run_fleet(self, interval: float = 0.1) -> None:
+        """Write frame after frame to every live socket (cancel to stop)."""
+        while True:
+            await asyncio.sleep(interval)
+            self._seq += 1
+            targets = self.live()
+            for conn in targets:
+                conn.push(self.frame(self._seq))
+                conn.pushed.append(self._seq)
+            if targets:
+                self.written.append(self._seq)
 
 
 class FakeSink:

@@ -3,6 +3,10 @@
 Prints one JSON line on stdout when ready::
 
     {"event":"emulator_ready","base_url":...,"ws_url":...,"admin_url":...}
+
+(plus ``"socketio_url"`` with ``--transport socketio``). The wire options
+(``--wire-shape``, ``--transport``, ``--replay``, ``--session-policy``) are
+described in docs/emulator-wires.md.
 """
 
 from __future__ import annotations
@@ -18,7 +22,15 @@ from collections.abc import Mapping
 import orjson
 
 from bridge.errors import ConfigError
-from bridgelab.emulator.config import DEMO_APP_ID, DEMO_APP_SECRET, EmulatorConfig
+from bridgelab.emulator.config import (
+    DEMO_APP_ID,
+    DEMO_APP_SECRET,
+    SESSION_IN,
+    SESSION_POLICIES,
+    TRANSPORTS,
+    WIRE_SHAPES,
+    EmulatorConfig,
+)
 from bridgelab.emulator.server import Emulator
 
 ENV_APP_ID = "EMULATOR_APP_ID"
@@ -57,7 +69,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="max frames per second; 0 = unthrottled load mode",
     )
     p.add_argument("--frame-items", type=int, default=defaults.frame_items)
-    p.add_argument("--single-session", action="store_true")
+    p.add_argument(
+        "--single-session",
+        action="store_true",
+        help="same as --session-policy revoke-4001",
+    )
+    p.add_argument(
+        "--session-policy",
+        choices=SESSION_POLICIES,
+        default=defaults.session_policy,
+        help="what a second session or socket does to the first",
+    )
     p.add_argument("--strict-source-header", action="store_true")
     p.add_argument("--seed", type=int, default=defaults.seed)
     p.add_argument("--ws-path", default=defaults.ws_path)
@@ -66,6 +88,49 @@ def build_parser() -> argparse.ArgumentParser:
         "--event-names", choices=("traccar", "sendstack"), default=defaults.event_names
     )
     p.add_argument("--fixtures", help="frame template JSON replacing the packaged one")
+    p.add_argument(
+        "--wire-shape",
+        choices=WIRE_SHAPES,
+        default=defaults.wire_shape,
+        help="how items are laid out (see bridgelab/emulator/shapes.py)",
+    )
+    p.add_argument(
+        "--transport",
+        choices=TRANSPORTS,
+        default=defaults.transport,
+        help="socketio: python-socketio (Engine.IO v4) on --ws-port",
+    )
+    p.add_argument("--socketio-path", default=defaults.socketio_path)
+    p.add_argument(
+        "--socketio-session-in",
+        choices=SESSION_IN,
+        default=defaults.socketio_session_in,
+        help='query: ?<session-query-key>=; auth: CONNECT\'s {"token": ...}',
+    )
+    p.add_argument(
+        "--socketio-ping-interval",
+        type=float,
+        default=defaults.socketio_ping_interval,
+        help="Engine.IO ping interval in seconds",
+    )
+    p.add_argument(
+        "--socketio-ping-timeout",
+        type=float,
+        default=defaults.socketio_ping_timeout,
+        help="Engine.IO ping timeout in seconds",
+    )
+    p.add_argument(
+        "--replay",
+        metavar="FILE",
+        help="send this `sendstack-bridge capture` file to every socket",
+    )
+    p.add_argument(
+        "--replay-speed",
+        type=float,
+        default=defaults.replay_speed,
+        help="time scale of the replay; 0 = as fast as possible",
+    )
+    p.add_argument("--replay-loop", action="store_true", help="replay forever")
     p.add_argument("--log-level", default="WARNING")
     return p
 
@@ -92,6 +157,16 @@ def config_from_args(
         session_query_key=args.session_query_key,
         event_names=args.event_names,
         fixtures_path=args.fixtures,
+        session_policy=args.session_policy,
+        wire_shape=args.wire_shape,
+        transport=args.transport,
+        socketio_path=args.socketio_path,
+        socketio_session_in=args.socketio_session_in,
+        socketio_ping_interval=args.socketio_ping_interval,
+        socketio_ping_timeout=args.socketio_ping_timeout,
+        replay_file=args.replay,
+        replay_speed=args.replay_speed,
+        replay_loop=args.replay_loop,
     )
 
 
@@ -110,6 +185,8 @@ async def serve(config: EmulatorConfig) -> None:
                 "ws_url": emu.ws_url,
                 "admin_url": emu.admin_url,
             }
+            if config.transport == "socketio":
+                ready["socketio_url"] = emu.socketio_url
             sys.stdout.write(orjson.dumps(ready).decode() + "\n")
             sys.stdout.flush()
             await stop.wait()
@@ -124,10 +201,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr)
     try:
         config = config_from_args(args, os.environ)
-    except ConfigError as exc:
+        asyncio.run(serve(config))
+    except ConfigError as exc:  # a bad option, or an unreadable --replay file
         sys.stderr.write(f"{exc}\n")
         return 2
-    asyncio.run(serve(config))
     return 0
 
 

@@ -7,11 +7,24 @@ Paths, the query key and the frame names are assumptions (see
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Final, Literal, get_args
 
 from bridge.errors import ConfigError
 
 EventNames = Literal["traccar", "sendstack"]
+# How items are laid out on the wire (see shapes.py and docs/emulator-wires.md).
+WireShape = Literal["traccar", "typed-object", "mixed-batch"]
+# What carries them: a plain RFC 6455 websocket, or Socket.IO (Engine.IO v4).
+Transport = Literal["websocket", "socketio"]
+# Where a Socket.IO client puts its session: the query string or CONNECT's auth.
+SessionIn = Literal["query", "auth"]
+# What a second session or socket does to the first (see broadcast.py).
+SessionPolicy = Literal["multi", "replace-4409", "refuse-409", "revoke-4001"]
+
+WIRE_SHAPES: Final[tuple[str, ...]] = get_args(WireShape)
+TRANSPORTS: Final[tuple[str, ...]] = get_args(Transport)
+SESSION_IN: Final[tuple[str, ...]] = get_args(SessionIn)
+SESSION_POLICIES: Final[tuple[str, ...]] = get_args(SessionPolicy)
 
 # A fixed, obviously fake pair so the demo works with no setup.
 DEMO_APP_ID = "demo-app"
@@ -32,7 +45,13 @@ class EmulatorConfig:
     # Key that signs session JWTs; None draws a random one per emulator.
     jwt_signing_key: str | None = None
     session_ttl_seconds: float = 21_600.0  # [DOC] 6 hours
+    # Legacy spelling of session_policy="revoke-4001" (kept for callers).
     single_session: bool = False  # True: a new session ends older ones' sockets
+    # multi: any number of sessions and sockets. replace-4409: a newer socket
+    # closes the older ones with 4409. refuse-409: an upgrade is refused with
+    # HTTP 409 while a socket is open. revoke-4001: a new session revokes the
+    # older tokens and closes their sockets with 4001 (= single_session).
+    session_policy: SessionPolicy = "multi"
     strict_source_header: bool = False  # require x-sendstack-source
 
     # REST (paths after rest_prefix are ASSUMED, only /auth/session is [DOC]).
@@ -71,6 +90,22 @@ class EmulatorConfig:
     send_queue_frames: int = 256  # per-connection backlog before 1013
     slow_consumer_grace_seconds: float = 5.0  # how long a full backlog may wait
 
+    # Other wires (docs/emulator-wires.md). The defaults are the wire above.
+    wire_shape: WireShape = "traccar"
+    transport: Transport = "websocket"
+    socketio_path: str = "/socket.io/"  # Socket.IO serves here, on ws_port
+    socketio_session_in: SessionIn = "query"  # ?<session_query_key>= or auth.token
+    # Engine.IO heartbeat (python-engineio's defaults): the server pings every
+    # interval (whole seconds: the OPEN packet truncates it) and drops a client
+    # whose pong is later than the timeout.
+    socketio_ping_interval: float = 25.0
+    socketio_ping_timeout: float = 20.0
+    # Replay a `sendstack-bridge capture` file to every socket instead of the
+    # fleet's frames (websocket transport only).
+    replay_file: str | None = None
+    replay_speed: float = 1.0  # 2.0 = twice as fast; 0 = as fast as possible
+    replay_loop: bool = False  # start again after the last frame
+
     # Fleet simulation.
     devices: int = 10
     # [DOC] at most 2 messages/s; None or 0 = load mode (as fast as possible).
@@ -101,6 +136,7 @@ class EmulatorConfig:
             "devices_path",
             "positions_path",
             "history_path",
+            "socketio_path",
         )
         problems.extend(
             f"{name} must start with '/'"
@@ -134,8 +170,49 @@ class EmulatorConfig:
             problems.append("delivery_latency_ms and drop_price must be >= 0")
         if self.request_log_limit < 1:
             problems.append("request_log_limit must be >= 1")
+        problems.extend(self._wire_problems())
         if problems:
             raise ConfigError(problems)
+
+    def _wire_problems(self) -> list[str]:
+        problems: list[str] = []
+        choices = (
+            ("wire_shape", WIRE_SHAPES),
+            ("transport", TRANSPORTS),
+            ("socketio_session_in", SESSION_IN),
+            ("session_policy", SESSION_POLICIES),
+        )
+        for name, allowed in choices:
+            if getattr(self, name) not in allowed:
+                problems.append(f"{name} must be one of {', '.join(allowed)}")
+        if self.single_session and self.session_policy not in ("multi", "revoke-4001"):
+            problems.append(
+                "single_session is session_policy='revoke-4001'; it cannot be"
+                f" combined with session_policy={self.session_policy!r}"
+            )
+        # python-engineio announces int(interval) seconds: below 1 it says 0.
+        if not (self.socketio_ping_interval >= 1 and self.socketio_ping_timeout > 0):
+            problems.append(
+                "socketio_ping_interval must be >= 1 and socketio_ping_timeout > 0"
+            )
+        if not self.replay_speed >= 0:
+            problems.append("replay_speed must be >= 0 (0 = as fast as possible)")
+        if self.replay_file is not None:
+            if self.transport != "websocket":
+                problems.append("replay_file needs transport='websocket'")
+            if self.wire_shape != "traccar":
+                problems.append(
+                    "replay_file sends the capture verbatim: leave wire_shape"
+                    " at 'traccar'"
+                )
+        return problems
+
+    @property
+    def effective_session_policy(self) -> SessionPolicy:
+        """``session_policy``, with the legacy ``single_session`` folded in."""
+        if self.single_session:
+            return "revoke-4001"
+        return self.session_policy
 
     @property
     def throttled(self) -> bool:

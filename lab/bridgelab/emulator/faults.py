@@ -9,7 +9,7 @@ from typing import Literal
 import orjson
 
 from bridgelab.emulator.broadcast import Frame
-from bridgelab.emulator.fleet import Fleet, iso_ms
+from bridgelab.emulator.fleet import Fleet, Item, iso_ms
 
 SessionFaultMode = Literal["off", "5xx", "429", "drop"]
 SESSION_FAULT_MODES: tuple[str, ...] = ("off", "5xx", "429", "drop")
@@ -20,27 +20,23 @@ def malformed_frame(fleet: Fleet) -> Frame:
     return Frame(str(fleet.fixtures.faults["malformed"]).encode(), fault="malformed")
 
 
-def unknown_frames(fleet: Fleet) -> list[Frame]:
-    """A valid frame with an unknown top-level key, and an unknown event type."""
-    faults = fleet.fixtures.faults
-    shape_frame = Frame(orjson.dumps(faults["unknown_frame"]), fault="unknown")
+def unknown_event_item(fleet: Fleet) -> Item:
+    """A Traccar event item of a type nobody knows, with no seq."""
     event = dict(fleet.fixtures.templates["event"])
     event.update(
         id=fleet.next_event_id(),
-        type=str(faults["unknown_event_type"]),
+        type=str(fleet.fixtures.faults["unknown_event_type"]),
         eventTime=iso_ms(int(time.time() * 1000)),
         deviceId=1,
         positionId=0,
         geofenceId=0,
         attributes={},  # no seq: fault items stay out of the ledger
     )
-    key = fleet.fixtures.frame_keys["events"]
-    event_frame = Frame(orjson.dumps({key: [event]}), fault="unknown")
-    return [shape_frame, event_frame]
+    return event
 
 
-def oversize_frame(fleet: Fleet, min_bytes: int) -> Frame:
-    """A valid positions frame strictly larger than ``min_bytes``."""
+def padding_position_item(fleet: Fleet) -> Item:
+    """A seq-less Traccar position whose ``attributes.padding`` is empty."""
     position = dict(fleet.fixtures.templates["position"])
     position.update(
         id=0,
@@ -48,6 +44,22 @@ def oversize_frame(fleet: Fleet, min_bytes: int) -> Frame:
         fixTime=iso_ms(int(time.time() * 1000)),
         attributes={"padding": ""},
     )
+    return position
+
+
+def unknown_frames(fleet: Fleet) -> list[Frame]:
+    """A valid frame with an unknown top-level key, and an unknown event type."""
+    faults = fleet.fixtures.faults
+    shape_frame = Frame(orjson.dumps(faults["unknown_frame"]), fault="unknown")
+    event = unknown_event_item(fleet)
+    key = fleet.fixtures.frame_keys["events"]
+    event_frame = Frame(orjson.dumps({key: [event]}), fault="unknown")
+    return [shape_frame, event_frame]
+
+
+def oversize_frame(fleet: Fleet, min_bytes: int) -> Frame:
+    """A valid positions frame strictly larger than ``min_bytes``."""
+    position = padding_position_item(fleet)
     key = fleet.fixtures.frame_keys["positions"]
     base = len(orjson.dumps({key: [position]}))
     position["attributes"] = {"padding": "x" * max(0, min_bytes - base + 1)}

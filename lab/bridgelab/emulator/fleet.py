@@ -359,6 +359,11 @@ class Fleet:
         """Whether ``device_id`` names a simulated device."""
         return device_id in self._by_id
 
+    def unique_id_of(self, device_id: int) -> str:
+        """The device's ``uniqueId`` (its IMEI), or "" for an unknown id."""
+        dev = self._by_id.get(device_id)
+        return dev.unique_id if dev is not None else ""
+
     def history(
         self, device_id: int, from_ms: int | None, to_ms: int | None
     ) -> list[Item]:

@@ -4,6 +4,8 @@ Paced mode follows the docs: at most ``max_frames_per_second`` frames, each
 batching everything the fleet did since the previous frame; a quiet interval
 sends nothing. Load mode makes small frames as fast as the sockets take them
 and only runs while someone is connected (no point generating into the void).
+The wire (``wire.py``) turns each batch into one frame or, depending on the
+shape and transport, several (sent back to back).
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from bridgelab.emulator.broadcast import Frame, Hub
+from bridgelab.emulator.broadcast import Hub
 from bridgelab.emulator.fleet import Fleet
+from bridgelab.emulator.wire import Wire
 
 
 class FramePump:
@@ -27,9 +30,11 @@ class FramePump:
         frame_items: int,
         report_interval_seconds: float,
         paused: bool = False,
+        wire: Wire | None = None,
     ) -> None:
         self._fleet = fleet
         self._hub = hub
+        self._wire = wire or Wire(fleet)
         self.max_frames_per_second = max_frames_per_second or None
         self.frame_items = frame_items
         self._report_interval = report_interval_seconds
@@ -104,13 +109,8 @@ class FramePump:
                     continue
                 batch = self._fleet.burst(self.frame_items)
                 last = loop.time()
-            if len(batch):
+            for frame in self._wire.batch(batch):
                 self.frames_generated += 1
-                frame = Frame(
-                    batch.encode(self._fleet.fixtures.frame_keys),
-                    batch.first_seq,
-                    batch.last_seq,
-                )
                 await self._hub.broadcast(frame)
             if not fps:
                 await asyncio.sleep(0)  # let the senders write

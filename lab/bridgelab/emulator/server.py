@@ -6,6 +6,11 @@
         await emu.drop()
         emu.written_seqs()
 
+Other wires (docs/emulator-wires.md): ``wire_shape`` re-lays items out
+(``shapes.py``), ``transport="socketio"`` serves python-socketio on ws_port
+(``emu.socketio_url``), ``replay_file`` replays a capture to every socket,
+``session_policy`` decides what a second session or socket does.
+
 Every admin endpoint is a thin wrapper over a method here, so in-process
 tests and out-of-process demos have the same controls.
 """
@@ -15,26 +20,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+from collections import Counter
+from collections.abc import Iterable
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Protocol, Self, TypeVar
 
 from bridge.adapters.http_server import HttpServer
 from bridgelab.emulator.admin_api import ADMIN_HOST, AdminApi
-from bridgelab.emulator.broadcast import HALF_OPEN, OPEN, Hub
+from bridgelab.emulator.broadcast import HALF_OPEN, OPEN, Hub, StreamConnection
 from bridgelab.emulator.config import EmulatorConfig
 from bridgelab.emulator.deliveries import DeliveryApi
-from bridgelab.emulator.faults import (
-    SessionFaultMode,
-    SessionFaults,
-    malformed_frame,
-    oversize_frame,
-    unknown_frames,
-)
+from bridgelab.emulator.faults import SessionFaultMode, SessionFaults
 from bridgelab.emulator.fleet import Fleet, load_fixtures
 from bridgelab.emulator.ledger import ranges_to_set
 from bridgelab.emulator.pump import FramePump
+from bridgelab.emulator.replay import CapturedFrame, load_capture, replay
 from bridgelab.emulator.rest_api import RestApi
 from bridgelab.emulator.sessions import FailureLimiter, Session, SessionStore
+from bridgelab.emulator.socketio_server import SocketIoServer
 from bridgelab.emulator.tracking_ws import TrackingServer
 from bridgelab.emulator.webhooks import (
     RetryPolicy,
@@ -42,10 +45,26 @@ from bridgelab.emulator.webhooks import (
     WebhookDelivery,
     WebhookOutbox,
 )
+from bridgelab.emulator.wire import Wire
 
 _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 _WILDCARD_HOSTS = ("0.0.0.0", "::", "")  # noqa: S104 - only used to build URLs
+
+
+class _StreamServer(Protocol):
+    """What the emulator needs of its stream server, whatever the transport."""
+
+    refused: Counter[str]
+
+    @property
+    def port(self) -> int: ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def end_sessions(self, sessions: Iterable[Session], reason: str) -> int: ...
 
 
 def _url_host(host: str) -> str:
@@ -63,7 +82,9 @@ class Emulator:
         cfg = self.config
         key = (cfg.jwt_signing_key or secrets.token_hex(32)).encode()
         self.sessions = SessionStore(
-            key, cfg.session_ttl_seconds, single_session=cfg.single_session
+            key,
+            cfg.session_ttl_seconds,
+            single_session=cfg.effective_session_policy == "revoke-4001",
         )
         self.limiter = FailureLimiter(cfg.lockout_threshold, cfg.lockout_window_seconds)
         self.fleet = Fleet(
@@ -75,6 +96,12 @@ class Emulator:
             event_names=cfg.event_names,
             history_per_device=cfg.history_per_device,
         )
+        self.wire = Wire(self.fleet, cfg.wire_shape, cfg.transport)
+        # The capture to replay (read now: a bad file fails at construction).
+        self.replay_frames: list[CapturedFrame] | None = (
+            load_capture(cfg.replay_file) if cfg.replay_file is not None else None
+        )
+        self._replays: set[asyncio.Task[None]] = set()
         self.session_faults = SessionFaults()
         # Outgoing signed webhooks (see webhooks.py).
         self.webhooks = WebhookOutbox(cfg.app_secret, seed=cfg.seed)
@@ -82,7 +109,7 @@ class Emulator:
         self.deliveries = DeliveryApi(cfg, self.limiter)
         self._hub: Hub | None = None
         self._pump: FramePump | None = None
-        self._tracking: TrackingServer | None = None
+        self._tracking: _StreamServer | None = None
         self._rest: RestApi | None = None
         self._http: HttpServer | None = None
         self._admin: HttpServer | None = None
@@ -99,8 +126,14 @@ class Emulator:
             queue_frames=cfg.send_queue_frames,
             grace_seconds=cfg.slow_consumer_grace_seconds,
             close_timeout=cfg.ws_close_timeout,
+            session_policy=cfg.effective_session_policy,
         )
-        self._tracking = TrackingServer(cfg, self.sessions, hub)
+        if cfg.transport == "socketio":
+            self._tracking = SocketIoServer(cfg, self.sessions, hub)
+        else:
+            self._tracking = TrackingServer(cfg, self.sessions, hub)
+        if self.replay_frames is not None:
+            hub.on_open = self._start_replay
         self._rest = RestApi(
             cfg,
             self.sessions,
@@ -122,6 +155,7 @@ class Emulator:
             frame_items=cfg.frame_items,
             report_interval_seconds=cfg.report_interval_seconds,
             paused=cfg.start_paused,
+            wire=self.wire,
         )
         try:
             await self._tracking.start()
@@ -130,7 +164,8 @@ class Emulator:
         except BaseException:
             await self.stop()
             raise
-        self._pump.start()
+        if self.replay_frames is None:  # a replay sends the capture, not the fleet
+            self._pump.start()
         _log.info(
             "emulator ready",
             extra={"base_url": self.base_url, "ws_url": self.ws_url},
@@ -141,6 +176,10 @@ class Emulator:
         await self.webhooks.close()
         if self._pump is not None:
             await self._pump.stop()
+        for task in list(self._replays):
+            task.cancel()
+        if self._replays:
+            await asyncio.gather(*self._replays, return_exceptions=True)
         if self._tracking is not None:
             await self._tracking.stop()
         for server in (self._http, self._admin):
@@ -168,7 +207,7 @@ class Emulator:
 
     @property
     def ws_port(self) -> int:
-        """Bound websocket port."""
+        """Bound websocket port (the Socket.IO server's with transport=socketio)."""
         return self._need(self._tracking).port
 
     @property
@@ -184,9 +223,27 @@ class Emulator:
 
     @property
     def ws_url(self) -> str:
-        """Websocket URL without the session query."""
+        """Websocket URL without the session query.
+
+        With ``transport="socketio"`` it is Engine.IO's websocket endpoint,
+        ``ws://HOST:PORT/socket.io/?EIO=4&transport=websocket``.
+        """
         host = _url_host(self.config.host)
+        if self.config.transport == "socketio":
+            path = "/" + self.config.socketio_path.strip("/") + "/"
+            return f"ws://{host}:{self.ws_port}{path}?EIO=4&transport=websocket"
         return f"ws://{host}:{self.ws_port}{self.config.ws_path}"
+
+    @property
+    def socketio_url(self) -> str:
+        """The Socket.IO server, e.g. ``http://127.0.0.1:P`` (transport=socketio).
+
+        Give it to a client with ``socketio_path=config.socketio_path``; add
+        ``?session=<JWT>`` when the session goes in the query.
+        """
+        if self.config.transport != "socketio":
+            raise RuntimeError("the emulator serves a plain websocket")
+        return f"http://{_url_host(self.config.host)}:{self.ws_port}"
 
     @property
     def admin_url(self) -> str:
@@ -219,13 +276,13 @@ class Emulator:
     def send_malformed(self, conn_id: int | None = None) -> int:
         """Queue a frame that is not JSON; returns how many sockets get it."""
         self.hub.faults_requested["malformed"] += 1
-        return self.hub.enqueue(malformed_frame(self.fleet), conn_id)
+        return self.hub.enqueue(self.wire.malformed(), conn_id)
 
     def send_unknown(self, conn_id: int | None = None) -> int:
         """Queue an unknown-shape frame and an unknown event type frame."""
         self.hub.faults_requested["unknown"] += 1
         targets = 0
-        for frame in unknown_frames(self.fleet):
+        for frame in self.wire.unknown():
             targets = self.hub.enqueue(frame, conn_id)
         return targets
 
@@ -234,7 +291,7 @@ class Emulator:
         if nbytes < 1:
             raise ValueError("nbytes must be >= 1")
         self.hub.faults_requested["oversize"] += 1
-        return self.hub.enqueue(oversize_frame(self.fleet, nbytes), conn_id)
+        return self.hub.enqueue(self.wire.oversize(nbytes), conn_id)
 
     # -- session controls ---------------------------------------------------------
 
@@ -280,6 +337,30 @@ class Emulator:
     def _on_sessions_replaced(self, replaced: list[Session]) -> None:
         self._need(self._tracking).end_sessions(replaced, "session replaced")
 
+    # -- replay ---------------------------------------------------------------------
+
+    def _start_replay(self, conn: StreamConnection) -> None:
+        frames = self.replay_frames
+        if frames is None:  # pragma: no cover - only installed with a capture
+            return
+        task = asyncio.create_task(
+            replay(
+                self.hub,
+                conn,
+                frames,
+                speed=self.config.replay_speed,
+                loop=self.config.replay_loop,
+            ),
+            name=f"emulator-replay-{conn.id}",
+        )
+        self._replays.add(task)
+        task.add_done_callback(self._replays.discard)
+
+    def replayed_frames(self, conn_id: int | None = None) -> int:
+        """Capture frames written (handed to ``ws.send``) to one socket or all."""
+        conns = self.hub.all()
+        return sum(c.replayed_frames for c in conns if conn_id in (None, c.id))
+
     # -- fleet controls -------------------------------------------------------------
 
     def pause(self) -> None:
@@ -311,6 +392,17 @@ class Emulator:
     def hub(self) -> Hub:
         """The stream connections (started emulators only)."""
         return self._need(self._hub)
+
+    @property
+    def refused_upgrades(self) -> int:
+        """Upgrades (Socket.IO: CONNECTs) refused so far, for any reason."""
+        return sum(self._need(self._tracking).refused.values())
+
+    @property
+    def refused_upgrade_reasons(self) -> dict[str, int]:
+        """Refused upgrades by reason: missing_session, invalid_session,
+        not_found, conflict (409: session_policy="refuse-409")."""
+        return dict(self._need(self._tracking).refused)
 
     @property
     def generated_count(self) -> int:
@@ -374,6 +466,16 @@ class Emulator:
                 "issued": self.sessions.issued_count,
                 "live": self.sessions.live_count(),
                 "ws_refused": dict(tracking.refused),
+                "policy": self.config.effective_session_policy,
+            },
+            "wire": {
+                "shape": self.config.wire_shape,
+                "transport": self.config.transport,
+            },
+            "replay": {
+                "file": self.config.replay_file,
+                "frames": len(self.replay_frames or ()),
+                "written": sum(c.replayed_frames for c in conns),
             },
             "auth": {
                 "failures": self.limiter.failures_total,

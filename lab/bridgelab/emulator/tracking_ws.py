@@ -5,6 +5,9 @@ session is refused with HTTP 401 before the upgrade; an open socket is closed
 with 4001 when its session expires or (single-session mode) is replaced. The
 server sends no pings of its own but answers the client's (websockets does
 that for any socket we keep reading from).
+
+With ``session_policy="refuse-409"`` an upgrade is refused with HTTP 409
+while another socket is open.
 """
 
 from __future__ import annotations
@@ -13,7 +16,6 @@ import asyncio
 import email.utils
 import logging
 import re
-import time
 import weakref
 from collections import Counter
 from collections.abc import Iterable
@@ -27,7 +29,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from bridgelab.emulator.broadcast import CLOSE_SESSION, OPEN, Hub, StreamConnection
+from bridgelab.emulator.broadcast import Hub, WsChannel
 from bridgelab.emulator.config import EmulatorConfig
 from bridgelab.emulator.sessions import Session, SessionStore
 
@@ -35,8 +37,14 @@ _log = logging.getLogger(__name__)
 _ws_log = logging.getLogger(__name__ + ".websockets")
 
 
-class _RedactingLogger(logging.LoggerAdapter[logging.Logger]):
-    """websockets logs request lines at DEBUG; they hold ``?session=<JWT>``."""
+_JWT = re.compile(r"eyJ[\w-]*\.[\w-]+\.[\w-]*")
+
+
+class RedactingLogger(logging.LoggerAdapter[logging.Logger]):
+    """websockets logs request lines at DEBUG; they hold ``?session=<JWT>``.
+
+    Anything JWT-shaped is masked too (Socket.IO logs CONNECT's auth payload).
+    """
 
     def __init__(self, logger: logging.Logger, query_key: str) -> None:
         super().__init__(logger, {})
@@ -46,6 +54,7 @@ class _RedactingLogger(logging.LoggerAdapter[logging.Logger]):
         if self.isEnabledFor(level):
             text = str(msg) % args if args else str(msg)
             text = self._pattern.sub(r"\1<redacted>", text)
+            text = _JWT.sub("<redacted>", text)
             super().log(level, "%s", text, **kwargs)
 
 
@@ -107,7 +116,7 @@ class TrackingServer:
             close_timeout=self._cfg.ws_close_timeout,
             max_size=_MAX_CLIENT_MESSAGE,
             server_header="sendstack-emulator",
-            logger=_RedactingLogger(_ws_log, self._cfg.session_query_key),
+            logger=RedactingLogger(_ws_log, self._cfg.session_query_key),
         )
 
     async def stop(self) -> None:
@@ -123,14 +132,8 @@ class TrackingServer:
         await server.wait_closed()
 
     def end_sessions(self, sessions: Iterable[Session], reason: str) -> int:
-        """Close (4001) the open sockets of these sessions; returns how many."""
-        ids = {s.session_id for s in sessions}
-        closed = 0
-        for conn in self._hub.open_connections():
-            if conn.session.session_id in ids:
-                self._hub.close(conn, CLOSE_SESSION, reason)
-                closed += 1
-        return closed
+        """Close (4001) the live sockets of these sessions; returns how many."""
+        return self._hub.end_sessions(sessions, reason)
 
     def _process_request(
         self, connection: ServerConnection, request: Request
@@ -149,6 +152,12 @@ class TrackingServer:
             # `reason` never contains the token.
             _log.info("refused stream upgrade: %s", reason)
             return _reject(401, "Invalid or expired session")
+        if self._cfg.effective_session_policy == "refuse-409" and (
+            self._hub.occupied() or len(self._pending)
+        ):
+            self.refused["conflict"] += 1
+            _log.info("refused stream upgrade: another socket is open")
+            return _reject(409, "Another connection is already open")
         self._pending[connection] = session
         return None
 
@@ -157,8 +166,7 @@ class TrackingServer:
         if session is None:  # pragma: no cover - process_request always sets it
             await ws.close(1011, "internal error")
             return
-        conn = self._hub.register(ws, session)
-        watcher = asyncio.create_task(self._watch_expiry(conn))
+        conn = self._hub.register(WsChannel(ws), session)
         try:
             # Nothing is expected from clients; reading (and discarding) keeps
             # the protocol answering pings and seeing close frames.
@@ -167,20 +175,4 @@ class TrackingServer:
         except ConnectionClosed:
             pass
         finally:
-            watcher.cancel()
             await self._hub.finished(conn)
-
-    async def _watch_expiry(self, conn: StreamConnection) -> None:
-        session = conn.session
-        while conn.state == OPEN and session.ended is None:
-            delay = session.expires_at - time.time()
-            if delay <= 0:
-                break
-            # Re-check after sleeping: a same-second re-issue may extend it.
-            await asyncio.sleep(delay)
-        if conn.state != OPEN:
-            return
-        reason = (
-            "session replaced" if session.ended == "replaced" else "session expired"
-        )
-        self._hub.close(conn, CLOSE_SESSION, reason)

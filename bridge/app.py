@@ -171,12 +171,17 @@ class StreamApp:
         )
 
     async def _drain(self, deadline: Deadline, tasks: Tasks) -> Mapping[str, object]:
+        # No session request after the signal: each failed one counts toward
+        # Sendstack's lockout, and nothing left to do needs a new session.
+        tasks["session-keeper"].cancel()
         await self.pump.stop()
         pump = tasks["stream-pump"]
-        try:
-            async with asyncio.timeout(deadline.left()):
-                await asyncio.shield(pump)
-        except TimeoutError:
+        if not self.pump.statistics().connected:
+            # Parked waiting for a session or a reconnect: nothing to drain.
+            pump.cancel()
+        # wait() rather than awaiting the task: a cancelled pump is not an error.
+        await asyncio.wait({pump}, timeout=deadline.left())
+        if not pump.done():
             pump.cancel()
         flushed = await self.sink.flush(deadline.left())
         stats = self.sink.statistics()

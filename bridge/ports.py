@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from bridge.core.records import OutboundRecord
+from bridge.errors import UpstreamClosed
 from bridge.secrets import Secret
 
 if TYPE_CHECKING:
@@ -107,6 +108,15 @@ class UpstreamConnection(Protocol):
 
     def abort(self) -> None:
         """Drop the connection at once, without a closing handshake."""
+        ...
+
+    async def wait_closed(self) -> UpstreamClosed:
+        """Return once the connection has ended, with how it ended.
+
+        It may end while frames are still queued for ``recv`` (and while the
+        pump is not reading, e.g. waiting on a full sink): this is how the
+        pump learns of it at once rather than at its next read.
+        """
         ...
 
 

@@ -373,6 +373,15 @@ class SocketIoConnection:
         self._ws.transport.abort()
         self._stop_reader_if_stuck()
 
+    async def wait_closed(self) -> UpstreamClosed:
+        """The Socket.IO connection ends when its reader does (a disconnect
+        packet, a lost heartbeat, or the websocket closing)."""
+        await asyncio.wait({self._reader})
+        if self._closed is not None:
+            return self._closed
+        code = self._ws.close_code
+        return UpstreamClosed(1006 if code is None else code, "connection lost")
+
     def _stop_reader_if_stuck(self) -> None:
         # Waiting for room in a queue nobody will read again would last
         # forever (`_enqueue` checks too); otherwise the closed websocket

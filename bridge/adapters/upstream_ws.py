@@ -77,6 +77,12 @@ class WebsocketConnection:
         """Drop the TCP connection at once (used when shutdown time is up)."""
         self._ws.transport.abort()
 
+    async def wait_closed(self) -> UpstreamClosed:
+        await self._ws.wait_closed()
+        code = self._ws.close_code
+        reason = self._ws.close_reason or ""
+        return UpstreamClosed(1006 if code is None else code, reason[:120])
+
 
 def _closed(exc: ConnectionClosed) -> UpstreamClosed:
     rcvd = exc.rcvd

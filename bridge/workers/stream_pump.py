@@ -360,6 +360,7 @@ class StreamPump:
         ]
         if self._opts.stale_after > 0:
             helpers.append(asyncio.create_task(self._watchdog(conn), name="watchdog"))
+        helpers.append(asyncio.create_task(self._observe_end(conn), name="end-watch"))
         closed: UpstreamClosed | None = None
         try:
             while True:
@@ -401,6 +402,29 @@ class StreamPump:
                 self._closed(conn, session, closed)
         self._set_state("disconnected")
         return handoff if handoff.resume_after is not None else None
+
+    async def _observe_end(self, conn: UpstreamConnection) -> None:
+        """Report a socket's end when it happens, not at the next read.
+
+        While the pump waits on a full sink it reads nothing, and the socket
+        may end meanwhile (the server closes it, or websockets' keepalive
+        gives up on pongs queued behind unread frames). The state, the open
+        connections gauge and a log line follow at once; what the close means
+        (counters, re-authentication, rotations) is still decided by the
+        reader, which meets the close after the frames queued before it.
+        """
+        ended = await conn.wait_closed()
+        if self._stopping.is_set() or conn not in self._open:
+            return
+        self._forget(conn)
+        if not self._open:
+            self._set_state("disconnected")
+        log.warning(
+            "upstream_socket_ended",
+            connection_id=conn.connection_id,
+            code=ended.code,
+            detail=ended.reason,
+        )
 
     async def _await_upgrade(self, handoff: _Handoff) -> None:
         """The server ended the old socket while the successor's upgrade is in flight.

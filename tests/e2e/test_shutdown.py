@@ -184,3 +184,33 @@ async def test_commands_sigterm_finishes_running_commands_and_commits(
     assert committed_total == len(results), (
         "the offsets of finished commands are committed"
     )
+
+
+async def test_sigterm_without_a_session_exits_at_once_and_asks_for_none(
+    broker: Broker, tmp_path: Path
+) -> None:
+    """Wrong secret: SIGTERM exits 0 in under 2 s and no session request follows."""
+    topics = await fresh_topics(broker.bootstrap)
+    port = free_port()
+    log = tmp_path / "stream.log"
+    async with Emulator(EmulatorConfig(devices=5)) as emu:
+        env = bridge_env(
+            emu,
+            broker.bootstrap,
+            topics,
+            BRIDGE_OPS_PORT=str(port),
+            BRIDGE_SENDSTACK_APP_SECRET="WRONG0SECRET0WRONG0SECRET0WRONG0",
+            BRIDGE_AUTH_BACKOFF_INITIAL_SECONDS="1",
+            BRIDGE_AUTH_BACKOFF_MAX_SECONDS="1",
+            BRIDGE_SHUTDOWN_GRACE_SECONDS="20",
+        )
+        proc = start("stream", env, log)
+        await wait_for(lambda: emu.limiter.failures_total >= 2, 20)
+        await asyncio.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        asked = emu.limiter.failures_total
+        code, took = await wait_exit(proc, 20)
+        await asyncio.sleep(1.5)  # a request sent on the way out would land by now
+        assert emu.limiter.failures_total == asked
+    assert code == 0
+    assert took < 2

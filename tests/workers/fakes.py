@@ -137,13 +137,22 @@ class FakeConnection:
         self.opened_at = now()
         self.closed: tuple[int, str] | None = None
         self._frames: asyncio.Queue[bytes | UpstreamClosed] = asyncio.Queue()
+        self._ended: asyncio.Future[UpstreamClosed] = (
+            asyncio.get_running_loop().create_future()
+        )
 
     def push(self, frame: bytes) -> None:
         self._frames.put_nowait(frame)
 
     def drop(self, code: int = 1006, reason: str = "connection lost") -> None:
         """The server side closes (or the connection just vanishes)."""
-        self._frames.put_nowait(UpstreamClosed(code, reason))
+        ending = UpstreamClosed(code, reason)
+        self._frames.put_nowait(ending)
+        if not self._ended.done():
+            self._ended.set_result(ending)
+
+    async def wait_closed(self) -> UpstreamClosed:
+        return await asyncio.shield(self._ended)
 
     async def recv(self) -> bytes:
         item = await self._frames.get()
@@ -421,3 +430,16 @@ class FakeSource:
 
     def lag(self) -> dict[int, int]:
         return {}
+
+
+class GatedSink(FakeSink):
+    """``FakeSink`` whose ``send`` waits while ``open`` is clear (a full buffer)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.open = asyncio.Event()
+        self.open.set()
+
+    async def send(self, record: OutboundRecord) -> None:
+        await self.open.wait()
+        await super().send(record)

@@ -1,0 +1,544 @@
+"""A ``RecordSink`` that journals every record on local disk before Kafka.
+
+Sendstack cannot replay: a frame the bridge does not read is lost. With this
+sink between the stream pump and the Kafka sink, a Kafka outage fills the
+disk journal (``max_bytes``, e.g. gigabytes) instead of the in-memory buffer,
+so the pump keeps reading the socket for as long as the disk lasts.
+
+Theory of operation
+-------------------
+* ``send`` encodes the record (``bridge/core/journal_entry.py``), gives it the
+  next sequence number and appends it to the pending group commit; it returns
+  at once. It waits only when the journal is full (``when_full="block"``,
+  counted) or when the pending group is over ``max_pending_bytes`` (the disk
+  is slower than the stream).
+* A writer task commits the pending group in one SQLite transaction on a
+  dedicated thread (``JournalStore.commit``): every ``flush_interval`` in
+  ``durability="interval"`` mode (the loss window on power failure or crash),
+  or as soon as the previous commit ended in ``"fsync"`` mode (group commit:
+  whatever arrived meanwhile goes in the next one). Each commit is fsynced
+  and its latency observed. The same transaction deletes the sequences Kafka
+  acknowledged since the previous one and, with ``when_full="drop_oldest"``,
+  drops the oldest entries over the bound (counted).
+* A forwarder task hands committed records to the inner sink, in sequence
+  order. While it keeps up, the records come from memory (a window of at
+  most ``window_bytes``); once it falls behind, or at start with a backlog,
+  it reads the journal in chunks of ``read_chunk`` entries, so memory stays
+  bounded whatever the backlog. Entries that fail their CRC are counted,
+  deleted and skipped.
+* The inner sink's batch-ack callback (passed to the factory) maps each
+  acknowledged record back to its sequence, in any order; its entry is
+  deleted in the next commit. A restart therefore re-sends exactly the
+  entries Kafka did not acknowledge, with the same bytes (same ``ce_id``).
+
+Lifecycle: the caller starts the inner sink, then :meth:`start` (opens the
+journal, starts both tasks). On shutdown: :meth:`flush` (waits for every ack
+and the deletes to be committed, up to ``grace``), then stop the inner sink,
+then :meth:`stop` (commits what is pending; the unacknowledged rest stays for
+the next start). A journal I/O error (full disk) fails the sink: every later
+``send``/``flush`` raises it (:class:`JournalIOError`), so the pump ends and
+the app exits for Kubernetes to restart it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Literal, TypeVar
+
+import structlog
+
+from bridge.adapters.journal_store import (
+    JournalError,
+    JournalStore,
+    OpenState,
+)
+from bridge.core.journal_entry import encode
+from bridge.core.records import OutboundRecord
+from bridge.journal_metrics import JournalMetrics
+from bridge.ports import RecordSink, SinkStatistics
+
+log = structlog.get_logger("bridge.journal")
+
+Durability = Literal["interval", "fsync"]
+WhenFull = Literal["block", "drop_oldest"]
+BatchAckCallback = Callable[[Sequence[OutboundRecord]], None]
+_T = TypeVar("_T")
+
+
+def _ranges(seqs: list[int]) -> list[tuple[int, int]]:
+    """Sorted sequence numbers as inclusive ``(first, last)`` runs."""
+    out: list[tuple[int, int]] = []
+    if not seqs:
+        return out
+    first = last = seqs[0]
+    for seq in seqs[1:]:
+        if seq == last + 1:
+            last = seq
+        else:
+            out.append((first, last))
+            first = last = seq
+    out.append((first, last))
+    return out
+
+
+class JournaledSink:
+    """``RecordSink`` that journals on disk and forwards to an inner sink.
+
+    Args:
+        store: The journal storage (not opened yet; :meth:`start` opens it).
+        inner: Builds the inner sink (the ``KafkaRecordSink``) given the
+            callback it must call with each acknowledged batch of records
+            (``on_batch_ack``); built once, here. Started and stopped by the
+            caller, available as :attr:`inner`.
+        max_bytes: Bound on the journaled bytes not yet acknowledged.
+        durability: ``"interval"``: commit every ``flush_interval``;
+            ``"fsync"``: commit (fsynced) as soon as the previous one ended.
+        flush_interval: Seconds between commits in ``interval`` mode.
+        when_full: ``"block"``: ``send`` waits for acks to free room;
+            ``"drop_oldest"``: the oldest entries are deleted (counted).
+        metrics: Where the ``bridge_journal_*`` metrics go.
+        max_pending_bytes: Bytes accepted but not committed yet before
+            ``send`` waits for a commit (and an early commit starts).
+        window_bytes: Committed records kept in memory for the forwarder; past
+            it, the forwarder reads them back from disk.
+        read_chunk: Entries per read from disk.
+        wall_clock: Epoch seconds (entry birth, oldest-entry age).
+    """
+
+    def __init__(
+        self,
+        store: JournalStore,
+        inner: Callable[[BatchAckCallback], RecordSink],
+        *,
+        max_bytes: int,
+        durability: Durability = "interval",
+        flush_interval: float = 0.2,
+        when_full: WhenFull = "block",
+        metrics: JournalMetrics | None = None,
+        max_pending_bytes: int = 8 * 1024 * 1024,
+        window_bytes: int = 16 * 1024 * 1024,
+        read_chunk: int = 1000,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        if durability not in ("interval", "fsync"):
+            raise ValueError(f"durability must be interval or fsync: {durability!r}")
+        if when_full not in ("block", "drop_oldest"):
+            raise ValueError(f"when_full must be block or drop_oldest: {when_full!r}")
+        if max_bytes <= 0 or max_pending_bytes <= 0 or read_chunk <= 0:
+            raise ValueError("max_bytes, max_pending_bytes and read_chunk must be > 0")
+        self._store = store
+        self._max_bytes = max_bytes
+        self._durability = durability
+        self._interval = max(0.0, flush_interval)
+        self._when_full = when_full
+        self._metrics = metrics
+        self._max_pending = max_pending_bytes
+        self._window_max = window_bytes
+        self._chunk = read_chunk
+        self._wall = wall_clock
+        self._executor: ThreadPoolExecutor | None = None
+        # Entries not acknowledged (nor dropped): pending and committed.
+        self._entries = 0
+        self._bytes = 0
+        self._next_seq = 0
+        self._pending: list[tuple[int, int, bytes, OutboundRecord]] = []
+        self._pending_bytes = 0
+        self._committed_through = -1
+        self._oldest_born_ms: int | None = None
+        self._to_delete: set[int] = set()
+        self._dropped_below = 0  # every entry under it was dropped or acked
+        # The forwarder: committed records still in memory, else the disk.
+        self._window: deque[tuple[int, int, OutboundRecord]] = deque()
+        self._window_bytes = 0
+        self._from_disk = False
+        self._forward_seq = 0
+        self._inflight: dict[int, tuple[int, int, OutboundRecord]] = {}
+        # Counters (also in the metrics).
+        self._acked = 0
+        self.dropped = 0
+        self.blocked = 0
+        self.corrupt = 0
+        self.replayed = 0
+        self.quarantined = 0
+        self.last_open: OpenState | None = None
+        self._failure: BaseException | None = None
+        self._work = asyncio.Event()  # something to commit
+        self._hurry = asyncio.Event()  # commit now (pending over bound, flush)
+        self._committed = asyncio.Event()  # a commit ended
+        self._room = asyncio.Event()  # acks or drops freed room
+        self._wake_forwarder = asyncio.Event()
+        self._drained = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._last_commit = 0.0
+        self.inner = inner(self._on_batch_ack)
+        if metrics is not None:
+            metrics.bind(
+                entries=lambda: self._entries,
+                size=lambda: self._bytes,
+                oldest_age=self._oldest_age,
+            )
+
+    # -- lifecycle -------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the journal and start committing and forwarding.
+
+        Raises:
+            JournalIOError: If the journal's directory cannot be used.
+        """
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="journal")
+        state = await self._run(self._store.open)
+        self.last_open = state
+        if state.quarantined is not None:
+            self.quarantined += 1
+            if self._metrics is not None:
+                self._metrics.quarantined.inc()
+        self._entries = state.entries
+        self._bytes = state.bytes
+        self._oldest_born_ms = state.oldest_born_ms
+        if state.last_seq is not None:
+            self._next_seq = state.last_seq + 1
+            self._committed_through = state.last_seq
+        self._forward_seq = state.first_seq if state.first_seq is not None else 0
+        self._dropped_below = self._forward_seq
+        self._from_disk = state.entries > 0
+        if state.entries == 0:
+            self._drained.set()
+        log.info(
+            "journal_opened",
+            path=str(self._store.path),
+            entries=state.entries,
+            bytes=state.bytes,
+            durability=self._durability,
+            when_full=self._when_full,
+        )
+        self._last_commit = asyncio.get_running_loop().time()
+        self._tasks = [
+            asyncio.create_task(self._write_loop(), name="journal-writer"),
+            asyncio.create_task(self._forward_loop(), name="journal-forwarder"),
+        ]
+        for task in self._tasks:
+            task.add_done_callback(self._task_ended)
+
+    async def stop(self) -> None:
+        """Stop forwarding, commit what is pending (and acked), close the file."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        if self._executor is None:
+            return
+        try:
+            if self._failure is None and (self._pending or self._to_delete):
+                pending, self._pending = self._pending, []
+                self._pending_bytes = 0
+                deletes = sorted(self._to_delete)
+                self._to_delete = set()
+                await self._run(
+                    self._store.commit,
+                    [(seq, born, data) for seq, born, data, _ in pending],
+                    _ranges(deletes),
+                    0,
+                )
+        finally:
+            await self._run(self._store.close)
+            executor, self._executor = self._executor, None
+            await asyncio.get_running_loop().run_in_executor(None, executor.shutdown)
+            self._inflight.clear()
+            self._window.clear()
+            self._window_bytes = 0
+
+    def _task_ended(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            self._fail(exc)
+
+    def _fail(self, exc: BaseException) -> None:
+        if self._failure is None:
+            self._failure = exc
+            log.error("journal_failed", exc_info=exc)
+        for event in (self._room, self._committed, self._drained, self._hurry):
+            event.set()
+
+    @property
+    def failure(self) -> BaseException | None:
+        """Why the sink stopped working (a ``JournalError``), or None."""
+        return self._failure
+
+    def _raise_if_failed(self) -> None:
+        if self._failure is not None:
+            if isinstance(self._failure, JournalError):
+                raise self._failure
+            raise JournalError(f"the journal failed: {self._failure!r}") from (
+                self._failure
+            )
+
+    async def _run(self, fn: Callable[..., _T], *args: object) -> _T:
+        assert self._executor is not None  # noqa: S101 - between start and stop
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor, fn, *args
+        )
+
+    # -- RecordSink --------------------------------------------------------------
+
+    async def send(self, record: OutboundRecord) -> None:
+        """Journal ``record``; return once it is accepted for the next commit.
+
+        Raises:
+            JournalError: The journal failed earlier (disk full, I/O error).
+        """
+        if self._failure is not None:
+            self._raise_if_failed()
+        if self._pending_bytes >= self._max_pending:
+            await self._wait_for_commit()
+        if (
+            self._when_full == "block"
+            and self._entries
+            and self._bytes + record.size > self._max_bytes
+        ):
+            await self._wait_for_room(record.size)
+        seq = self._next_seq
+        self._next_seq = seq + 1
+        data = encode(seq, record)
+        size = len(data)
+        self._pending.append((seq, int(self._wall() * 1000), data, record))
+        self._pending_bytes += size
+        self._entries += 1
+        self._bytes += size
+        self._drained.clear()
+        if not self._work.is_set():
+            self._work.set()
+        if self._pending_bytes >= self._max_pending:
+            self._hurry.set()
+
+    async def _wait_for_commit(self) -> None:
+        self._hurry.set()
+        while self._pending_bytes >= self._max_pending:
+            self._committed.clear()
+            await self._committed.wait()
+            self._raise_if_failed()
+
+    async def _wait_for_room(self, size: int) -> None:
+        self.blocked += 1
+        loop = asyncio.get_running_loop()
+        since = loop.time()
+        while self._entries and self._bytes + size > self._max_bytes:
+            self._room.clear()
+            await self._room.wait()
+            self._raise_if_failed()
+        if self._metrics is not None:
+            self._metrics.blocked.inc()
+            self._metrics.blocked_seconds.inc(loop.time() - since)
+
+    async def flush(self, grace: float) -> bool:
+        """Wait until every record is acknowledged and deleted; False on timeout.
+
+        Raises:
+            JournalError: The journal failed.
+        """
+        self._raise_if_failed()
+        try:
+            async with asyncio.timeout(grace):
+                while not self._is_drained():
+                    self._drained.clear()
+                    self._hurry.set()
+                    self._work.set()
+                    await self._drained.wait()
+                    self._raise_if_failed()
+        except TimeoutError:
+            return False
+        return True
+
+    def _is_drained(self) -> bool:
+        return self._entries == 0 and not self._pending and not self._to_delete
+
+    def statistics(self) -> SinkStatistics:
+        inner = self.inner.statistics()
+        return SinkStatistics(
+            in_flight_records=self._entries,
+            in_flight_bytes=self._bytes,
+            acked=self._acked,
+            retried=inner.retried,
+            connected=inner.connected and self._failure is None,
+        )
+
+    @property
+    def committed_through(self) -> int:
+        """The last sequence number made durable (-1: none yet)."""
+        return self._committed_through
+
+    def _oldest_age(self) -> float:
+        born = self._oldest_born_ms
+        if born is None:
+            if not self._pending:
+                return 0.0
+            born = self._pending[0][1]
+        return max(0.0, self._wall() - born / 1000)
+
+    # -- the writer --------------------------------------------------------------
+
+    async def _write_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._work.wait()
+            if self._durability == "interval":
+                delay = self._last_commit + self._interval - loop.time()
+                if delay > 0 and not self._hurry.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(delay):
+                            await self._hurry.wait()
+            self._work.clear()
+            self._hurry.clear()
+            await self._commit_once()
+            self._last_commit = loop.time()
+
+    async def _commit_once(self) -> None:
+        pending, self._pending = self._pending, []
+        self._pending_bytes = 0
+        deletes = sorted(self._to_delete)
+        self._to_delete = set()
+        drop = 0
+        if self._when_full == "drop_oldest":
+            drop = self._bytes - self._max_bytes
+        if not pending and not deletes and drop <= 0:
+            self._after_commit()
+            return
+        result = await self._run(
+            self._store.commit,
+            [(seq, born, data) for seq, born, data, _ in pending],
+            _ranges(deletes),
+            max(0, drop),
+        )
+        metrics = self._metrics
+        if metrics is not None:
+            metrics.commit_seconds.observe(result.seconds)
+            if pending:
+                metrics.committed.inc(len(pending))
+        self._oldest_born_ms = result.oldest_born_ms
+        if result.dropped:
+            self._dropped(result.dropped)
+        if pending:
+            self._committed_through = pending[-1][0]
+            self._to_window(pending)
+        self._after_commit()
+
+    def _after_commit(self) -> None:
+        self._committed.set()
+        self._room.set()
+        if self._is_drained():
+            self._drained.set()
+
+    def _dropped(self, dropped: list[tuple[int, int]]) -> None:
+        count = 0
+        for seq, size in dropped:
+            # Acked since this commit's snapshot: accounted for already.
+            if seq not in self._to_delete:
+                self._entries -= 1
+                self._bytes -= size
+                count += 1
+        self._dropped_below = max(self._dropped_below, dropped[-1][0] + 1)
+        self.dropped += count
+        if self._metrics is not None:
+            self._metrics.dropped.inc(count)
+        log.warning("journal_dropped_oldest", entries=count, below=self._dropped_below)
+
+    def _to_window(self, pending: list[tuple[int, int, bytes, OutboundRecord]]) -> None:
+        if self._from_disk:
+            return
+        size = sum(len(data) for _, _, data, _ in pending)
+        if self._window_bytes + size > self._window_max:
+            self._from_disk = True  # read these back when the forwarder gets there
+        else:
+            window = self._window
+            for seq, _, data, record in pending:
+                window.append((seq, len(data), record))
+            self._window_bytes += size
+        self._wake_forwarder.set()
+
+    # -- the forwarder -----------------------------------------------------------
+
+    async def _forward_loop(self) -> None:
+        window = self._window
+        while True:
+            if window:
+                seq, size, record = window.popleft()
+                self._window_bytes -= size
+                if seq < self._forward_seq or seq < self._dropped_below:
+                    continue
+                self._forward_seq = seq + 1
+                await self._forward(seq, size, record)
+            elif self._from_disk:
+                await self._forward_from_disk()
+            else:
+                self._wake_forwarder.clear()
+                await self._wake_forwarder.wait()
+
+    async def _forward_from_disk(self) -> None:
+        start = max(self._forward_seq, self._dropped_below)
+        if start > self._committed_through:
+            self._forward_seq = start
+            self._from_disk = False  # caught up: the next commits come by memory
+            return
+        result = await self._run(
+            self._store.read, start, self._chunk, self._window_max // 4 or 1
+        )
+        if result.corrupt:
+            self._skipped_corrupt(result.corrupt)
+        if result.end_seq == start:  # nothing left on disk up to here
+            result.end_seq = self._committed_through + 1
+        self._forward_seq = max(self._forward_seq, result.end_seq)
+        self.replayed += len(result.entries)
+        if self._metrics is not None:
+            self._metrics.replayed.inc(len(result.entries))
+        for seq, size, record in result.entries:
+            if seq >= self._dropped_below:
+                await self._forward(seq, size, record)
+
+    def _skipped_corrupt(self, corrupt: list[tuple[int, int]]) -> None:
+        for _, size in corrupt:
+            self._entries -= 1
+            self._bytes -= size
+        self.corrupt += len(corrupt)
+        if self._metrics is not None:
+            self._metrics.corrupt.inc(len(corrupt))
+        self._room.set()
+        if self._is_drained():
+            self._drained.set()
+
+    async def _forward(self, seq: int, size: int, record: OutboundRecord) -> None:
+        if id(record) in self._inflight:  # the same object journaled twice
+            record = OutboundRecord(
+                topic=record.topic,
+                key=record.key,
+                value=record.value,
+                headers=record.headers,
+                dedupe_id=record.dedupe_id,
+                event_time_ms=record.event_time_ms,
+            )
+        self._inflight[id(record)] = (seq, size, record)
+        await self.inner.send(record)
+
+    def _on_batch_ack(self, records: Sequence[OutboundRecord]) -> None:
+        """The inner sink's ``on_batch_ack``: these records are in Kafka."""
+        inflight = self._inflight
+        dropped_below = self._dropped_below
+        for record in records:
+            entry = inflight.pop(id(record), None)
+            if entry is None:
+                continue
+            seq, size, _ = entry
+            self._acked += 1
+            self._to_delete.add(seq)
+            if seq >= dropped_below:  # below it, a drop accounted for it
+                self._entries -= 1
+                self._bytes -= size
+        self._room.set()
+        if not self._work.is_set():
+            self._work.set()

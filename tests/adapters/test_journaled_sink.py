@@ -1,0 +1,432 @@
+"""JournaledSink on a real SQLite journal; the inner sink is a fake behind the port."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import subprocess
+import sys
+import tracemalloc
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from bridge.adapters.journal_store import (
+    DB_NAME,
+    JournalIOError,
+    JournalStore,
+    stats,
+    verify,
+)
+from bridge.adapters.journaled_sink import JournaledSink
+from bridge.core.journal_entry import encode, encoded_size
+from bridge.core.records import OutboundRecord
+from bridge.journal_metrics import JournalMetrics
+from bridge.ports import SinkStatistics
+
+
+def record(i: int, *, topic: str = "positions", pad: int = 0) -> OutboundRecord:
+    """A small record whose dedupe id and value carry ``i``."""
+    return OutboundRecord(
+        topic=topic,
+        key=f"dev-{i % 7}".encode(),
+        value=b'{"n":%d}' % i + b" " * pad,
+        headers=(("ce_id", f"id-{i}".encode()), ("ce_specversion", b"1.0")),
+        dedupe_id=f"id-{i}",
+        event_time_ms=1_700_000_000_000 + i,
+    )
+
+
+def number(rec: OutboundRecord) -> int:
+    """The ``i`` a record was built from."""
+    assert rec.dedupe_id is not None
+    return int(rec.dedupe_id.removeprefix("id-"))
+
+
+BatchAck = Callable[[Sequence[OutboundRecord]], None]
+
+
+class FakeSink:
+    """An inner ``RecordSink``: keeps what it is sent, acks when told (or at once)."""
+
+    def __init__(
+        self, on_batch_ack: Callable[[Sequence[OutboundRecord]], None]
+    ) -> None:
+        self.on_batch_ack = on_batch_ack
+        self.sent: list[OutboundRecord] = []
+        self.unacked: list[OutboundRecord] = []
+        self.auto_ack = False
+        self._scheduled = False
+
+    async def send(self, record: OutboundRecord) -> None:
+        self.sent.append(record)
+        self.unacked.append(record)
+        if self.auto_ack and not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._ack_all)
+
+    def _ack_all(self) -> None:
+        self._scheduled = False
+        self.ack(self.unacked)
+
+    def ack(self, records: Sequence[OutboundRecord]) -> None:
+        """Acknowledge ``records`` (in the order given)."""
+        batch = list(records)
+        ids = {id(r) for r in batch}
+        self.unacked = [r for r in self.unacked if id(r) not in ids]
+        self.on_batch_ack(batch)
+
+    async def flush(self, grace: float) -> bool:
+        return not self.unacked
+
+    def statistics(self) -> SinkStatistics:
+        return SinkStatistics(len(self.unacked), 0, 0, 0, True)
+
+
+def journaled(
+    directory: Path | str,
+    *,
+    store_options: dict[str, Any] | None = None,
+    **options: Any,
+) -> tuple[JournaledSink, FakeSink]:
+    """A ``JournaledSink`` on ``directory`` around a ``FakeSink``."""
+    fakes: list[FakeSink] = []
+
+    def build(ack: Callable[[Sequence[OutboundRecord]], None]) -> FakeSink:
+        fakes.append(FakeSink(ack))
+        return fakes[-1]
+
+    options.setdefault("max_bytes", 64 * 1024 * 1024)
+    options.setdefault("flush_interval", 0.01)
+    sink = JournaledSink(
+        JournalStore(directory, **(store_options or {})), build, **options
+    )
+    return sink, fakes[0]
+
+
+async def until(predicate: Callable[[], bool]) -> None:
+    """Wait (up to 10 s) until ``predicate()`` holds, polling."""
+    async with asyncio.timeout(10.0):
+        while not predicate():  # noqa: ASYNC110 - polling a fake is the point
+            await asyncio.sleep(0.005)
+
+
+# -- the tests -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("durability", ["interval", "fsync"])
+async def test_records_reach_the_inner_sink_in_order_and_leave_on_ack(
+    tmp_path: Path, durability: str
+) -> None:
+    """Sent records are forwarded in order, and acked ones leave the journal."""
+    registry = CollectorRegistry()
+    sink, inner = journaled(
+        tmp_path, durability=durability, metrics=JournalMetrics(registry)
+    )
+    await sink.start()
+    for i in range(500):
+        await sink.send(record(i))
+    await until(lambda: len(inner.sent) == 500)
+    assert [number(r) for r in inner.sent] == list(range(500))
+    assert sink.statistics().in_flight_records == 500
+    inner.ack(inner.sent)
+    assert await sink.flush(5.0)
+    assert sink.statistics().in_flight_records == 0
+    assert sink.statistics().acked == 500
+    assert stats(tmp_path).entries == 0
+    assert registry.get_sample_value("bridge_journal_committed_total") == 500
+    assert registry.get_sample_value("bridge_journal_commit_seconds_count")
+    assert registry.get_sample_value("bridge_journal_entries") == 0
+    await sink.stop()
+
+
+async def test_restart_resends_unacked_in_order_and_never_acked_ones(
+    tmp_path: Path,
+) -> None:
+    """A restart re-sends exactly the unacked records, in order, same bytes."""
+    sink, inner = journaled(tmp_path)
+    await sink.start()
+    for i in range(100):
+        await sink.send(record(i))
+    await until(lambda: len(inner.sent) == 100)
+    inner.ack([r for r in inner.sent if number(r) % 3 == 0])
+    await sink.flush(0.2)  # times out: the rest is not acked
+    await sink.stop()
+
+    again, inner2 = journaled(tmp_path)
+    await again.start()
+    expected = [i for i in range(100) if i % 3]
+    await until(lambda: len(inner2.sent) == len(expected))
+    assert [number(r) for r in inner2.sent] == expected
+    assert inner2.sent == [record(i) for i in expected]  # same bytes, same ce_id
+    for i in range(100, 110):
+        await again.send(record(i))
+    await until(lambda: len(inner2.sent) == len(expected) + 10)
+    assert [number(r) for r in inner2.sent[-10:]] == list(range(100, 110))
+    inner2.ack(inner2.sent)
+    assert await again.flush(5.0)
+    await again.stop()
+
+    third, inner3 = journaled(tmp_path)
+    await third.start()
+    await asyncio.sleep(0.05)
+    assert inner3.sent == []
+    await third.send(record(999))
+    await until(lambda: len(inner3.sent) == 1)
+    await third.stop()
+
+
+async def test_out_of_order_acks_delete_exactly_those(tmp_path: Path) -> None:
+    """Acks out of sequence order (partitions) delete exactly the acked entries."""
+    sink, inner = journaled(tmp_path)
+    await sink.start()
+    for i in range(60):
+        await sink.send(record(i))
+    await until(lambda: len(inner.sent) == 60)
+    by_partition = [[r for r in inner.sent if number(r) % 3 == p] for p in (2, 0, 1)]
+    inner.ack(by_partition[0])
+    inner.ack(list(reversed(by_partition[1][10:])))
+    await until(lambda: stats(tmp_path).entries == 60 - 20 - 10)
+    await sink.stop()
+    again, inner2 = journaled(tmp_path)
+    await again.start()
+    expected = sorted(number(r) for r in by_partition[1][:10] + by_partition[2])
+    await until(lambda: len(inner2.sent) == len(expected))
+    assert [number(r) for r in inner2.sent] == expected
+    await again.stop()
+
+
+async def test_full_journal_blocks_send_until_acks_free_room(tmp_path: Path) -> None:
+    """With when_full=block, send waits at the bound and resumes once acks free room."""
+    registry = CollectorRegistry()
+    size = encoded_size(record(0, pad=900))
+    sink, inner = journaled(
+        tmp_path, max_bytes=10 * size, metrics=JournalMetrics(registry)
+    )
+    await sink.start()
+    for i in range(10):
+        await sink.send(record(i, pad=900))
+    blocked = asyncio.create_task(sink.send(record(10, pad=900)))
+    await asyncio.sleep(0.1)
+    assert not blocked.done()
+    assert sink.blocked == 1
+    await until(lambda: len(inner.sent) == 10)
+    inner.ack(inner.sent[:2])
+    await asyncio.wait_for(blocked, 5.0)
+    assert registry.get_sample_value("bridge_journal_blocked_total") == 1
+    assert sink.statistics().in_flight_records == 9
+    await sink.stop()
+
+
+async def test_drop_oldest_keeps_the_bound_and_counts(tmp_path: Path) -> None:
+    """With when_full=drop_oldest, send never waits and the drops are counted."""
+    registry = CollectorRegistry()
+    size = encoded_size(record(0, pad=900))
+    sink, _ = journaled(
+        tmp_path,
+        max_bytes=10 * size,
+        when_full="drop_oldest",
+        metrics=JournalMetrics(registry),
+    )
+    await sink.start()
+    for i in range(30):
+        await sink.send(record(i, pad=900))
+        await asyncio.sleep(0.002)
+    assert await sink.flush(0.3) is False
+    assert sink.dropped >= 20
+    assert sink.statistics().in_flight_bytes <= 10 * size
+    assert registry.get_sample_value("bridge_journal_dropped_total") == sink.dropped
+    await sink.stop()
+    report = stats(tmp_path)
+    assert report.entries == 30 - sink.dropped
+    assert report.last_seq == 29  # the newest are kept
+
+
+async def test_corrupt_entry_is_skipped_counted_and_next_start_works(
+    tmp_path: Path,
+) -> None:
+    """A bit-flipped entry is skipped and counted; the others are re-sent in order."""
+    sink, _ = journaled(tmp_path)
+    await sink.start()
+    for i in range(20):
+        await sink.send(record(i))
+    await sink.stop()
+    db = sqlite3.connect(tmp_path / DB_NAME)
+    (data,) = db.execute("SELECT data FROM entries WHERE seq = 5").fetchone()
+    flipped = bytearray(data)
+    flipped[len(flipped) // 2] ^= 0x40
+    db.execute("UPDATE entries SET data = ? WHERE seq = 5", (bytes(flipped),))
+    db.commit()
+    db.close()
+    assert verify(tmp_path).corrupt_entries == (5,)
+
+    registry = CollectorRegistry()
+    again, inner = journaled(tmp_path, metrics=JournalMetrics(registry))
+    await again.start()
+    await until(lambda: len(inner.sent) == 19)
+    assert [number(r) for r in inner.sent] == [i for i in range(20) if i != 5]
+    assert again.corrupt == 1
+    assert registry.get_sample_value("bridge_journal_corrupt_entries_total") == 1
+    inner.ack(inner.sent)
+    assert await again.flush(5.0)
+    await again.stop()
+    assert verify(tmp_path).ok
+
+
+async def test_damaged_file_is_quarantined_and_a_fresh_journal_starts(
+    tmp_path: Path,
+) -> None:
+    """A file SQLite cannot read is renamed aside, counted, and the sink works."""
+    sink, _ = journaled(tmp_path)
+    await sink.start()
+    for i in range(5):
+        await sink.send(record(i))
+    await sink.stop()
+    with (tmp_path / DB_NAME).open("r+b") as f:
+        f.write(b"this is no SQLite file at all" * 4)
+    assert not verify(tmp_path).ok
+
+    registry = CollectorRegistry()
+    again, inner = journaled(tmp_path, metrics=JournalMetrics(registry))
+    await again.start()
+    assert again.quarantined == 1
+    assert registry.get_sample_value("bridge_journal_quarantined_files_total") == 1
+    assert len(stats(tmp_path).quarantined_files) == 1
+    await again.send(record(42))
+    await until(lambda: [number(r) for r in inner.sent] == [42])
+    inner.ack(inner.sent)
+    assert await again.flush(5.0)
+    await again.stop()
+    assert verify(tmp_path).ok
+
+
+_CRASH_CHILD = r"""
+import asyncio, os, sys
+sys.path.insert(0, sys.argv[3])
+from tests.adapters.test_journaled_sink import journaled, record
+
+async def main():
+    sink, _ = journaled(sys.argv[1], durability=sys.argv[2], flush_interval=0.02)
+    await sink.start()
+    reported = -1
+    for i in range(1_000_000):
+        await sink.send(record(i))
+        if sink.committed_through != reported:
+            reported = sink.committed_through
+            os.write(1, b"committed %d\n" % reported)
+        if i % 100 == 0:
+            await asyncio.sleep(0.001)
+        if reported >= 5_000 and i > reported + 50:
+            os._exit(0)  # no stop(), no flush: what was pending is lost
+    os._exit(3)
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("durability", ["interval", "fsync"])
+def test_committed_entries_survive_a_crash(tmp_path: Path, durability: str) -> None:
+    """Every entry whose commit returned before os._exit is there, intact, in order."""
+    root = Path(__file__).resolve().parents[2]
+    result = subprocess.run(  # noqa: S603 - our own interpreter and script
+        [sys.executable, "-c", _CRASH_CHILD, str(tmp_path), durability, str(root)],
+        capture_output=True,
+        check=False,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    committed = int(result.stdout.split(b"committed ")[-1].split()[0])
+    assert committed >= 5_000
+    report = verify(tmp_path)
+    assert report.ok, report.problems
+    assert report.first_seq == 0
+    assert report.last_seq is not None
+    assert report.last_seq >= committed
+    assert report.entries == report.last_seq + 1  # no gap
+
+
+# Its allocations trigger a GC that finalises an event loop some earlier sync
+# test leaked (not ours: see the report); that ResourceWarning is not this test's.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+async def test_replaying_a_large_backlog_keeps_memory_bounded(tmp_path: Path) -> None:
+    """Replaying a 200,000-entry backlog allocates a bounded amount, not the journal."""
+    store = JournalStore(tmp_path)
+    store.open()
+    for start in range(0, 200_000, 10_000):
+        store.commit(
+            [
+                (i, 0, encode(i, record(i, pad=200)))
+                for i in range(start, start + 10_000)
+            ],
+            [],
+        )
+    store.close()
+    on_disk = stats(tmp_path).bytes
+    assert on_disk > 40_000_000
+
+    sink, inner = journaled(tmp_path, read_chunk=500, window_bytes=1024 * 1024)
+    inner.auto_ack = True
+    seen = 0
+    last = -1
+
+    def count(records: Sequence[OutboundRecord]) -> None:
+        nonlocal seen, last
+        for r in records:
+            n = number(r)
+            assert n == last + 1
+            last = n
+        seen += len(records)
+        ack(records)
+
+    ack = inner.on_batch_ack
+    inner.on_batch_ack = count
+    inner.sent = _Discard()  # type: ignore[assignment]
+    tracemalloc.start()
+    try:
+        await sink.start()
+        assert await sink.flush(120.0)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    await sink.stop()
+    assert seen == 200_000
+    assert peak < 16 * 1024 * 1024, peak
+    assert peak < on_disk / 3
+
+
+class _Discard(list[OutboundRecord]):
+    """A list that keeps nothing (the fake's record of sends, off)."""
+
+    def append(self, _: OutboundRecord) -> None:
+        return None
+
+
+async def test_full_disk_fails_the_sink_with_a_clear_error(tmp_path: Path) -> None:
+    """When the disk fills up, send raises JournalIOError instead of losing silently."""
+    sink, _ = journaled(tmp_path, store_options={"max_pages": 16})
+    await sink.start()
+
+    async def fill() -> None:
+        for i in range(100_000):
+            await sink.send(record(i, pad=1000))
+            await asyncio.sleep(0)
+
+    with pytest.raises(JournalIOError, match="full"):
+        await fill()
+    assert isinstance(sink.failure, JournalIOError)
+    with pytest.raises(JournalIOError):
+        await sink.flush(1.0)
+    await sink.stop()
+
+
+async def test_unusable_directory_fails_start_clearly(tmp_path: Path) -> None:
+    """A journal path that is a file, not a directory, fails start clearly."""
+    blocker = tmp_path / "journal"
+    blocker.write_text("not a directory")
+    sink, _ = journaled(blocker)
+    with pytest.raises(JournalIOError, match="opening"):
+        await sink.start()
+    await sink.stop()

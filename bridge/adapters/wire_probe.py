@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, Final
+from typing import Any
 
 import httpx
 import orjson
@@ -277,9 +276,6 @@ class ConnectionCapture:
         return self._closed
 
 
-_HTTP_STATUS: Final = re.compile(r"\(HTTP (\d{3})\)")
-
-
 async def listen_via(
     connector: UpstreamConnector,
     token: Secret,
@@ -291,14 +287,13 @@ async def listen_via(
 
     The frames are what the transport hands the codec (event arrays), so the
     probe judges exactly what the stream would decode. The connector's errors
-    carry no headers; their HTTP status, when they name one, is kept.
+    carry no headers; their HTTP status, when there was one, is kept.
     """
     try:
         connection = await connector.open(token)
     except (SessionRejected, UpstreamUnavailable) as exc:
-        found = _HTTP_STATUS.search(str(exc))
-        if found is not None:
-            return UpgradeStep(int(found.group(1)), str(exc)), (), None, 0.0
+        if exc.status is not None:
+            return UpgradeStep(exc.status, str(exc)), (), None, 0.0
         if isinstance(exc, SessionRejected):
             return UpgradeStep(401, str(exc)), (), None, 0.0
         return UpgradeStep(None, error=error_kind(exc)), (), None, 0.0

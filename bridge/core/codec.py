@@ -638,28 +638,9 @@ class TraccarJsonCodec:
             The understood items, and a :class:`FrameRejection` if any part of the
             frame was not understood. Never raises.
         """
-        size = len(raw)
-        if size > self.max_frame_bytes:
-            return Decoded(
-                items=(),
-                rejection=FrameRejection(
-                    "oversize", f"frame is {size} bytes; limit {self.max_frame_bytes}"
-                ),
-                keepalive=False,
-            )
-        try:
-            document = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            if not raw.strip():
-                return _EMPTY
-            # orjson's message names the problem, never the offending text; the
-            # cut is a guarantee, it does not bite on orjson's short messages.
-            detail = f"not JSON: {exc.msg} (byte {exc.pos})"[:_DETAIL_MAX]
-            return Decoded(
-                items=(),
-                rejection=FrameRejection("malformed_json", detail),
-                keepalive=False,
-            )
+        document = parse_frame(raw, self.max_frame_bytes)
+        if type(document) is Decoded:
+            return document
         if type(document) is not dict:
             detail = f"top level is {_json_type(document)}, expected an object"
             return Decoded(
@@ -670,6 +651,36 @@ class TraccarJsonCodec:
         if not document:
             return _KEEPALIVE
         return _decode_sections(document)
+
+
+def parse_frame(raw: bytes, max_frame_bytes: int) -> object:
+    """A frame's JSON document, or the ``Decoded`` rejecting it unparsed.
+
+    Every codec starts so (this one and the mapping codec): oversize frames
+    are refused before parsing, empty and malformed ones are named.
+    """
+    size = len(raw)
+    if size > max_frame_bytes:
+        return Decoded(
+            items=(),
+            rejection=FrameRejection(
+                "oversize", f"frame is {size} bytes; limit {max_frame_bytes}"
+            ),
+            keepalive=False,
+        )
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        if not raw.strip():
+            return _EMPTY
+        # orjson's message names the problem, never the offending text; the
+        # cut is a guarantee, it does not bite on orjson's short messages.
+        detail = f"not JSON: {exc.msg} (byte {exc.pos})"[:_DETAIL_MAX]
+        return Decoded(
+            items=(),
+            rejection=FrameRejection("malformed_json", detail),
+            keepalive=False,
+        )
 
 
 def _decode_sections(document: dict[str, object]) -> Decoded:

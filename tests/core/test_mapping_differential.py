@@ -8,7 +8,6 @@ Details may differ on purpose: the mapping's name the rule that refused it.
 
 from __future__ import annotations
 
-import copy
 from typing import Any, Literal
 
 import orjson
@@ -29,6 +28,7 @@ from tests.core.test_codec import (
     valid_devices,
     valid_events,
     valid_positions,
+    with_,
 )
 
 OLD = TraccarJsonCodec(max_frame_bytes=4096)
@@ -63,66 +63,56 @@ def assert_same(raw: bytes) -> None:
         assert len(new.rejection.detail) <= 300
 
 
-def _with(base: dict[str, Any], **changes: Any) -> dict[str, Any]:
-    item = copy.deepcopy(base)
-    for key, value in changes.items():
-        if value is ...:
-            item.pop(key, None)
-        else:
-            item[key] = value
-    return item
-
-
 # Hand-picked frames: every rejection reason, every fallback and odd value the
 # codec's own tests exercise.
 CORPUS: list[object] = [
     {},
     {"positions": []},
     {"positions": [POSITION], "devices": [DEVICE], "events": [EVENT]},
-    {"positions": [_with(POSITION, id=...)]},
+    {"positions": [with_(POSITION, id=...)]},
     {
         "positions": [
-            _with(POSITION, fixTime=..., deviceTime="2025-06-14T10:12:03+01:00")
+            with_(POSITION, fixTime=..., deviceTime="2025-06-14T10:12:03+01:00")
         ]
     },
     {
         "positions": [
-            _with(POSITION, fixTime=..., serverTime="2025-06-14T09:12:03.123456Z")
+            with_(POSITION, fixTime=..., serverTime="2025-06-14T09:12:03.123456Z")
         ]
     },
-    {"positions": [_with(POSITION, fixTime=...)]},
+    {"positions": [with_(POSITION, fixTime=...)]},
     {
         "positions": [
-            _with(POSITION, speed=None, course=None, valid=None, attributes=None)
+            with_(POSITION, speed=None, course=None, valid=None, attributes=None)
         ]
     },
-    {"positions": [_with(POSITION, speed=7, extra_field={"a": 1})]},
-    {"positions": [_with(POSITION, latitude=91)]},
-    {"positions": [_with(POSITION, latitude=True)]},
-    {"positions": [_with(POSITION, speed="12")]},
-    {"positions": [_with(POSITION, valid="yes")]},
-    {"positions": [_with(POSITION, attributes=[1])]},
-    {"positions": [_with(POSITION, deviceId="")]},
-    {"positions": [_with(POSITION, deviceId="x" * 129)]},
-    {"positions": [_with(POSITION, fixTime="2025-06-14T09:12:03")]},
-    {"positions": [_with(POSITION, fixTime="yesterday")]},
-    {"positions": [_with(POSITION, fixTime="0001-01-01T00:00:00+01:00")]},
+    {"positions": [with_(POSITION, speed=7, extra_field={"a": 1})]},
+    {"positions": [with_(POSITION, latitude=91)]},
+    {"positions": [with_(POSITION, latitude=True)]},
+    {"positions": [with_(POSITION, speed="12")]},
+    {"positions": [with_(POSITION, valid="yes")]},
+    {"positions": [with_(POSITION, attributes=[1])]},
+    {"positions": [with_(POSITION, deviceId="")]},
+    {"positions": [with_(POSITION, deviceId="x" * 129)]},
+    {"positions": [with_(POSITION, fixTime="2025-06-14T09:12:03")]},
+    {"positions": [with_(POSITION, fixTime="yesterday")]},
+    {"positions": [with_(POSITION, fixTime="0001-01-01T00:00:00+01:00")]},
     {"positions": "nope"},
     {"positions": [1, POSITION]},
     {"other": [], "positions": [POSITION]},
-    {"devices": [_with(DEVICE, status="")]},
-    {"devices": [_with(DEVICE, lastUpdate=...)]},
-    {"devices": [_with(DEVICE, positionId=0, name=None, uniqueId=7)]},
-    {"devices": [_with(DEVICE, positionId="p-1", groupId=3)]},
-    {"events": [_with(EVENT, type="alarm", attributes={"alarm": "lowBattery"})]},
-    {"events": [_with(EVENT, type="alarm", attributes={"alarm": "sos"})]},
-    {"events": [_with(EVENT, type="alarm", attributes={})]},
-    {"events": [_with(EVENT, type="alarm", attributes=None)]},
-    {"events": [_with(EVENT, type="ignitionOn")]},
-    {"events": [_with(EVENT, type="ignitionOn", deviceId=None)]},
-    {"events": [_with(EVENT, type=5)]},
-    {"events": [_with(EVENT, attributes="x", type="nope")]},
-    {"events": [_with(EVENT, id=..., geofenceId=12, maintenanceId=1)]},
+    {"devices": [with_(DEVICE, status="")]},
+    {"devices": [with_(DEVICE, lastUpdate=...)]},
+    {"devices": [with_(DEVICE, positionId=0, name=None, uniqueId=7)]},
+    {"devices": [with_(DEVICE, positionId="p-1", groupId=3)]},
+    {"events": [with_(EVENT, type="alarm", attributes={"alarm": "lowBattery"})]},
+    {"events": [with_(EVENT, type="alarm", attributes={"alarm": "sos"})]},
+    {"events": [with_(EVENT, type="alarm", attributes={})]},
+    {"events": [with_(EVENT, type="alarm", attributes=None)]},
+    {"events": [with_(EVENT, type="ignitionOn")]},
+    {"events": [with_(EVENT, type="ignitionOn", deviceId=None)]},
+    {"events": [with_(EVENT, type=5)]},
+    {"events": [with_(EVENT, attributes="x", type="nope")]},
+    {"events": [with_(EVENT, id=..., geofenceId=12, maintenanceId=1)]},
     [POSITION],
     "text",
     None,

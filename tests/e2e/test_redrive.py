@@ -24,7 +24,7 @@ from bridge.core.records import Topics, dead_letter_record
 from bridge.core.redrive import RedriveFilter
 from bridgelab.emulator import Emulator, EmulatorConfig
 from bridgelab.tansu import create_topics
-from tests.e2e.harness import bridge_env, fresh_topics, running_bridge
+from tests.e2e.harness import StreamTopics, bridge_env, fresh_topics, running_bridge
 from tests.e2e.verifier import read_all, wait_for
 from tests.kafka_broker import Broker, unique_topic
 
@@ -55,12 +55,15 @@ async def run_redrive(env: dict[str, str], **options: object) -> tuple[int, str]
     return summary.published, out.getvalue()
 
 
-async def test_redrive_publishes_each_missed_item_once_and_twice_publishes_nothing(
-    broker: Broker, tmp_path: Path
-) -> None:
-    """Dead-lettered events are redriven once with live ce_ids; a rerun adds none."""
+async def stream_without_events(
+    broker: Broker, tmp_path: Path, config: EmulatorConfig, *, unknown: bool
+) -> tuple[StreamTopics, dict[str, str], set[int]]:
+    """Run the stream ~3 s on the mapping without events, then stop it quietly.
+
+    Returns the topics, the bridge's environment with the shipped mapping
+    back (the fix), and the seqs the emulator wrote.
+    """
     topics = await fresh_topics(broker.bootstrap)
-    config = EmulatorConfig(devices=20, max_frames_per_second=20.0, events_ratio=0.3)
     async with Emulator(config) as emu:
         env = bridge_env(
             emu,
@@ -71,11 +74,24 @@ async def test_redrive_publishes_each_missed_item_once_and_twice_publishes_nothi
         async with running_bridge(env) as bridge:
             await wait_for(lambda: bridge.sample("bridge_ws_open_connections") >= 1, 10)
             await asyncio.sleep(3.0)
-            emu.send_unknown()  # a frame no mapping of ours understands
-            await asyncio.sleep(0.5)
+            if unknown:
+                emu.send_unknown()  # a frame no mapping of ours understands
+                await asyncio.sleep(0.5)
             emu.pause()
             await asyncio.sleep(0.5)
         written = emu.written_seqs()
+    env.pop("BRIDGE_STREAM_MAPPING_FILE")
+    return topics, env, written
+
+
+async def test_redrive_publishes_each_missed_item_once_and_twice_publishes_nothing(
+    broker: Broker, tmp_path: Path
+) -> None:
+    """Dead-lettered events are redriven once with live ce_ids; a rerun adds none."""
+    config = EmulatorConfig(devices=20, max_frames_per_second=20.0, events_ratio=0.3)
+    topics, env, written = await stream_without_events(
+        broker, tmp_path, config, unknown=True
+    )
 
     live = await read_all(broker.bootstrap, topics.all)
     dead = live.records[topics.dead_letter]
@@ -84,7 +100,6 @@ async def test_redrive_publishes_each_missed_item_once_and_twice_publishes_nothi
     partial = [r for r in dead if dict(r.headers).get("bridge_dlq_published_ids")]
     assert partial, "some frames held positions as well as events"
 
-    env.pop("BRIDGE_STREAM_MAPPING_FILE")  # the fix: the shipped mapping
     published, text = await run_redrive(env)
     assert "still failing" in text
     assert "unknown_field" in text
@@ -117,21 +132,10 @@ async def test_a_reset_republishes_with_the_same_ids_and_a_dry_run_publishes_not
     broker: Broker, tmp_path: Path
 ) -> None:
     """--dry-run commits nothing; --reset redrives again with identical ce_ids."""
-    topics = await fresh_topics(broker.bootstrap)
     config = EmulatorConfig(devices=5, max_frames_per_second=20.0, events_ratio=0.5)
-    async with Emulator(config) as emu:
-        env = bridge_env(
-            emu,
-            broker.bootstrap,
-            topics,
-            BRIDGE_STREAM_MAPPING_FILE=str(without_events(tmp_path / "partial.yaml")),
-        )
-        async with running_bridge(env) as bridge:
-            await wait_for(lambda: bridge.sample("bridge_ws_open_connections") >= 1, 10)
-            await asyncio.sleep(2.0)
-            emu.pause()
-            await asyncio.sleep(0.5)
-    env.pop("BRIDGE_STREAM_MAPPING_FILE")
+    topics, env, _ = await stream_without_events(
+        broker, tmp_path, config, unknown=False
+    )
     dry, dry_text = await run_redrive(env, dry_run=True)
     assert dry > 0
     assert "would publish" in dry_text

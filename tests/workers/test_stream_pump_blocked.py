@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
-import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
 from bridge.core.codec import codec_by_name
-from bridge.core.records import Topics
 from bridge.core.retry import Backoff
 from bridge.metrics import StreamMetrics
 from bridge.workers.stream_pump import PumpOptions, StreamPump
@@ -21,23 +19,9 @@ from tests.workers.fakes import (
     now,
     until,
 )
+from tests.workers.test_stream_pump import TOPICS, position
 
 pytestmark = pytest.mark.looptime
-
-TOPICS = Topics(positions="pos", device_status="dev", events="evt", dead_letter="dlq")
-
-
-def position(seq: int) -> bytes:
-    """A one-position frame in the assumed wire format."""
-    item = {
-        "id": seq,
-        "deviceId": 41,
-        "fixTime": "2025-06-14T09:12:03.000Z",
-        "latitude": 6.45,
-        "longitude": 3.39,
-        "attributes": {"seq": seq},
-    }
-    return orjson.dumps({"positions": [item]})
 
 
 async def test_a_socket_that_ends_while_the_sink_is_full_is_reported_at_once() -> None:

@@ -13,9 +13,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final
 
-import orjson
-
-from bridge.core.codec import REJECTION_REASONS, Decoded, FrameRejection, json_type
+from bridge.core.codec import (
+    REJECTION_REASONS,
+    Decoded,
+    FrameRejection,
+    json_type,
+    parse_frame,
+)
 from bridge.core.mapping.document import MappingProblem, check, parse
 from bridge.core.mapping.rules import RuleFunction, compile_rule
 from bridge.core.mapping.selectors import Collected, Selector, compile_selector
@@ -34,14 +38,7 @@ MAPPING_REJECTION_REASONS: Final = (
     "unknown_type",
     "not_a_socketio_event",
 )
-
-_DETAIL_MAX: Final = 300
 _KEEPALIVE: Final = Decoded(items=(), rejection=None, keepalive=True)
-_EMPTY: Final = Decoded(
-    items=(),
-    rejection=FrameRejection("empty", "frame is empty or whitespace"),
-    keepalive=False,
-)
 
 
 def _rejected(reason: str, detail: str) -> Decoded:
@@ -86,19 +83,9 @@ class MappingCodec:
 
     def decode(self, raw: bytes) -> Decoded:
         """Decode one frame; never raises."""
-        size = len(raw)
-        if size > self.max_frame_bytes:
-            return _rejected(
-                "oversize", f"frame is {size} bytes; limit {self.max_frame_bytes}"
-            )
-        try:
-            document = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            if not raw.strip():
-                return _EMPTY
-            return _rejected(
-                "malformed_json", f"not JSON: {exc.msg} (byte {exc.pos})"[:_DETAIL_MAX]
-            )
+        document = parse_frame(raw, self.max_frame_bytes)
+        if type(document) is Decoded:
+            return document
         event: str | None = None
         if self._socketio:
             if not (type(document) is list and document and type(document[0]) is str):

@@ -55,11 +55,18 @@ async def test_kills_and_rebalances_never_duplicate_a_booking_or_a_result(
                 batch = [booking() for _ in range(15)] + [envelope("wallet_balance")]
                 commands.extend(batch)
                 await produce(broker.bootstrap, topics.commands, batch)
-                await asyncio.sleep(rng.uniform(0.8, 2.5))
-                victim = kill % 2  # alternate, so partitions keep moving
-                workers[victim].send_signal(signal.SIGKILL)
-                workers[victim].wait()
-                workers[victim] = start_worker_process(env, log)
+                # Kill while a booking is in flight (a slow machine otherwise
+                # finishes the batch before the kill), at a random point of it.
+                await _booking_in_flight(emu)
+                await asyncio.sleep(rng.uniform(0.0, 0.25))
+                # Alternate, so partitions keep moving; every fourth kill takes
+                # both, so some kills surely hit the worker making the call.
+                victims = (0, 1) if kill % 4 == 3 else (kill % 2,)
+                for victim in victims:
+                    workers[victim].send_signal(signal.SIGKILL)
+                for victim in victims:
+                    workers[victim].wait()
+                    workers[victim] = start_worker_process(env, log)
             expected = {str(c["commandId"]) for c in commands}
             for _ in range(120):
                 consumed = await read_all(broker.bootstrap, [topics.results], quiet=0.5)
@@ -107,3 +114,10 @@ async def test_kills_and_rebalances_never_duplicate_a_booking_or_a_result(
     )
     # Bookings whose worker died mid-call were found, not booked again.
     assert reconciled > 0, "no kill landed while a call was in flight"
+
+
+async def _booking_in_flight(emu: Emulator) -> None:
+    """Wait until the emulator is answering a booking (bounded: fail, don't hang)."""
+    async with asyncio.timeout(30):
+        while emu.deliveries.in_flight("book_delivery") == 0:  # noqa: ASYNC110 - polls the emulator
+            await asyncio.sleep(0.02)

@@ -650,6 +650,7 @@ class DeliveryApi:
         self._log: deque[RequestRecord] = deque(maxlen=config.request_log_limit)
         self._seq = 0
         self._executions: Counter[str] = Counter()
+        self._in_flight: Counter[str] = Counter()
         self._replies: dict[str, tuple[str, str, HttpResponse]] = {}
         self._handlers: dict[
             str, Callable[[HttpRequest, tuple[str, ...]], HttpResponse]
@@ -676,6 +677,10 @@ class DeliveryApi:
     def executions(self, idempotency_key: str) -> int:
         """How many requests with this ``Idempotency-Key`` took effect."""
         return self._executions[idempotency_key]
+
+    def in_flight(self, kind: str) -> int:
+        """How many requests of this kind are being answered right now."""
+        return self._in_flight[kind]
 
     def requests(self, idempotency_key: str | None = None) -> list[RequestRecord]:
         """Recorded requests (the newest ``request_log_limit``), oldest first."""
@@ -823,16 +828,20 @@ class DeliveryApi:
             record.status = 405
             return fail_short(405, f"Method {request.method} not allowed")
         _, template, kind, params = chosen
-        if self._faults.latency_ms > 0:
-            await asyncio.sleep(self._faults.latency_ms / 1000)
-        late = self._faults.late(kind, path, template)
-        if late is not None:
-            record.fault = late.name
-            self._faults.served[late.name] += 1
-            await asyncio.sleep(late.delay)
-        response = self._answer(
-            request, record, (kind, path, template), params, authenticate
-        )
+        self._in_flight[kind] += 1
+        try:
+            if self._faults.latency_ms > 0:
+                await asyncio.sleep(self._faults.latency_ms / 1000)
+            late = self._faults.late(kind, path, template)
+            if late is not None:
+                record.fault = late.name
+                self._faults.served[late.name] += 1
+                await asyncio.sleep(late.delay)
+            response = self._answer(
+                request, record, (kind, path, template), params, authenticate
+            )
+        finally:
+            self._in_flight[kind] -= 1
         if not response.abort_connection:
             record.status = response.status
         return response

@@ -215,6 +215,10 @@ class TopicSet:
         return self.all[KINDS.index(kind)]
 
 
+# The bridges' journals, removed when the bench exits.
+_JOURNALS = tempfile.TemporaryDirectory(prefix="bench-journals-")
+
+
 def bridge_env(
     opts: Options, emu: Mapping[str, Any], bootstrap: str, topics: TopicSet, port: int
 ) -> dict[str, str]:
@@ -241,6 +245,8 @@ def bridge_env(
             "BRIDGE_OPS_PORT": str(port),
             "BRIDGE_LOG_LEVEL": "info",
             "BRIDGE_LOG_FORMAT": "json",
+            # The journal is on, as in production; each process its own.
+            "BRIDGE_JOURNAL_DIR": tempfile.mkdtemp(prefix="j-", dir=_JOURNALS.name),
         }
     )
     return env

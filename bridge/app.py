@@ -6,14 +6,21 @@ them to the shared `Lifecycle` (``bridge.bootstrap``): start once Kafka
 answers, run both workers in one ``asyncio.TaskGroup``, and on ``stop``
 drain in order within the grace period: stop intake (close the sockets),
 flush the producer, stop it.
+
+With the journal (the default), the pump's sink is the ``JournaledSink``:
+records go to local disk first and a forwarder hands them to the Kafka sink,
+which it connects itself, retrying until Kafka answers. So the process starts
+reading as soon as the journal is open, Kafka up or not, and on shutdown what
+Kafka has not acknowledged stays journaled for the next start.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import httpx
 import structlog
@@ -21,21 +28,28 @@ from prometheus_client import CollectorRegistry
 
 from bridge.adapters.auth_api import HttpSessionSource
 from bridge.adapters.clock import SystemClock
+from bridge.adapters.journal_dir import JournalLock, journal_directory
+from bridge.adapters.journal_store import JournalError, JournalStore
+from bridge.adapters.journaled_sink import JournaledSink
 from bridge.adapters.kafka_client import producer_settings, until_kafka_answers
 from bridge.adapters.kafka_producer import KafkaRecordSink, build_producer
 from bridge.adapters.mapping_files import stream_codec
 from bridge.adapters.ops_http import Readiness
 from bridge.adapters.upstream_connectors import stream_connector
 from bridge.bootstrap import Deadline, Lifecycle, Tasks
-from bridge.config import KafkaSettings, SendstackSettings, Settings
+from bridge.config import JournalSettings, KafkaSettings, SendstackSettings, Settings
 from bridge.core.records import OutboundRecord, Topics
 from bridge.core.retry import Backoff, FailureBudget
 from bridge.core.session import RotationPolicy
+from bridge.journal_metrics import JournalMetrics
 from bridge.metrics import StreamMetrics
+from bridge.ports import RecordSink
 from bridge.workers.session_keeper import SessionKeeper
 from bridge.workers.stream_pump import PumpOptions, StreamPump
 
 log = structlog.get_logger("bridge.app")
+
+BatchAck = Callable[[Sequence[OutboundRecord]], None]
 
 
 def topics_of(settings: Settings) -> Topics:
@@ -88,7 +102,8 @@ class StreamApp:
             ),
             metrics=self.metrics,
         )
-        self.sink = KafkaRecordSink(
+        kafka_sink = functools.partial(
+            KafkaRecordSink,
             functools.partial(build_producer, **producer_settings(kafka)),
             max_records=s.buffer.max_records,
             max_bytes=s.buffer.max_bytes,
@@ -103,9 +118,18 @@ class StreamApp:
                 self.topics.events: "event",
                 self.topics.dead_letter: "dead_letter",
             },
-            on_batch_ack=self._batch_acked,
             linger=kafka.linger_ms / 1000,
         )
+        self.journal: JournaledSink | None = None
+        self._journal_lock: JournalLock | None = None
+        self.sink: RecordSink
+        self.kafka: KafkaRecordSink
+        if s.journal.enabled:
+            self.journal, self.kafka = self._journaled(s.journal, kafka_sink)
+            self.sink = self.journal
+        else:
+            self.kafka = kafka_sink(on_batch_ack=self._batch_acked)
+            self.sink = self.kafka
         st = s.stream
         self.pump = StreamPump(
             self.keeper,
@@ -132,6 +156,36 @@ class StreamApp:
         self.metrics.session_expires_in.set_function(self.keeper.expires_in)
         self._end_to_end = self.metrics.end_to_end
 
+    def _journaled(
+        self, j: JournalSettings, kafka_sink: functools.partial[KafkaRecordSink]
+    ) -> tuple[JournaledSink, KafkaRecordSink]:
+        directory = journal_directory(j.dir, os.environ)
+        self._journal_lock = JournalLock(directory)
+        self.journal_metrics = JournalMetrics(self.registry)
+
+        built: list[KafkaRecordSink] = []
+
+        def inner(journal_acked: BatchAck) -> KafkaRecordSink:
+            def acked(records: Sequence[OutboundRecord]) -> None:
+                journal_acked(records)
+                self._batch_acked(records)
+
+            built.append(kafka_sink(on_batch_ack=acked))
+            return built[0]
+
+        journal = JournaledSink(
+            JournalStore(directory),
+            inner,
+            max_bytes=j.max_bytes,
+            durability=j.durability,
+            flush_interval=j.flush_interval_ms / 1000,
+            when_full=j.when_full,
+            metrics=self.journal_metrics,
+            connect=lambda: until_kafka_answers(self.kafka.start),
+            disconnect=lambda: self.kafka.stop(),
+        )
+        return journal, built[0]
+
     def _batch_acked(self, records: Sequence[OutboundRecord]) -> None:
         # One observation per batch, of its first record: per record, the
         # clock read and the observation cost as much as publishing it.
@@ -148,27 +202,56 @@ class StreamApp:
         Details (not checks): the session policy rotations follow.
         """
         policy = self.pump.session_policy()
-        return Readiness(
-            {
-                "session_valid": self.keeper.current() is not None,
-                "socket_open": self.pump.statistics().connected,
-                "producer_connected": self.sink.statistics().connected,
-            },
-            details={
-                "session_policy": policy.policy,
-                "session_policy_basis": policy.basis,
-                "session_policy_cause": policy.cause,
-            },
-        )
+        checks = {
+            "session_valid": self.keeper.current() is not None,
+            "socket_open": self.pump.statistics().connected,
+        }
+        details: dict[str, object] = {
+            "session_policy": policy.policy,
+            "session_policy_basis": policy.basis,
+            "session_policy_cause": policy.cause,
+        }
+        if self.journal is None:
+            checks["producer_connected"] = self.kafka.statistics().connected
+        else:
+            # Reading goes on while Kafka is away: that is the journal's job,
+            # so Kafka is a detail here and the journal's age alert covers it.
+            checks["journal_writable"] = self.journal.failure is None
+            details["producer_connected"] = self.journal.statistics().connected
+        return Readiness(checks, details=details)
 
     async def run(self, stop: asyncio.Event) -> int:
         """Run until ``stop`` is set, then shut down within the grace period."""
         return await self.lifecycle.run(
             stop,
-            start=lambda: until_kafka_answers(self.sink.start, stop=stop),
+            start=self._start_journal
+            if self.journal is not None
+            else lambda: until_kafka_answers(self.kafka.start, stop=stop),
             workers={"session-keeper": self.keeper.run, "stream-pump": self.pump.run},
             drain=self._drain,
         )
+
+    async def _start_journal(self) -> None:
+        # Only local disk: reading starts whether or not Kafka answers.
+        assert self.journal is not None  # noqa: S101 - run() checked
+        assert self._journal_lock is not None  # noqa: S101 - set with it
+        self._journal_lock.acquire()
+        try:
+            await self.journal.start()
+        except BaseException:
+            self._journal_lock.release()
+            raise
+        self.lifecycle.close_last(self._close_journal)
+
+    async def _close_journal(self) -> None:
+        assert self.journal is not None  # noqa: S101 - run() checked
+        assert self._journal_lock is not None  # noqa: S101 - set with it
+        try:
+            await self.journal.stop()
+        except JournalError as exc:  # failing already: keep the first cause
+            log.warning("journal_close_failed", error=str(exc))
+        finally:
+            self._journal_lock.release()
 
     async def _drain(self, deadline: Deadline, tasks: Tasks) -> Mapping[str, object]:
         # No session request after the signal: each failed one counts toward
@@ -183,13 +266,41 @@ class StreamApp:
         await asyncio.wait({pump}, timeout=deadline.left())
         if not pump.done():
             pump.cancel()
-        flushed = await self.sink.flush(deadline.left())
-        stats = self.sink.statistics()
+        if self.journal is not None:
+            return await self._drain_journal(deadline)
+        flushed = await self.kafka.flush(deadline.left())
+        stats = self.kafka.statistics()
         if not flushed:
             log.error("shutdown_unflushed", records=stats.in_flight_records)
         try:
             async with asyncio.timeout(deadline.left()):
-                await self.sink.stop()
+                await self.kafka.stop()
         except TimeoutError:
             log.exception("producer_stop_timed_out")
         return {"flushed": flushed, "acked": stats.acked}
+
+    async def _drain_journal(self, deadline: Deadline) -> Mapping[str, object]:
+        journal = self.journal
+        assert journal is not None  # noqa: S101 - only called with a journal
+        # Forward what Kafka will take within the grace; with Kafka away there
+        # is no point waiting: the journal keeps it for the next start.
+        flushed = journal.statistics().connected and await journal.flush(
+            deadline.left()
+        )
+        try:
+            async with asyncio.timeout(deadline.left()):
+                await journal.stop()
+        except TimeoutError:
+            log.exception("journal_stop_timed_out")
+        stats = journal.statistics()
+        if not flushed:
+            log.warning(
+                "shutdown_journal_kept",
+                records=stats.in_flight_records,
+                bytes=stats.in_flight_bytes,
+            )
+        return {
+            "flushed": flushed,
+            "acked": stats.acked,
+            "journaled": stats.in_flight_records,
+        }

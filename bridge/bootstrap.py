@@ -91,18 +91,24 @@ class Lifecycle:
         except BaseException:
             await self._close()
             raise
-        async with asyncio.TaskGroup() as group:
-            tasks = {
-                name: group.create_task(factory(), name=name)
-                for name, factory in workers.items()
-            }
-            await stop.wait()
-            log.info("shutdown_started", grace_seconds=self.grace)
-            try:
-                summary = await drain(Deadline(self.clock, self.grace), tasks)
-            finally:
-                for task in tasks.values():
-                    task.cancel()
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = {
+                    name: group.create_task(factory(), name=name)
+                    for name, factory in workers.items()
+                }
+                await stop.wait()
+                log.info("shutdown_started", grace_seconds=self.grace)
+                try:
+                    summary = await drain(Deadline(self.clock, self.grace), tasks)
+                finally:
+                    for task in tasks.values():
+                        task.cancel()
+        except BaseException:
+            # A worker failed (a full disk under the journal): still close
+            # what was opened, so what can be kept is kept; then fail.
+            await self._close()
+            raise
         await self._close()
         log.info("shutdown_complete", **summary)
         return 0

@@ -101,6 +101,20 @@ def _parser() -> argparse.ArgumentParser:
     red.add_argument(
         "--dry-run", action="store_true", help="publish nothing, commit nothing"
     )
+    journal = sub.add_parser(
+        "journal",
+        help="what the stream's local journal holds, and whether it is intact",
+    )
+    jverbs = journal.add_subparsers(dest="verb", required=True)
+    for verb, text in (
+        ("stats", "entries, bytes and the oldest entry's age (cheap, read-only)"),
+        ("verify", "check every entry's checksum (read-only; exit 1 on a problem)"),
+    ):
+        parser_ = jverbs.add_parser(verb, help=text)
+        parser_.add_argument(
+            "--dir", help="the journal directory (default: BRIDGE_JOURNAL_DIR's)"
+        )
+        parser_.add_argument("--json", action="store_true", help="print JSON")
     check = sub.add_parser(
         "check-config", help="validate the configuration and print it"
     )
@@ -136,6 +150,8 @@ def _main(argv: Sequence[str] | None) -> int:
         return _mapping(ns)
     if ns.command == "redrive":
         return _redrive(ns)
+    if ns.command == "journal":
+        return _journal(ns)
     if ns.command == "probe":
         return _probe(seconds=ns.seconds, max_frames=ns.frames)
     return _run(ns.command)
@@ -181,6 +197,23 @@ def _mapping(ns: argparse.Namespace) -> int:
         max_frame_bytes=settings.stream.max_frame_bytes,
         quiet=ns.quiet,
         full=ns.full,
+    )
+
+
+def _journal(ns: argparse.Namespace) -> int:
+    settings = _load("journal")
+    if settings is None:
+        return 2
+    from bridge import app_journal
+    from bridge.adapters.journal_dir import journal_directory
+
+    directory = journal_directory(ns.dir or settings.journal.dir, os.environ)
+    return app_journal.run(
+        ns.verb,
+        directory,
+        sys.stdout,
+        max_bytes=settings.journal.max_bytes,
+        as_json=ns.json,
     )
 
 
@@ -258,7 +291,38 @@ def _run(command: str) -> int:
         secrets=[settings.sendstack.app_secret] if settings.sendstack else [],
         query_keys=[settings.stream.session_query_key],
     )
-    return asyncio.run(_serve(command, settings))
+    try:
+        return asyncio.run(_serve(command, settings))
+    except BaseException as exc:
+        failure = _journal_failure(exc)
+        if failure is None:
+            raise
+        # Exit for the orchestrator to restart us, with the cause in one line.
+        import structlog
+
+        hint = (
+            "what was committed stays journaled; free space on the journal's"
+            " volume (or fix its I/O error), then restart"
+        )
+        structlog.get_logger("bridge.cli").critical(
+            "stream_stopped_journal_failed", error=str(failure), hint=hint
+        )
+        print(f"sendstack-bridge: {failure}; {hint}", file=sys.stderr)
+        return 1
+
+
+def _journal_failure(exc: BaseException) -> BaseException | None:
+    """The journal's error inside ``exc`` (maybe an exception group), or None."""
+    from bridge.adapters.journal_store import JournalError
+
+    if isinstance(exc, JournalError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _journal_failure(inner)
+            if found is not None:
+                return found
+    return None
 
 
 def _build(command: str, settings: Settings) -> Runnable:

@@ -112,6 +112,8 @@ SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 LogFormat = Literal["auto", "json", "console"]
+Durability = Literal["interval", "fsync"]
+WhenFull = Literal["block", "drop_oldest"]
 SignatureScheme = Literal["webhook_id", "payload", "any"]
 AssignMethod = Literal["POST", "GET"]
 
@@ -337,6 +339,8 @@ _PROTOCOLS: tuple[SecurityProtocol, ...] = get_args(SecurityProtocol)
 _MECHANISMS: tuple[SaslMechanism, ...] = get_args(SaslMechanism)
 _LOG_LEVELS: tuple[LogLevel, ...] = get_args(LogLevel)
 _LOG_FORMATS: tuple[LogFormat, ...] = get_args(LogFormat)
+_DURABILITIES: tuple[Durability, ...] = get_args(Durability)
+_WHEN_FULL: tuple[WhenFull, ...] = get_args(WhenFull)
 _SIGNATURE_SCHEMES: tuple[SignatureScheme, ...] = get_args(SignatureScheme)
 _ASSIGN_METHODS: tuple[AssignMethod, ...] = get_args(AssignMethod)
 
@@ -893,6 +897,70 @@ class BufferSettings:
 
 
 @settings_group
+class JournalSettings:
+    """The stream's durable local journal between the socket and Kafka."""
+
+    enabled: bool = setting(
+        name="BRIDGE_JOURNAL_ENABLED",
+        kind=_BOOL,
+        default=True,
+        description=(
+            "Journal every record on local disk before Kafka, so the stream keeps "
+            "reading while Kafka is down and a restart re-sends what Kafka did not "
+            "acknowledge. `false` falls back to the in-memory buffer alone."
+        ),
+    )
+    dir: str | None = setting(
+        name="BRIDGE_JOURNAL_DIR",
+        kind=_PATH,
+        default=None,
+        description=(
+            "Directory of the journal (created if missing; one process at a time). "
+            "Unset: `$XDG_STATE_HOME/sendstack-bridge/journal`, else "
+            "`~/.local/state/sendstack-bridge/journal`; the image sets "
+            "`/var/lib/sendstack-bridge/journal`."
+        ),
+    )
+    max_bytes: int = setting(
+        name="BRIDGE_JOURNAL_MAX_BYTES",
+        kind=_integer(ge=1_048_576),
+        default=1_073_741_824,
+        description=(
+            "Bound on journaled bytes Kafka has not acknowledged; keep it under the "
+            "volume's size. At 200 positions/s, 1 GiB holds hours of backlog."
+        ),
+    )
+    durability: Durability = setting(
+        name="BRIDGE_JOURNAL_DURABILITY",
+        kind=_choice(_DURABILITIES),
+        default="interval",
+        description=(
+            "`interval`: a group commit every flush interval (a crash of the node "
+            "loses at most that much); `fsync`: each commit is synced before the "
+            "next begins (no loss window, more disk time)."
+        ),
+    )
+    flush_interval_ms: int = setting(
+        name="BRIDGE_JOURNAL_FLUSH_INTERVAL_MS",
+        kind=_integer(ge=1, le=10_000),
+        default=100,
+        description=(
+            "Time between group commits with `interval` durability: the loss "
+            "window on a node crash, and latency added before Kafka."
+        ),
+    )
+    when_full: WhenFull = setting(
+        name="BRIDGE_JOURNAL_WHEN_FULL",
+        kind=_choice(_WHEN_FULL),
+        default="block",
+        description=(
+            "`block`: stop reading the socket until Kafka frees room (loss moves "
+            "upstream, counted); `drop_oldest`: delete the oldest records (counted)."
+        ),
+    )
+
+
+@settings_group
 class OpsSettings:
     """The operations HTTP endpoint (/metrics, /livez, /readyz) and shutdown."""
 
@@ -1156,6 +1224,7 @@ REQUIREMENTS: Mapping[str, frozenset[str]] = MappingProxyType(
         "capture": frozenset({"sendstack"}),
         "mapping": frozenset(),  # offline: neither Sendstack nor Kafka
         "redrive": frozenset({"kafka"}),  # reads and writes Kafka only
+        "journal": frozenset(),  # a local file, read-only
     }
 )
 """The groups each subcommand needs; pass one as ``require=``."""
@@ -1176,6 +1245,7 @@ class Settings:
     stream: StreamSettings
     kafka: KafkaSettings | None
     buffer: BufferSettings
+    journal: JournalSettings
     ops: OpsSettings
     log: LogSettings
     webhooks: WebhookSettings

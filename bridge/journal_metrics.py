@@ -37,6 +37,11 @@ class JournalMetrics:
             "Bytes of journaled records not yet acknowledged by Kafka.",
             registry=registry,
         )
+        self.max_bytes = Gauge(
+            "bridge_journal_max_bytes",
+            "The journal's bound (BRIDGE_JOURNAL_MAX_BYTES), for fill ratios.",
+            registry=registry,
+        )
         self.entries = Gauge(
             "bridge_journal_entries",
             "Journaled records not yet acknowledged by Kafka.",

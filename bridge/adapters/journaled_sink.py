@@ -31,13 +31,19 @@ Theory of operation
   deleted in the next commit. A restart therefore re-sends exactly the
   entries Kafka did not acknowledge, with the same bytes (same ``ce_id``).
 
-Lifecycle: the caller starts the inner sink, then :meth:`start` (opens the
-journal, starts both tasks). On shutdown: :meth:`flush` (waits for every ack
-and the deletes to be committed, up to ``grace``), then stop the inner sink,
-then :meth:`stop` (commits what is pending; the unacknowledged rest stays for
-the next start). A journal I/O error (full disk) fails the sink: every later
-``send``/``flush`` raises it (:class:`JournalIOError`), so the pump ends and
-the app exits for Kubernetes to restart it.
+Lifecycle: with ``connect`` (how the app runs it), :meth:`start` only opens
+the journal and starts both tasks; the forwarder connects the inner sink
+itself (``connect``, retried until Kafka answers), so the pump reads
+and journals from the first second even when Kafka is down at start. On
+shutdown: :meth:`flush` (waits for every ack and the deletes to be committed,
+up to ``grace``), then :meth:`stop`: it stops forwarding, stops the inner sink
+(``disconnect``; it delivers its batches in flight; their acks are still recorded), then
+commits what is pending; the unacknowledged rest stays for the next start.
+Without ``connect``, the caller starts the inner sink before :meth:`start`
+and stops it between :meth:`flush` and :meth:`stop`. A journal I/O error
+(full disk) fails the sink: every later ``send``/``flush`` raises it
+(:class:`JournalIOError`), so the pump ends and the app exits for Kubernetes
+to restart it.
 """
 
 from __future__ import annotations
@@ -46,7 +52,7 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Literal, TypeVar
 
@@ -108,6 +114,10 @@ class JournaledSink:
             it, the forwarder reads them back from disk.
         read_chunk: Entries per read from disk.
         wall_clock: Epoch seconds (entry birth, oldest-entry age).
+        connect: Starts the inner sink (retrying until it answers); given,
+            the forwarder awaits it before forwarding.
+        disconnect: Stops the inner sink; :meth:`stop` calls it once the
+            forwarder is stopped, if ``connect`` had succeeded.
     """
 
     def __init__(
@@ -124,6 +134,8 @@ class JournaledSink:
         window_bytes: int = 16 * 1024 * 1024,
         read_chunk: int = 1000,
         wall_clock: Callable[[], float] = time.time,
+        connect: Callable[[], Awaitable[None]] | None = None,
+        disconnect: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         if durability not in ("interval", "fsync"):
             raise ValueError(f"durability must be interval or fsync: {durability!r}")
@@ -141,6 +153,9 @@ class JournaledSink:
         self._window_max = window_bytes
         self._chunk = read_chunk
         self._wall = wall_clock
+        self._connect = connect
+        self._disconnect = disconnect
+        self._inner_started = connect is None
         self._executor: ThreadPoolExecutor | None = None
         # Entries not acknowledged (nor dropped): pending and committed.
         self._entries = 0
@@ -151,6 +166,7 @@ class JournaledSink:
         self._committed_through = -1
         self._oldest_born_ms: int | None = None
         self._to_delete: set[int] = set()
+        self._committing = False  # a commit is running on the writer thread
         self._dropped_below = 0  # every entry under it was dropped or acked
         # The forwarder: committed records still in memory, else the disk.
         self._window: deque[tuple[int, int, OutboundRecord]] = deque()
@@ -177,6 +193,7 @@ class JournaledSink:
         self._last_commit = 0.0
         self.inner = inner(self._on_batch_ack)
         if metrics is not None:
+            metrics.max_bytes.set(max_bytes)
             metrics.bind(
                 entries=lambda: self._entries,
                 size=lambda: self._bytes,
@@ -226,11 +243,26 @@ class JournaledSink:
             task.add_done_callback(self._task_ended)
 
     async def stop(self) -> None:
-        """Stop forwarding, commit what is pending (and acked), close the file."""
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        """Stop forwarding, commit what is pending (and acked), close the file.
+
+        With ``connect``, the inner sink is stopped after the forwarder and
+        before the last commit, so the acks of its last batches are kept.
+        """
+        writer, forwarder = self._tasks or (None, None)
         self._tasks = []
+        if forwarder is not None:
+            forwarder.cancel()
+            await asyncio.gather(forwarder, return_exceptions=True)
+        if self._connect is not None and self._inner_started:
+            self._inner_started = False
+            try:
+                if self._disconnect is not None:
+                    await self._disconnect()
+            except Exception:  # the journal still keeps what was not acked
+                log.exception("journal_inner_stop_failed")
+        if writer is not None:
+            writer.cancel()
+            await asyncio.gather(writer, return_exceptions=True)
         if self._executor is None:
             return
         try:
@@ -357,7 +389,12 @@ class JournaledSink:
         return True
 
     def _is_drained(self) -> bool:
-        return self._entries == 0 and not self._pending and not self._to_delete
+        return (
+            self._entries == 0
+            and not self._pending
+            and not self._to_delete
+            and not self._committing
+        )
 
     def statistics(self) -> SinkStatistics:
         inner = self.inner.statistics()
@@ -366,7 +403,7 @@ class JournaledSink:
             in_flight_bytes=self._bytes,
             acked=self._acked,
             retried=inner.retried,
-            connected=inner.connected and self._failure is None,
+            connected=self._inner_started and inner.connected and self._failure is None,
         )
 
     @property
@@ -410,12 +447,16 @@ class JournaledSink:
         if not pending and not deletes and drop <= 0:
             self._after_commit()
             return
-        result = await self._run(
-            self._store.commit,
-            [(seq, born, data) for seq, born, data, _ in pending],
-            _ranges(deletes),
-            max(0, drop),
-        )
+        self._committing = True
+        try:
+            result = await self._run(
+                self._store.commit,
+                [(seq, born, data) for seq, born, data, _ in pending],
+                _ranges(deletes),
+                max(0, drop),
+            )
+        finally:
+            self._committing = False
         metrics = self._metrics
         if metrics is not None:
             metrics.commit_seconds.observe(result.seconds)
@@ -464,7 +505,15 @@ class JournaledSink:
 
     # -- the forwarder -----------------------------------------------------------
 
+    @property
+    def inner_ready(self) -> bool:
+        """Whether the inner sink is started (Kafka answered at least once)."""
+        return self._inner_started
+
     async def _forward_loop(self) -> None:
+        if not self._inner_started and self._connect is not None:
+            await self._connect()
+            self._inner_started = True
         window = self._window
         while True:
             if window:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import tempfile
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
@@ -47,6 +48,15 @@ async def fresh_topics(bootstrap: str) -> StreamTopics:
     return topics
 
 
+# One base for the run's journals, removed when the test process exits.
+_JOURNALS = tempfile.TemporaryDirectory(prefix="bridge-journals-")
+
+
+def journal_dir() -> str:
+    """A fresh journal directory: each bridge its own, as each pod has."""
+    return tempfile.mkdtemp(prefix="j-", dir=_JOURNALS.name)
+
+
 def bridge_env(
     emu: Emulator, bootstrap: str, topics: StreamTopics, **overrides: str
 ) -> dict[str, str]:
@@ -76,6 +86,7 @@ def bridge_env(
         "BRIDGE_PUBLISH_RETRY_INITIAL_SECONDS": "0.1",
         "BRIDGE_PUBLISH_RETRY_MAX_SECONDS": "1",
         "BRIDGE_SHUTDOWN_GRACE_SECONDS": "10",
+        "BRIDGE_JOURNAL_DIR": journal_dir(),
     }
     env.update(overrides)
     return env

@@ -1,4 +1,9 @@
-"""Kafka frozen, buffer full: the socket's end is reported when it happens."""
+"""Kafka frozen, sink full: the socket's end is reported when it happens.
+
+The journal (on by default) keeps the pump reading through a Kafka outage;
+with it off, or full with ``when_full=block``, the pump stops reading, and
+that is the case here.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +22,8 @@ pytestmark = pytest.mark.e2e
 async def test_ws_state_follows_a_socket_closed_while_kafka_is_paused(
     broker: Broker,
 ) -> None:
-    """Buffer full, keepalive gives up: bridge_ws_state says so within the timeout."""
+    """Journal off, buffer full, keepalive gives up: bridge_ws_state says so within
+    the timeout."""
     if broker.external:
         pytest.skip("pausing needs the broker process")
     topics = await fresh_topics(broker.bootstrap)
@@ -28,6 +34,7 @@ async def test_ws_state_follows_a_socket_closed_while_kafka_is_paused(
             broker.bootstrap,
             topics,
             BRIDGE_BUFFER_MAX_RECORDS="200",
+            BRIDGE_JOURNAL_ENABLED="false",
             BRIDGE_KAFKA_REQUEST_TIMEOUT_MS="2000",
         )
         async with running_bridge(env) as bridge:

@@ -27,6 +27,7 @@ import shutil
 import signal
 import socket
 import sys
+import tempfile
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AsyncExitStack
@@ -306,6 +307,7 @@ def bridge_env(
     *,
     ops_port: int,
     session_ttl: float,
+    journal_dir: str,
 ) -> dict[str, str]:
     """Bridge settings for the demo: short timers so rotations and faults show."""
     # A third of the TTL: rotations come every ~2/3 TTL, so one watches them happen.
@@ -337,6 +339,8 @@ def bridge_env(
         "BRIDGE_PUBLISH_RETRY_INITIAL_SECONDS": "0.1",
         "BRIDGE_PUBLISH_RETRY_MAX_SECONDS": "1",
         "BRIDGE_SHUTDOWN_GRACE_SECONDS": "10",
+        # The demo's own journal, removed with it (the default is per user).
+        "BRIDGE_JOURNAL_DIR": journal_dir,
     }
 
 
@@ -347,8 +351,14 @@ async def _start_bridge(
     opts: argparse.Namespace,
     stack: AsyncExitStack,
 ) -> tuple[StreamApp, asyncio.Task[int]]:
+    journal = stack.enter_context(tempfile.TemporaryDirectory(prefix="demo-journal-"))
     env = bridge_env(
-        emu, bootstrap, topics, ops_port=opts.ops_port, session_ttl=opts.session_ttl
+        emu,
+        bootstrap,
+        topics,
+        ops_port=opts.ops_port,
+        session_ttl=opts.session_ttl,
+        journal_dir=journal,
     )
     app = StreamApp(Settings.from_env(env))
     stop = asyncio.Event()

@@ -1,8 +1,8 @@
 """The durable journal's Prometheus metrics (``bridge_journal_*``).
 
-Kept apart from ``bridge/metrics.py`` until the journal is wired into the
-app. Gauges are read at scrape time from the sink (``bind``), so that nothing
-is set per record.
+Registered by the stream only when its journal is on (``bridge/app.py``), so
+they are their own class beside ``bridge/metrics.py``. Gauges are read at
+scrape time from the sink (``bind``), so that nothing is set per record.
 """
 
 from __future__ import annotations

@@ -935,9 +935,10 @@ class JournalSettings:
         kind=_choice(_DURABILITIES),
         default="interval",
         description=(
-            "`interval`: a group commit every flush interval (a crash of the node "
-            "loses at most that much); `fsync`: each commit is synced before the "
-            "next begins (no loss window, more disk time)."
+            "`interval`: a group commit every flush interval (a crash of the "
+            "process or the node loses at most the records of that interval); "
+            "`fsync`: commits back to back, each synced (the window shrinks to "
+            "one commit's time, for more disk time)."
         ),
     )
     flush_interval_ms: int = setting(

@@ -8,7 +8,7 @@ only ``bridge.errors`` types for expected failures.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -20,6 +20,7 @@ from bridge.secrets import Secret
 if TYPE_CHECKING:
     from bridge.core.commands import Command, RestRequest
     from bridge.core.session import Session
+    from bridge.core.standby import AckedDigests
 
 
 class Clock(Protocol):
@@ -277,3 +278,61 @@ class RestGateway(Protocol):
     async def execute(
         self, request: RestRequest
     ) -> tuple[int, bytes, Mapping[str, str]]: ...
+
+
+class RoleHandler(Protocol):
+    """What the stream does when the coordination group moves accounts."""
+
+    async def on_leading(self, accounts: frozenset[str]) -> None:
+        """This replica now leads these accounts: take over, then publish."""
+        ...
+
+    async def on_deposed(self, accounts: frozenset[str]) -> None:
+        """This replica no longer leads these: stop publishing before returning."""
+        ...
+
+
+class Election(Protocol):
+    """Kafka's group protocol on the coordination topic: one partition per
+    account; the member holding an account's partition leads it."""
+
+    async def start(self, handler: RoleHandler) -> None:
+        """Join the group (raises the client's error if Kafka is unreachable)."""
+        ...
+
+    async def run(self) -> None:
+        """Keep the membership alive until cancelled (handler calls happen here)."""
+        ...
+
+    async def stop(self) -> None:
+        """Leave the group, so that the others take over at once."""
+        ...
+
+    def leading(self) -> frozenset[str]:
+        """The accounts this replica leads now."""
+        ...
+
+
+class ProgressLog(Protocol):
+    """The leaders' progress messages (digests of acknowledged records)."""
+
+    async def start(self) -> None: ...
+
+    async def run(self) -> None:
+        """Read every account's progress into its acked window until cancelled."""
+        ...
+
+    async def stop(self) -> None: ...
+
+    def acked(self, account: str) -> AckedDigests:
+        """The account's window of digests its leader reported acknowledged."""
+        ...
+
+    async def caught_up(self, account: str, within: float) -> bool:
+        """Wait until every progress message written so far for ``account`` is
+        read (False if that takes longer than ``within`` seconds)."""
+        ...
+
+    async def publish(self, account: str, digests: Sequence[int]) -> None:
+        """Write one progress message; returns once Kafka acknowledged it."""
+        ...

@@ -10,7 +10,7 @@ imports a worker: these are the ports' other side.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Literal
@@ -18,6 +18,7 @@ from typing import Literal
 from bridge.core.commands import RestRequest
 from bridge.core.records import OutboundRecord
 from bridge.core.session import Session
+from bridge.core.standby import AckedDigests
 from bridge.errors import (
     PublishError,
     RestUnavailable,
@@ -443,3 +444,41 @@ class GatedSink(FakeSink):
     async def send(self, record: OutboundRecord) -> None:
         await self.open.wait()
         await super().send(record)
+
+
+class FakeProgressLog:
+    """``ProgressLog``: acked windows in memory; ``caught_up`` waits for ``ready``."""
+
+    def __init__(self, *, window: float = 60.0) -> None:
+        self.windows: dict[str, AckedDigests] = {}
+        self.window = window
+        self.ready = asyncio.Event()
+        self.ready.set()
+        self.published: list[tuple[str, list[int]]] = []
+        self.fail_publish = False
+
+    async def start(self) -> None:
+        return None
+
+    async def run(self) -> None:
+        await asyncio.Event().wait()
+
+    async def stop(self) -> None:
+        return None
+
+    def acked(self, account: str) -> AckedDigests:
+        return self.windows.setdefault(account, AckedDigests(max_age=self.window))
+
+    async def caught_up(self, account: str, within: float) -> bool:
+        try:
+            async with asyncio.timeout(within):
+                await self.ready.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    async def publish(self, account: str, digests: Sequence[int]) -> None:
+        if self.fail_publish:
+            raise PublishError("progress topic unavailable")
+        self.published.append((account, list(digests)))
+        self.acked(account).add(digests, now())

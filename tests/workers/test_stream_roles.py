@@ -1,0 +1,172 @@
+"""Leader or standby per account: what each forwards, and takeovers (virtual time)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from bridge.core.records import OutboundRecord
+from bridge.core.standby import RecentRecords, digest
+from bridge.workers.stream_roles import (
+    AccountGate,
+    AccountOf,
+    ProgressReporter,
+    StreamRoles,
+)
+from tests.workers.fakes import FakeProgressLog, FakeSink, GatedSink, LoopClock, until
+
+pytestmark = pytest.mark.looptime
+
+
+def rec(item: int, account: str | None = None) -> OutboundRecord:
+    headers: tuple[tuple[str, bytes], ...] = (("ce_id", f"id-{item}".encode()),)
+    if account is not None:
+        headers += (("bridge_account", account.encode()),)
+    return OutboundRecord(
+        topic="positions",
+        key=b"d1",
+        value=b"{}",
+        headers=headers,
+        dedupe_id=f"id-{item}",
+        event_time_ms=None,
+    )
+
+
+def gate(sink: FakeSink, account: str = "a") -> AccountGate:
+    return AccountGate(
+        account, sink, RecentRecords(max_age=60, max_bytes=10**7), LoopClock()
+    )
+
+
+def ids(records: list[OutboundRecord]) -> list[str | None]:
+    return [r.dedupe_id for r in records]
+
+
+async def test_a_standby_holds_everything_and_forwards_nothing() -> None:
+    """In standby, records are held in the buffer and none reaches the journal."""
+    sink = FakeSink()
+    g = gate(sink)
+    for i in range(5):
+        await g.send(rec(i))
+    assert sink.records == []
+    assert len(g.recent) == 5
+    assert await g.flush(1.0) is True
+
+
+async def test_takeover_sends_what_the_old_leader_did_not_report_then_goes_live() -> (
+    None
+):
+    """Reported records are skipped, the rest go out in receive order, then live."""
+    sink = FakeSink()
+    progress = FakeProgressLog()
+    g = gate(sink)
+    for i in range(10):
+        await g.send(rec(i))
+    progress.acked("a").add([digest(rec(i)) for i in range(6)], 0.0)
+    done = await g.take_over(progress, catch_up_within=5)
+    await g.send(rec(10))
+    assert ids(sink.records) == [f"id-{i}" for i in range(6, 11)]
+    assert g.role == "leading"
+    assert (done.held, done.published, done.caught_up) == (10, 4, True)
+
+
+async def test_records_arriving_during_a_slow_takeover_are_not_lost_or_doubled() -> (
+    None
+):
+    """While the backlog goes out slowly, new records join it once, in order."""
+    sink = GatedSink()
+    progress = FakeProgressLog()
+    g = gate(sink)
+    for i in range(3):
+        await g.send(rec(i))
+    sink.open.clear()
+    takeover = asyncio.create_task(g.take_over(progress, catch_up_within=5))
+    await asyncio.sleep(0.1)  # stuck sending the first held record
+    for i in range(3, 6):
+        await g.send(rec(i))  # held, not forwarded: still taking over
+    sink.open.set()
+    await takeover
+    await g.send(rec(6))
+    assert ids(sink.records) == [f"id-{i}" for i in range(7)]
+
+
+async def test_deposed_mid_takeover_stops_forwarding_at_once() -> None:
+    """A depose during the takeover ends it: the rest is not sent, role standby."""
+    sink = GatedSink()
+    progress = FakeProgressLog()
+    g = gate(sink)
+    for i in range(5):
+        await g.send(rec(i))
+    sink.open.clear()
+    takeover = asyncio.create_task(g.take_over(progress, catch_up_within=5))
+    await asyncio.sleep(0.1)
+    g.depose()
+    sink.open.set()
+    done = await takeover
+    await g.send(rec(5))
+    assert g.role == "standby"
+    assert ids(sink.records) == ["id-0"]  # the one already handed over
+    assert done.published == 1
+
+
+async def test_progress_behind_publishes_anyway_after_the_wait() -> None:
+    """If the progress log cannot be read to its end in time, duplicates beat a gap."""
+    sink = FakeSink()
+    progress = FakeProgressLog()
+    progress.ready.clear()
+    g = gate(sink)
+    await g.send(rec(1))
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    done = await g.take_over(progress, catch_up_within=5)
+    assert loop.time() - started == pytest.approx(5, abs=0.1)
+    assert done.caught_up is False
+    assert ids(sink.records) == ["id-1"]
+
+
+async def test_roles_start_takeovers_without_blocking_the_group() -> None:
+    """on_leading returns at once (the rebalance waits for it); on_deposed cancels."""
+    sink_a, sink_b = FakeSink(), FakeSink()
+    progress = FakeProgressLog()
+    progress.ready.clear()  # catch-up hangs: the takeover stays running
+    roles = StreamRoles(
+        {"a": gate(sink_a, "a"), "b": gate(sink_b, "b")}, progress, catch_up_within=30
+    )
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await roles.on_leading(frozenset({"a", "b"}))
+    assert loop.time() - started < 0.01
+    assert roles.gates["a"].role == "taking_over"
+    await roles.on_deposed(frozenset({"a"}))
+    assert roles.gates["a"].role == "standby"
+    progress.ready.set()
+    await until(lambda: roles.leading() == frozenset({"b"}))
+    await roles.stop()
+
+
+async def test_reporter_sends_acked_digests_per_account_and_survives_failures() -> None:
+    """Acks become one progress message per account; a failed write is skipped."""
+    progress = FakeProgressLog()
+    reporter = ProgressReporter(
+        progress, AccountOf(["a", "b"]), LoopClock(), interval=0.2, max_digests=2
+    )
+    reporter.acked([rec(1, "a"), rec(2, "b"), rec(3, "a"), rec(4, "a")])
+    await reporter.report()
+    assert progress.published == [
+        ("a", [digest(rec(1)), digest(rec(3))]),
+        ("a", [digest(rec(4))]),
+        ("b", [digest(rec(2))]),
+    ]
+    progress.fail_publish = True
+    reporter.acked([rec(5, "a")])
+    await reporter.report()  # logged, not raised
+    assert reporter.published == 4
+
+
+def test_account_of_a_record_is_its_header_or_the_only_account() -> None:
+    """The bridge_account header names the account; one account needs none."""
+    assert AccountOf(["solo"])(rec(1)) == "solo"
+    assert AccountOf(["a", "b"])(rec(1, "b")) == "b"
+    with pytest.raises(ValueError, match="bridge_account"):
+        AccountOf(["a", "b"])(rec(1))

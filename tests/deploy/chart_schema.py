@@ -3,7 +3,8 @@
 ``values.schema.json`` lists, in ``definitions.config.propertyNames.enum``,
 every variable a user may put under ``config`` or ``<component>.config``: all
 of `bridge.config.KNOWN_VARIABLES` except credentials (they come from the
-Secret), their ``*_FILE`` variants and the listeners the chart sets itself.
+Secret), their ``*_FILE`` variants, the listeners and the stream's journal,
+which the chart sets itself.
 ``tests/deploy/test_helm_chart.py`` fails when the list drifts from
 ``bridge/config.py``; after adding or removing a variable there, run::
 
@@ -19,9 +20,21 @@ from tests.deploy.observability import CHART
 
 SCHEMA = CHART / "values.schema.json"
 
-# Variables the chart sets itself, from `ops.port` and `webhooks.port`.
+# Variables the chart sets itself, from `ops.port`, `webhooks.port` and
+# `stream.journal` (whose directory must be where the chart mounts the volume).
 CHART_OWNED = frozenset(
-    {"BRIDGE_OPS_HOST", "BRIDGE_OPS_PORT", "BRIDGE_WEBHOOK_HOST", "BRIDGE_WEBHOOK_PORT"}
+    {
+        "BRIDGE_OPS_HOST",
+        "BRIDGE_OPS_PORT",
+        "BRIDGE_WEBHOOK_HOST",
+        "BRIDGE_WEBHOOK_PORT",
+        "BRIDGE_JOURNAL_ENABLED",
+        "BRIDGE_JOURNAL_DIR",
+        "BRIDGE_JOURNAL_MAX_BYTES",
+        "BRIDGE_JOURNAL_DURABILITY",
+        "BRIDGE_JOURNAL_FLUSH_INTERVAL_MS",
+        "BRIDGE_JOURNAL_WHEN_FULL",
+    }
 )
 
 

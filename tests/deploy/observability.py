@@ -24,6 +24,7 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
+import bridge.journal_metrics
 import bridge.metrics
 
 REPO = Path(__file__).resolve().parents[2]
@@ -179,7 +180,11 @@ _SUFFIXES = {
     "unknown": ("",),
 }
 
-# How to build each metrics class of bridge.metrics on a registry. A class
+# The modules that define the bridge's metrics: the journal's are kept apart
+# (bridge/journal_metrics.py) and registered by the stream app.
+METRIC_MODULES = (bridge.metrics, bridge.journal_metrics)
+
+# How to build each metrics class of METRIC_MODULES on a registry. A class
 # missing here is built with the registry alone.
 _BUILDERS: dict[str, Callable[[CollectorRegistry], object]] = {
     "CommandMetrics": lambda registry: bridge.metrics.CommandMetrics(
@@ -191,12 +196,12 @@ _BUILDERS: dict[str, Callable[[CollectorRegistry], object]] = {
 
 
 def metric_classes() -> list[type]:
-    """Every class of ``bridge.metrics`` that registers metrics."""
+    """Every class of `METRIC_MODULES` that registers metrics."""
     return [
         cls
-        for name, cls in inspect.getmembers(bridge.metrics, inspect.isclass)
-        if cls.__module__ == bridge.metrics.__name__
-        and name.endswith(("Metrics", "Metric"))
+        for module in METRIC_MODULES
+        for name, cls in inspect.getmembers(module, inspect.isclass)
+        if cls.__module__ == module.__name__ and name.endswith(("Metrics", "Metric"))
     ]
 
 

@@ -13,12 +13,12 @@ from tests.deploy.observability import (
     registry_metric_names,
 )
 
-ROWS = ["Overview", "Stream", "Session", "Webhooks", "Commands", "Kafka"]
+ROWS = ["Overview", "Stream", "Session", "Webhooks", "Commands", "Kafka", "Journal"]
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 
 
-def test_rows_are_overview_stream_session_webhooks_commands_kafka() -> None:
-    """The rows come in the issue's order."""
+def test_rows_are_overview_stream_session_webhooks_commands_kafka_journal() -> None:
+    """The rows come in the issue's order, the stream's journal last."""
     assert [title for title, _ in dashboard_rows()] == ROWS
 
 
@@ -44,7 +44,7 @@ def test_the_datasource_is_a_template_variable_used_everywhere() -> None:
 
 
 def test_every_panel_expression_uses_only_our_metric_names() -> None:
-    """Every metric a panel or a variable selects is defined in bridge/metrics.py."""
+    """Every metric a panel or a variable selects is one the bridge defines."""
     known = registry_metric_names()
     queries = [(q.where, q.expr) for q in dashboard_queries()]
     queries += [(f"variable {v.name}", v.selector) for v in dashboard_variables()]
@@ -52,7 +52,7 @@ def test_every_panel_expression_uses_only_our_metric_names() -> None:
         names = metric_names(expr)
         assert names, f"{where}: no metric in {expr!r}"
         unknown = names - known
-        assert not unknown, f"{where}: {sorted(unknown)} not in bridge.metrics"
+        assert not unknown, f"{where}: {sorted(unknown)} not defined by the bridge"
 
 
 def test_every_panel_filters_on_the_namespace_and_job_variables() -> None:
@@ -76,3 +76,29 @@ def test_panels_have_unique_ids_and_do_not_overlap() -> None:
         ):
             assert (x, y) not in cells, f"{panel['title']} overlaps {cells[(x, y)]}"
             cells[(x, y)] = panel["title"]
+
+
+def test_journal_row_shows_fill_age_latency_flow_and_losses() -> None:
+    """The journal row charts every bridge_journal_* metric the stream exports."""
+    ((_, panels),) = [(t, p) for t, p in dashboard_rows() if t == "Journal"]
+    exprs = [target["expr"] for panel in panels for target in panel["targets"]]
+    used = set().union(*(metric_names(expr) for expr in exprs))
+    assert used == {
+        "bridge_journal_bytes",
+        "bridge_journal_max_bytes",
+        "bridge_journal_entries",
+        "bridge_journal_oldest_entry_age_seconds",
+        "bridge_journal_commit_seconds_bucket",
+        "bridge_journal_committed_total",
+        "bridge_journal_replayed_total",
+        "bridge_journal_blocked_seconds_total",
+        "bridge_journal_dropped_total",
+        "bridge_journal_blocked_total",
+        "bridge_journal_corrupt_entries_total",
+        "bridge_journal_quarantined_files_total",
+    }
+    quantiles = [e for e in exprs if "bridge_journal_commit_seconds_bucket" in e]
+    assert [e.split(",")[0] for e in quantiles] == [
+        "histogram_quantile(0.5",
+        "histogram_quantile(0.99",
+    ]

@@ -234,3 +234,26 @@ def test_the_image_gets_the_daemon_only_no_emulator_demo_or_broker_launcher() ->
         assert not re.search(r"^\s*(from|import) .*emulator", source, re.M), path
     assert not (REPO / "bridge" / "emulator").exists()
     assert not list((REPO / "bridge").glob("demo*.py"))
+
+
+def test_the_journal_lives_where_the_chart_mounts_it_owned_by_the_user() -> None:
+    """BRIDGE_JOURNAL_DIR is the chart's mount path, made in the image for USER."""
+    runtime = _stages()[-1]
+    journal_dir = _env(runtime)["BRIDGE_JOURNAL_DIR"]
+    assert journal_dir == "/var/lib/sendstack-bridge/journal"
+    helpers = (CHART / "templates" / "_helpers.tpl").read_text(encoding="utf-8")
+    assert f'define "sendstack-bridge.journalDir" -}}}}\n{journal_dir}\n' in helpers
+    (user,) = runtime.all("USER")
+    uid, _, gid = user.partition(":")
+    made = [
+        step
+        for step in runtime.all("RUN")
+        if re.search(
+            rf"install -d -o {uid} -g {gid} .*/var/lib/sendstack-bridge ", step
+        )
+    ]
+    assert made, "the image makes /var/lib/sendstack-bridge for the runtime user"
+    assert journal_dir in made[0]
+    header = DOCKERFILE.read_text(encoding="utf-8").split("\nFROM ")[0]
+    assert "-v somevol:/var/lib/sendstack-bridge" in header
+    assert "BRIDGE_JOURNAL_ENABLED=false" in header

@@ -1,5 +1,8 @@
 """The Helm chart: lint, render, validate every manifest, and feed the bridge's config.
 
+The stream is a StatefulSet (its journal's PersistentVolumeClaim follows the
+pod); webhooks and commands are Deployments. "Workload" below means either.
+
 helm-python-sdk binds Helm's own Go SDK (bundled in its wheel, no ``helm``
 binary, no network), so lint, schema validation and rendering are Helm's.
 kubernetes-validate checks every core manifest against the Kubernetes OpenAPI
@@ -37,8 +40,13 @@ SCENARIOS = {
     "defaults": None,
     "chart-secret": CI_VALUES / "chart-secret-values.yaml",
     "all-components": CI_VALUES / "all-components-values.yaml",
+    "journal-emptydir": CI_VALUES / "journal-emptydir-values.yaml",
+    "journal-off": CI_VALUES / "journal-off-values.yaml",
 }
 COMPONENTS = ("stream", "webhooks", "commands")
+WORKLOAD_KINDS = ("Deployment", "StatefulSet")
+# Where the chart mounts the journal; the image's BRIDGE_JOURNAL_DIR too.
+JOURNAL_DIR = "/var/lib/sendstack-bridge/journal"
 
 Manifest = dict[str, Any]
 
@@ -57,15 +65,25 @@ def _rendered(scenario: str) -> dict[str, str]:
         return chart.render(_values(scenario), name=RELEASE, namespace=NAMESPACE)
 
 
-def manifests(scenario: str) -> list[Manifest]:
-    """Every object the chart renders for *scenario* (NOTES.txt left out)."""
+def _documents(rendered: dict[str, str]) -> list[Manifest]:
     return [
         doc
-        for name, text in _rendered(scenario).items()
+        for name, text in rendered.items()
         if name.endswith((".yaml", ".yml"))
         for doc in yaml.safe_load_all(text)
         if doc
     ]
+
+
+def manifests(scenario: str) -> list[Manifest]:
+    """Every object the chart renders for *scenario* (NOTES.txt left out)."""
+    return _documents(_rendered(scenario))
+
+
+def render(values: dict[str, Any], name: str = RELEASE) -> list[Manifest]:
+    """Every object the chart renders for *values* given inline."""
+    with helm.Chart.load(CHART) as chart:
+        return _documents(chart.render(values, name=name, namespace=NAMESPACE))
 
 
 def of_kind(scenario: str, kind: str) -> list[Manifest]:
@@ -102,15 +120,20 @@ def test_helm_lint_strict_is_clean(scenario: str) -> None:
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_renders_the_expected_objects(scenario: str) -> None:
-    """Each scenario renders one Deployment per enabled component and its companions."""
+    """Each scenario renders one workload per enabled component and its companions."""
     values = _values(scenario)
     enabled = [c for c in COMPONENTS if values.get(c, {}).get("enabled", c == "stream")]
     deployments = of_kind(scenario, "Deployment")
-    assert sorted(component_of(d) for d in deployments) == sorted(enabled)
+    assert sorted(component_of(d) for d in deployments) == sorted(
+        c for c in enabled if c != "stream"
+    )
+    statefulsets = of_kind(scenario, "StatefulSet")
+    assert [component_of(s) for s in statefulsets] == ["stream"]
     mapping = bool(values.get("stream", {}).get("mapping"))
     assert len(of_kind(scenario, "ConfigMap")) == len(enabled) + mapping
     services = of_kind(scenario, "Service")
-    assert len(services) == len(enabled) + ("webhooks" in enabled)
+    # A metrics Service each, the webhooks' own, the stream's headless one.
+    assert len(services) == len(enabled) + ("webhooks" in enabled) + 1
     secrets = of_kind(scenario, "Secret")
     existing = values.get("credentials", {}).get("existingSecret")
     assert len(secrets) == (0 if existing else 1)
@@ -147,6 +170,7 @@ CORE_KINDS = {
     "Secret",
     "Service",
     "ServiceAccount",
+    "StatefulSet",
 }
 
 
@@ -187,10 +211,10 @@ def test_rendered_prometheus_rule_is_the_alerts_file(tmp_path: Path) -> None:
 # The bridge's configuration
 
 
-def _env_of(scenario: str, deployment: Manifest) -> dict[str, str]:
-    """The environment the Deployment's container gets: ConfigMaps, then env."""
-    (container,) = deployment["spec"]["template"]["spec"]["containers"]
-    configmaps = by_name(scenario, "ConfigMap")
+def _container_env(
+    workload: Manifest, configmaps: dict[str, Manifest]
+) -> dict[str, str]:
+    (container,) = workload["spec"]["template"]["spec"]["containers"]
     env: dict[str, str] = {}
     for source in container.get("envFrom", []):
         env.update(configmaps[source["configMapRef"]["name"]]["data"])
@@ -200,9 +224,20 @@ def _env_of(scenario: str, deployment: Manifest) -> dict[str, str]:
     return env
 
 
-def _deployments(scenario: str) -> Iterator[tuple[str, Manifest]]:
-    for deployment in of_kind(scenario, "Deployment"):
-        yield component_of(deployment), deployment
+def _env_of(scenario: str, workload: Manifest) -> dict[str, str]:
+    """The environment the workload's container gets: ConfigMaps, then env."""
+    return _container_env(workload, by_name(scenario, "ConfigMap"))
+
+
+def _workloads(scenario: str) -> Iterator[tuple[str, Manifest]]:
+    for kind in WORKLOAD_KINDS:
+        for workload in of_kind(scenario, kind):
+            yield component_of(workload), workload
+
+
+def _stream(scenario: str) -> Manifest:
+    (stream,) = [w for c, w in _workloads(scenario) if c == "stream"]
+    return stream
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
@@ -213,8 +248,8 @@ def test_every_variable_the_chart_sets_is_known(scenario: str) -> None:
             continue  # a file, mounted; not variables
         unknown = set(configmap["data"]) - KNOWN_VARIABLES
         assert not unknown, f"{configmap['metadata']['name']}: {sorted(unknown)}"
-    for component, deployment in _deployments(scenario):
-        unknown = set(_env_of(scenario, deployment)) - KNOWN_VARIABLES
+    for component, workload in _workloads(scenario):
+        unknown = set(_env_of(scenario, workload)) - KNOWN_VARIABLES
         assert not unknown, f"{component}: {sorted(unknown)}"
 
 
@@ -251,10 +286,12 @@ def _with_credential_files(
     }
 
 
-@pytest.mark.parametrize("scenario", ["chart-secret", "all-components"])
+@pytest.mark.parametrize(
+    "scenario", ["chart-secret", "all-components", "journal-emptydir", "journal-off"]
+)
 def test_each_component_s_configuration_loads(scenario: str, tmp_path: Path) -> None:
-    """The bridge's own loader accepts what each Deployment is given."""
-    for component, deployment in _deployments(scenario):
+    """The bridge's own loader accepts what each workload is given."""
+    for component, deployment in _workloads(scenario):
         env = _with_credential_files(
             scenario, deployment, _env_of(scenario, deployment), tmp_path
         )
@@ -264,7 +301,7 @@ def test_each_component_s_configuration_loads(scenario: str, tmp_path: Path) -> 
 
 def test_default_values_lack_only_what_notes_warns_about(tmp_path: Path) -> None:
     """With bare defaults, the bridge reports just the bootstrap and the credentials."""
-    ((component, deployment),) = list(_deployments("defaults"))
+    ((component, deployment),) = list(_workloads("defaults"))
     env = _with_credential_files(
         "defaults", deployment, _env_of("defaults", deployment), tmp_path
     )
@@ -302,12 +339,18 @@ def test_schema_config_names_are_exactly_the_settable_variables() -> None:
         ({"stream": {"config": {"BRIDGE_OPS_PORT": "1"}}}, "BRIDGE_OPS_PORT"),
         ({"config": {"BRIDGE_AUTH_MAX_FAILURES": 5}}, "want string"),
         ({"stream": {"replicas": 2}}, "/stream/replicas"),
+        ({"stream": {"config": {"BRIDGE_JOURNAL_DIR": "/x"}}}, "BRIDGE_JOURNAL_DIR"),
+        ({"config": {"BRIDGE_JOURNAL_ENABLED": "false"}}, "BRIDGE_JOURNAL_ENABLED"),
+        ({"stream": {"journal": {"volume": "hostPath"}}}, "/stream/journal/volume"),
+        ({"stream": {"journal": {"size": "2 GB"}}}, "/stream/journal/size"),
+        ({"stream": {"journal": {"maxBytes": "1Gi"}}}, "/stream/journal/maxBytes"),
+        ({"stream": {"strategy": {"type": "Recreate"}}}, "'strategy' not allowed"),
     ],
 )
 def test_schema_refuses_unknown_secret_owned_or_unquoted_values(
     values: dict[str, Any], complaint: str
 ) -> None:
-    """Typos, credentials in config, chart-owned names, numbers, 2 streams: refused."""
+    """Typos, credentials or journal names in config, numbers, 2 streams: refused."""
     with helm.Chart.load(CHART) as chart, pytest.raises(helm.HelmValuesError) as error:
         chart.validate_schema(values)
     assert complaint in str(error.value)
@@ -321,39 +364,59 @@ def test_schema_refuses_unknown_secret_owned_or_unquoted_values(
             "must be below terminationGracePeriodSeconds",
         ),
         (
-            {"stream": {"config": {"BRIDGE_STREAM_SINGLE_SESSION": "true"}}},
-            "set stream.strategy.type=Recreate",
+            {"stream": {"journal": {"size": "1Gi", "maxBytes": 1073741824}}},
+            "must be at most 80% of stream.journal.size",
+        ),
+        (
+            {"stream": {"journal": {"size": "1.5G", "maxBytes": 1200000001}}},
+            "must be at most 80% of stream.journal.size",
+        ),
+        (
+            {
+                "stream": {"journal": {"volume": "emptyDir", "size": "1000Mi"}},
+            },
+            "must be at most 80% of stream.journal.size",
+        ),
+        (
+            {"podSecurityContext": {"fsGroup": None}},
+            "set podSecurityContext.fsGroup",
         ),
     ],
 )
 def test_render_refuses_settings_that_would_lose_data(
     values: dict[str, Any], complaint: str
 ) -> None:
-    """A grace period the kubelet cuts short, or two pods fighting for one session."""
+    """A grace period cut short, a journal that fills its volume, or one unwritable."""
     with helm.Chart.load(CHART) as chart, pytest.raises(helm.HelmRenderError) as error:
         chart.render(values, name=RELEASE, namespace=NAMESPACE)
     assert complaint in str(error.value)
 
 
-def test_single_session_renders_with_recreate() -> None:
-    """With BRIDGE_STREAM_SINGLE_SESSION the stream rolls out by Recreate."""
-    values = {
-        "stream": {
-            "strategy": {"type": "Recreate"},
-            "config": {"BRIDGE_STREAM_SINGLE_SESSION": "true"},
-        }
-    }
-    with helm.Chart.load(CHART) as chart:
-        rendered = chart.render(values, name=RELEASE, namespace=NAMESPACE)
-    (deployment,) = [
-        doc
-        for doc in yaml.safe_load_all(
-            rendered["sendstack-bridge/templates/deployment.yaml"]
-        )
-        if doc
-    ]
-    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
-    _validate_core(deployment, KUBE_VERSIONS[-1])
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"stream": {"journal": {"size": "1.5G", "maxBytes": 1200000000}}},
+        {"stream": {"journal": {"volume": "emptyDir"}}},
+        {"stream": {"journal": {"enabled": False, "size": "1Mi"}}},
+        {
+            "podSecurityContext": {"fsGroup": None},
+            "stream": {"journal": {"volume": "emptyDir"}},
+        },
+    ],
+    ids=["exactly-80-percent", "emptydir", "off-ignores-size", "emptydir-no-fsgroup"],
+)
+def test_render_accepts_journals_that_fit(values: dict[str, Any]) -> None:
+    """A journal of 80% of its volume, or one without a PVC, renders."""
+    (stream,) = [m for m in render(values) if m["kind"] == "StatefulSet"]
+    _validate_core(stream, KUBE_VERSIONS[-1])
+
+
+def test_single_session_needs_no_special_rollout() -> None:
+    """With BRIDGE_STREAM_SINGLE_SESSION the StatefulSet renders as is: no overlap."""
+    values = {"stream": {"config": {"BRIDGE_STREAM_SINGLE_SESSION": "true"}}}
+    (stream,) = [m for m in render(values) if m["kind"] == "StatefulSet"]
+    assert stream["spec"]["updateStrategy"] == {"type": "RollingUpdate"}
+    _validate_core(stream, KUBE_VERSIONS[-1])
 
 
 # --------------------------------------------------------------------------
@@ -370,7 +433,7 @@ def deployment_ops_port(deployment: Manifest) -> int:
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_pods_are_locked_down(scenario: str) -> None:
     """Non-root, read-only root FS with /tmp in memory, no capabilities, seccomp."""
-    for component, deployment in _deployments(scenario):
+    for component, deployment in _workloads(scenario):
         pod = deployment["spec"]["template"]["spec"]
         assert pod["securityContext"]["runAsNonRoot"] is True, component
         assert pod["securityContext"]["runAsUser"] > 0
@@ -393,7 +456,7 @@ def test_pods_are_locked_down(scenario: str) -> None:
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_probes_hit_livez_and_readyz_on_the_ops_port(scenario: str) -> None:
     """Liveness asks /livez and readiness /readyz, on the port BRIDGE_OPS_PORT names."""
-    for component, deployment in _deployments(scenario):
+    for component, deployment in _workloads(scenario):
         (container,) = deployment["spec"]["template"]["spec"]["containers"]
         assert container["args"] == [component]
         assert component in REQUIREMENTS
@@ -412,12 +475,26 @@ def test_probes_hit_livez_and_readyz_on_the_ops_port(scenario: str) -> None:
             assert int(env["BRIDGE_WEBHOOK_PORT"]) == http["containerPort"]
 
 
-def test_stream_runs_one_replica_and_rolls_make_before_break() -> None:
-    """One stream pod; a rollout starts the new pod before stopping the old."""
-    for scenario in SCENARIOS:
-        (stream,) = [d for c, d in _deployments(scenario) if c == "stream"]
-        assert stream["spec"]["replicas"] == 1
-        assert stream["spec"]["strategy"] == {
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_stream_is_one_stateful_pod_with_a_headless_service(scenario: str) -> None:
+    """One stream pod in a StatefulSet, governed by a headless Service selecting it."""
+    stream = _stream(scenario)
+    assert stream["kind"] == "StatefulSet"
+    assert stream["spec"]["replicas"] == 1
+    assert stream["spec"]["updateStrategy"] == {"type": "RollingUpdate"}
+    service = by_name(scenario, "Service")[stream["spec"]["serviceName"]]
+    assert service["spec"]["clusterIP"] == "None"
+    labels = stream["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= labels.items()
+    assert stream["spec"]["selector"]["matchLabels"].items() <= labels.items()
+
+
+def test_deployments_keep_their_rolling_update() -> None:
+    """Webhooks and commands stay Deployments that surge before they stop a pod."""
+    deployments = of_kind("all-components", "Deployment")
+    assert sorted(component_of(d) for d in deployments) == ["commands", "webhooks"]
+    for deployment in deployments:
+        assert deployment["spec"]["strategy"] == {
             "type": "RollingUpdate",
             "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
         }
@@ -426,7 +503,7 @@ def test_stream_runs_one_replica_and_rolls_make_before_break() -> None:
 def test_grace_period_outlasts_the_bridge_s_shutdown() -> None:
     """terminationGracePeriodSeconds exceeds BRIDGE_SHUTDOWN_GRACE_SECONDS."""
     for scenario in SCENARIOS:
-        for component, deployment in _deployments(scenario):
+        for component, deployment in _workloads(scenario):
             env = _env_of(scenario, deployment)
             grace = deployment["spec"]["template"]["spec"][
                 "terminationGracePeriodSeconds"
@@ -439,7 +516,7 @@ def test_services_monitor_and_budgets_select_the_right_pods() -> None:
     scenario = "all-components"
     pods = {
         component: d["spec"]["template"]["metadata"]["labels"]
-        for component, d in _deployments(scenario)
+        for component, d in _workloads(scenario)
     }
 
     def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
@@ -479,7 +556,7 @@ def test_services_monitor_and_budgets_select_the_right_pods() -> None:
 def test_existing_secret_is_mounted_with_its_own_keys() -> None:
     """With existingSecret, no Secret is made and its named keys are mounted."""
     values = _values("all-components")["credentials"]
-    for _, deployment in _deployments("all-components"):
+    for _, deployment in _workloads("all-components"):
         (volume,) = [
             v
             for v in deployment["spec"]["template"]["spec"]["volumes"]
@@ -626,9 +703,7 @@ CRD_SCHEMAS: dict[str, dict[str, Any]] = {
 
 def test_a_mapping_is_mounted_where_the_stream_reads_it() -> None:
     """stream.mapping: a ConfigMap mounted read-only, the variable pointing at it."""
-    ((_, deployment),) = [
-        (c, d) for c, d in _deployments("all-components") if c == "stream"
-    ]
+    deployment = _stream("all-components")
     spec = deployment["spec"]["template"]["spec"]
     (container,) = spec["containers"]
     env = {e["name"]: e.get("value") for e in container["env"]}
@@ -640,7 +715,190 @@ def test_a_mapping_is_mounted_where_the_stream_reads_it() -> None:
     assert "mapping.yaml" in configmap["data"]
     annotations = deployment["spec"]["template"]["metadata"]["annotations"]
     assert "checksum/mapping" in annotations
-    others = [d for c, d in _deployments("all-components") if c != "stream"]
+    others = [d for c, d in _workloads("all-components") if c != "stream"]
     assert all(
         "mapping" not in str(d["spec"]["template"]["spec"]["volumes"]) for d in others
     )
+
+
+def test_stream_budget_selects_the_stateful_set_s_pod() -> None:
+    """With stream.podDisruptionBudget on, the budget covers the StatefulSet's pod."""
+    values = {"stream": {"podDisruptionBudget": {"enabled": True}}}
+    objects = render(values)
+    (budget,) = [m for m in objects if m["kind"] == "PodDisruptionBudget"]
+    (stream,) = [m for m in objects if m["kind"] == "StatefulSet"]
+    labels = stream["spec"]["template"]["metadata"]["labels"]
+    assert budget["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert budget["spec"]["maxUnavailable"] == 1
+    _validate_core(budget, KUBE_VERSIONS[-1])
+
+
+# --------------------------------------------------------------------------
+# The stream's journal
+
+
+def _journal_mount(workload: Manifest) -> dict[str, Any] | None:
+    (container,) = workload["spec"]["template"]["spec"]["containers"]
+    mounts = [m for m in container["volumeMounts"] if m["name"] == "journal"]
+    assert len(mounts) <= 1
+    return mounts[0] if mounts else None
+
+
+def _pod_volume(workload: Manifest, name: str) -> dict[str, Any] | None:
+    volumes = workload["spec"]["template"]["spec"]["volumes"]
+    found = [v for v in volumes if v["name"] == name]
+    return found[0] if found else None
+
+
+def _journal_env(env: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in env.items() if k.startswith("BRIDGE_JOURNAL_")}
+
+
+@pytest.mark.parametrize(
+    ("scenario", "size", "storage_class", "journal_env"),
+    [
+        (
+            "defaults",
+            "2Gi",
+            None,
+            {
+                "BRIDGE_JOURNAL_ENABLED": "true",
+                "BRIDGE_JOURNAL_DIR": JOURNAL_DIR,
+                "BRIDGE_JOURNAL_MAX_BYTES": "1073741824",
+                "BRIDGE_JOURNAL_DURABILITY": "interval",
+                "BRIDGE_JOURNAL_FLUSH_INTERVAL_MS": "100",
+                "BRIDGE_JOURNAL_WHEN_FULL": "block",
+            },
+        ),
+        (
+            "all-components",
+            "4Gi",
+            "premium-rwo",
+            {
+                "BRIDGE_JOURNAL_ENABLED": "true",
+                "BRIDGE_JOURNAL_DIR": JOURNAL_DIR,
+                "BRIDGE_JOURNAL_MAX_BYTES": "2147483648",
+                "BRIDGE_JOURNAL_DURABILITY": "fsync",
+                "BRIDGE_JOURNAL_FLUSH_INTERVAL_MS": "100",
+                "BRIDGE_JOURNAL_WHEN_FULL": "drop_oldest",
+            },
+        ),
+    ],
+)
+def test_journal_is_a_claim_template_mounted_where_journal_dir_points(
+    scenario: str, size: str, storage_class: str | None, journal_env: dict[str, str]
+) -> None:
+    """A PVC journal: a claim of the size asked, mounted where BRIDGE_JOURNAL_DIR is."""
+    stream = _stream(scenario)
+    (claim,) = stream["spec"]["volumeClaimTemplates"]
+    assert claim["metadata"]["name"] == "journal"
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert claim["spec"]["resources"] == {"requests": {"storage": size}}
+    assert claim["spec"].get("storageClassName") == storage_class
+    assert _pod_volume(stream, "journal") is None, "the claim is the volume"
+    mount = _journal_mount(stream)
+    assert mount == {"name": "journal", "mountPath": JOURNAL_DIR}
+    assert _journal_env(_env_of(scenario, stream)) == journal_env
+    assert stream["spec"]["template"]["spec"]["securityContext"]["fsGroup"] == 10001
+
+
+def test_claim_template_has_only_labels_that_never_change() -> None:
+    """The claim template carries selector labels only, so upgrades never change it."""
+    stream = _stream("defaults")
+    (claim,) = stream["spec"]["volumeClaimTemplates"]
+    assert claim["metadata"]["labels"] == stream["spec"]["selector"]["matchLabels"]
+    assert set(claim) == {"metadata", "spec"}
+
+
+@pytest.mark.parametrize(
+    ("storage_class", "rendered"),
+    [("", None), ("-", ""), ("fast", "fast")],
+    ids=["default-class", "no-class", "named"],
+)
+def test_storage_class_default_none_or_named(
+    storage_class: str, rendered: str | None
+) -> None:
+    """Empty leaves storageClassName out, "-" renders it empty, a name is kept."""
+    values = {"stream": {"journal": {"storageClassName": storage_class}}}
+    (stream,) = [m for m in render(values) if m["kind"] == "StatefulSet"]
+    (claim,) = stream["spec"]["volumeClaimTemplates"]
+    assert claim["spec"].get("storageClassName", None) == rendered
+    _validate_core(stream, KUBE_VERSIONS[0])
+
+
+def test_emptydir_journal_is_a_size_limited_pod_volume() -> None:
+    """An emptyDir journal: a pod volume limited to the size, no claim, same mount."""
+    scenario = "journal-emptydir"
+    stream = _stream(scenario)
+    assert "volumeClaimTemplates" not in stream["spec"]
+    volume = _pod_volume(stream, "journal")
+    assert volume == {"name": "journal", "emptyDir": {"sizeLimit": "1Gi"}}
+    assert _journal_mount(stream) == {"name": "journal", "mountPath": JOURNAL_DIR}
+    env = _journal_env(_env_of(scenario, stream))
+    assert env["BRIDGE_JOURNAL_DIR"] == JOURNAL_DIR
+    assert env["BRIDGE_JOURNAL_MAX_BYTES"] == "536870912"
+    assert env["BRIDGE_JOURNAL_FLUSH_INTERVAL_MS"] == "250"
+
+
+def test_disabled_journal_has_no_volume_and_says_so() -> None:
+    """journal.enabled=false: BRIDGE_JOURNAL_ENABLED=false; no claim, volume, mount."""
+    scenario = "journal-off"
+    stream = _stream(scenario)
+    assert "volumeClaimTemplates" not in stream["spec"]
+    assert _pod_volume(stream, "journal") is None
+    assert _journal_mount(stream) is None
+    assert _journal_env(_env_of(scenario, stream)) == {
+        "BRIDGE_JOURNAL_ENABLED": "false"
+    }
+
+
+@pytest.mark.parametrize(
+    "scenario", ["all-components", "journal-emptydir", "journal-off"]
+)
+def test_the_bridge_reads_the_journal_settings_the_chart_gives(
+    scenario: str, tmp_path: Path
+) -> None:
+    """bridge.config turns the stream's BRIDGE_JOURNAL_* into the values' settings."""
+    stream = _stream(scenario)
+    env = _with_credential_files(scenario, stream, _env_of(scenario, stream), tmp_path)
+    journal = load_settings(env, require=REQUIREMENTS["stream"]).journal
+    values = {
+        "enabled": True,
+        "maxBytes": 1073741824,
+        "durability": "interval",
+        "flushIntervalMs": 100,
+        "whenFull": "block",
+        **_values(scenario)["stream"]["journal"],
+    }
+    assert journal.enabled is values["enabled"]
+    if values["enabled"]:
+        mount = _journal_mount(stream)
+        assert mount is not None
+        assert journal.dir == mount["mountPath"]
+        assert journal.max_bytes == values["maxBytes"]
+        assert journal.durability == values["durability"]
+        assert journal.flush_interval_ms == values["flushIntervalMs"]
+        assert journal.when_full == values["whenFull"]
+
+
+def test_workload_names_fit_with_the_longest_release_name() -> None:
+    """The StatefulSet name leaves room for the pods' controller-revision-hash."""
+    name = "a-release-name-long-enough-to-be-cut-by-the-chart-xyz"
+    objects = render({}, name=name)
+    (stream,) = [m for m in objects if m["kind"] == "StatefulSet"]
+    # The label is "<name>-<10-character hash>", at most 63 characters.
+    assert len(stream["metadata"]["name"]) <= 52
+    for manifest in objects:
+        assert len(manifest["metadata"]["name"]) <= 63, manifest["metadata"]["name"]
+
+
+def test_notes_say_what_the_journal_survives() -> None:
+    """NOTES.txt names the journal's volume and what it does not protect against."""
+    notes = {
+        scenario: _rendered(scenario)["sendstack-bridge/templates/NOTES.txt"]
+        for scenario in ("defaults", "journal-emptydir", "journal-off")
+    }
+    assert "PersistentVolumeClaim of 2Gi" in notes["defaults"]
+    assert "only if the storage is\nnetwork-attached" in notes["defaults"]
+    assert "NOT the pod's\ndeletion or eviction" in notes["journal-emptydir"]
+    assert "Stream journal: OFF" in notes["journal-off"]

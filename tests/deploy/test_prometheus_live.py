@@ -304,7 +304,12 @@ def live(broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> LiveRun:
     """Run the scenario once for the module's tests."""
     require_tool("prometheus")
     directory = tmp_path_factory.mktemp("prometheus")
-    return asyncio.run(_scenario(broker, directory))
+    # A loop of its own that leaves the session's current event loop alone:
+    # asyncio.run() would unset it, and the loop that looptime's hook made for
+    # an earlier sync test would then be collected unclosed (ResourceWarning,
+    # an error under filterwarnings=error).
+    with asyncio.Runner(loop_factory=asyncio.new_event_loop) as runner:
+        return runner.run(_scenario(broker, directory))
 
 
 def _failures(results: dict[str, Result], *, need_series: bool) -> list[str]:

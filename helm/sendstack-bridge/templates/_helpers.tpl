@@ -101,7 +101,43 @@ ops and webhook listeners). Empty values are left out. Called with
 {{- $_ := set $env "BRIDGE_WEBHOOK_HOST" "0.0.0.0" -}}
 {{- $_ := set $env "BRIDGE_WEBHOOK_PORT" ($root.Values.webhooks.port | int | toString) -}}
 {{- end -}}
+{{- if eq .component "stream" -}}
+{{- $journal := $root.Values.stream.journal -}}
+{{- if $journal.enabled -}}
+{{- $_ := set $env "BRIDGE_JOURNAL_ENABLED" "true" -}}
+{{- $_ := set $env "BRIDGE_JOURNAL_DIR" (include "sendstack-bridge.journalDir" $root) -}}
+{{- $_ := set $env "BRIDGE_JOURNAL_MAX_BYTES" ($journal.maxBytes | int64 | toString) -}}
+{{- $_ := set $env "BRIDGE_JOURNAL_DURABILITY" $journal.durability -}}
+{{- $_ := set $env "BRIDGE_JOURNAL_FLUSH_INTERVAL_MS" ($journal.flushIntervalMs | int64 | toString) -}}
+{{- $_ := set $env "BRIDGE_JOURNAL_WHEN_FULL" $journal.whenFull -}}
+{{- else -}}
+{{- $_ := set $env "BRIDGE_JOURNAL_ENABLED" "false" -}}
+{{- end -}}
+{{- end -}}
 {{- toYaml $env -}}
+{{- end -}}
+
+{{/*
+Where the stream's journal volume is mounted: the directory the image's
+BRIDGE_JOURNAL_DIR names (the chart sets the variable to it as well).
+*/}}
+{{- define "sendstack-bridge.journalDir" -}}
+/var/lib/sendstack-bridge/journal
+{{- end -}}
+
+{{/*
+A Kubernetes quantity ("2Gi", "500M", "1073741824") in bytes, as a float.
+Plain decimal and binary suffixes only; the schema refuses anything else.
+*/}}
+{{- define "sendstack-bridge.quantityBytes" -}}
+{{- $quantity := toString . -}}
+{{- $number := regexFind "^[0-9]+([.][0-9]+)?" $quantity -}}
+{{- $suffix := trimPrefix $number $quantity -}}
+{{- $units := dict "" 1 "k" 1000 "M" 1000000 "G" 1000000000 "T" 1000000000000 "Ki" 1024 "Mi" 1048576 "Gi" 1073741824 "Ti" 1099511627776 -}}
+{{- if or (not $number) (not (hasKey $units $suffix)) -}}
+{{- fail (printf "%q is not a size this chart understands (e.g. 2Gi, 500Mi, 3G)" $quantity) -}}
+{{- end -}}
+{{- mulf (float64 $number) (index $units $suffix) -}}
 {{- end -}}
 
 {{/*
@@ -138,10 +174,14 @@ triples, as YAML; the SASL pair only with credentials.kafkaSasl.
 {{- end -}}
 {{- end -}}
 {{- end -}}
-{{- if .Values.stream.enabled -}}
-{{- $env := include "sendstack-bridge.componentConfig" (dict "root" . "component" "stream") | fromYaml -}}
-{{- if and (eq (lower (toString (index $env "BRIDGE_STREAM_SINGLE_SESSION" | default "false"))) "true") (ne .Values.stream.strategy.type "Recreate") -}}
-{{- fail "stream: with BRIDGE_STREAM_SINGLE_SESSION=true the old and the new pod of a rolling update would end each other's session; set stream.strategy.type=Recreate" -}}
+{{- $journal := .Values.stream.journal -}}
+{{- if and .Values.stream.enabled $journal.enabled -}}
+{{- $size := include "sendstack-bridge.quantityBytes" $journal.size | float64 -}}
+{{- if gt (mulf $journal.maxBytes 5) (mulf $size 4) -}}
+{{- fail (printf "stream.journal.maxBytes (%d) must be at most 80%% of stream.journal.size (%s = %.0f bytes): the volume also holds SQLite's page overhead, its write-ahead log and any quarantined file, and a full volume stops the stream (persistentVolumeClaim) or gets the pod evicted with its journal (emptyDir)" (int64 $journal.maxBytes) (toString $journal.size) $size) -}}
+{{- end -}}
+{{- if and (eq $journal.volume "persistentVolumeClaim") (not .Values.podSecurityContext.fsGroup) -}}
+{{- fail "stream.journal: a persistentVolumeClaim is owned by root; set podSecurityContext.fsGroup (10001 by default) so that the bridge (UID 10001) can write its journal" -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}

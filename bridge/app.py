@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import httpx
 import structlog
+from aiokafka import AIOKafkaConsumer
 from prometheus_client import CollectorRegistry
 
 from bridge.adapters.auth_api import HttpSessionSource
@@ -31,21 +32,42 @@ from bridge.adapters.clock import SystemClock
 from bridge.adapters.journal_dir import JournalLock, journal_directory
 from bridge.adapters.journal_store import JournalError, JournalStore
 from bridge.adapters.journaled_sink import JournaledSink
-from bridge.adapters.kafka_client import producer_settings, until_kafka_answers
+from bridge.adapters.kafka_client import (
+    client_settings,
+    ensure_topic,
+    producer_settings,
+    until_kafka_answers,
+)
+from bridge.adapters.kafka_coordination import KafkaElection, KafkaProgressLog
 from bridge.adapters.kafka_producer import KafkaRecordSink, build_producer
 from bridge.adapters.mapping_files import stream_codec
 from bridge.adapters.ops_http import Readiness
 from bridge.adapters.upstream_connectors import stream_connector
-from bridge.bootstrap import Deadline, Lifecycle, Tasks
-from bridge.config import JournalSettings, KafkaSettings, SendstackSettings, Settings
+from bridge.bootstrap import Deadline, Lifecycle, Tasks, Worker
+from bridge.config import (
+    HaSettings,
+    JournalSettings,
+    KafkaSettings,
+    SendstackSettings,
+    Settings,
+)
 from bridge.core.records import OutboundRecord, Topics
 from bridge.core.retry import Backoff, FailureBudget
 from bridge.core.session import RotationPolicy
+from bridge.core.standby import RecentRecords
 from bridge.journal_metrics import JournalMetrics
-from bridge.metrics import StreamMetrics
+from bridge.metrics import RoleMetrics, StreamMetrics
 from bridge.ports import RecordSink
 from bridge.workers.session_keeper import SessionKeeper
 from bridge.workers.stream_pump import PumpOptions, StreamPump
+from bridge.workers.stream_roles import (
+    ROLE_VALUES,
+    AccountGate,
+    AccountOf,
+    ProgressReporter,
+    StreamRoles,
+    Takeover,
+)
 
 log = structlog.get_logger("bridge.app")
 
@@ -130,12 +152,17 @@ class StreamApp:
         else:
             self.kafka = kafka_sink(on_batch_ack=self._batch_acked)
             self.sink = self.kafka
+        self.standby: HotStandby | None = None
+        pump_sink: RecordSink = self.sink
+        if s.ha.enabled:
+            self.standby = HotStandby(s.ha, kafka, self.sink, self.registry, self.clock)
+            pump_sink = self.standby.gate
         st = s.stream
         self.pump = StreamPump(
             self.keeper,
             stream_connector(st),
             stream_codec(st.codec, st.mapping_file, max_frame_bytes=st.max_frame_bytes),
-            self.sink,
+            pump_sink,
             topics=self.topics,
             clock=self.clock,
             options=PumpOptions(
@@ -152,6 +179,8 @@ class StreamApp:
         )
         self.lifecycle = Lifecycle(s, self.registry, self.readiness, clock=self.clock)
         self.lifecycle.close_last(self._http.aclose)
+        if self.standby is not None:
+            self.lifecycle.close_last(self.standby.close)
         self.ops = self.lifecycle.ops
         self.metrics.session_expires_in.set_function(self.keeper.expires_in)
         self._end_to_end = self.metrics.end_to_end
@@ -187,6 +216,8 @@ class StreamApp:
         return journal, built[0]
 
     def _batch_acked(self, records: Sequence[OutboundRecord]) -> None:
+        if self.standby is not None:
+            self.standby.reporter.acked(records)
         # One observation per batch, of its first record: per record, the
         # clock read and the observation cost as much as publishing it.
         for record in records:
@@ -211,6 +242,8 @@ class StreamApp:
             "session_policy_basis": policy.basis,
             "session_policy_cause": policy.cause,
         }
+        if self.standby is not None:
+            details["role"] = self.standby.gate.role
         if self.journal is None:
             checks["producer_connected"] = self.kafka.statistics().connected
         else:
@@ -227,7 +260,11 @@ class StreamApp:
             start=self._start_journal
             if self.journal is not None
             else lambda: until_kafka_answers(self.kafka.start, stop=stop),
-            workers={"session-keeper": self.keeper.run, "stream-pump": self.pump.run},
+            workers={
+                "session-keeper": self.keeper.run,
+                "stream-pump": self.pump.run,
+                **(self.standby.workers(stop) if self.standby is not None else {}),
+            },
             drain=self._drain,
         )
 
@@ -257,6 +294,10 @@ class StreamApp:
         # No session request after the signal: each failed one counts toward
         # Sendstack's lockout, and nothing left to do needs a new session.
         tasks["session-keeper"].cancel()
+        if self.standby is not None:
+            # Hand over first: the standby's socket is open and its buffer
+            # covers what we stop publishing from here on.
+            await self.standby.hand_over(deadline.left())
         await self.pump.stop()
         pump = tasks["stream-pump"]
         if not self.pump.statistics().connected:
@@ -277,7 +318,17 @@ class StreamApp:
                 await self.kafka.stop()
         except TimeoutError:
             log.exception("producer_stop_timed_out")
+        await self._report_last_progress(deadline)
         return {"flushed": flushed, "acked": stats.acked}
+
+    async def _report_last_progress(self, deadline: Deadline) -> None:
+        # What Kafka acknowledged in the drain: the new leader need not repeat it.
+        if self.standby is not None:
+            try:
+                async with asyncio.timeout(max(0.0, deadline.left())):
+                    await self.standby.reporter.report()
+            except TimeoutError:
+                log.warning("last_progress_not_reported")
 
     async def _drain_journal(self, deadline: Deadline) -> Mapping[str, object]:
         journal = self.journal
@@ -293,6 +344,7 @@ class StreamApp:
         except TimeoutError:
             log.exception("journal_stop_timed_out")
         stats = journal.statistics()
+        await self._report_last_progress(deadline)
         if not flushed:
             log.warning(
                 "shutdown_journal_kept",
@@ -304,3 +356,133 @@ class StreamApp:
             "acked": stats.acked,
             "journaled": stats.in_flight_records,
         }
+
+
+class HotStandby:
+    """This replica's part in the hot standby (``BRIDGE_HA_ENABLED``): the gate
+    between the pump and ``target``, the election, the progress log and its
+    reporter, and their metrics."""
+
+    def __init__(
+        self,
+        ha: HaSettings,
+        kafka: KafkaSettings,
+        target: RecordSink,
+        registry: CollectorRegistry,
+        clock: SystemClock,
+    ) -> None:
+        self._ha = ha
+        self._kafka = kafka
+        self.accounts = (ha.account,)
+        account = ha.account
+        self.metrics = RoleMetrics(registry)
+        self.progress = KafkaProgressLog(
+            functools.partial(
+                AIOKafkaConsumer,
+                **client_settings(kafka),
+                group_id=None,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+            ),
+            functools.partial(build_producer, **producer_settings(kafka)),
+            topic=ha.coordination_topic,
+            accounts=self.accounts,
+            window=ha.buffer_seconds,
+        )
+        self.election = KafkaElection(
+            functools.partial(
+                AIOKafkaConsumer,
+                **client_settings(kafka),
+                group_id=ha.group_id,
+                session_timeout_ms=ha.session_timeout_ms,
+                heartbeat_interval_ms=ha.heartbeat_interval_ms,
+                enable_auto_commit=False,
+                auto_offset_reset="latest",
+            ),
+            topic=ha.coordination_topic,
+            accounts=self.accounts,
+            fence_after=(ha.session_timeout_ms - ha.heartbeat_interval_ms) / 1000,
+        )
+        self.gate = AccountGate(
+            account,
+            target,
+            RecentRecords(max_age=ha.buffer_seconds, max_bytes=ha.buffer_bytes),
+            clock,
+        )
+        self.roles = StreamRoles(
+            {account: self.gate},
+            self.progress,
+            catch_up_within=ha.catch_up_seconds,
+            on_takeover=self._took_over,
+        )
+        self.reporter = ProgressReporter(
+            self.progress,
+            AccountOf(self.accounts),
+            clock,
+            interval=ha.progress_interval_ms / 1000,
+        )
+        gate, m = self.gate, self.metrics
+        m.role.labels(account).set_function(lambda: ROLE_VALUES[gate.role])
+        m.standby_records.labels(account).set_function(lambda: len(gate.recent))
+        m.standby_bytes.labels(account).set_function(lambda: gate.recent.bytes)
+        m.standby_age.labels(account).set_function(
+            lambda: gate.recent.oldest_age(clock.monotonic())
+        )
+        self._clock = clock
+
+    def _took_over(self, done: Takeover) -> None:
+        self.metrics.takeovers.labels(done.account).inc()
+        self.metrics.takeover_seconds.observe(done.seconds)
+        self.metrics.takeover_published.labels(done.account).inc(done.published)
+
+    def workers(self, stop: asyncio.Event) -> dict[str, Worker]:
+        """The tasks it runs beside the pump."""
+        return {
+            "election": lambda: self._elect(stop),
+            "progress": lambda: self._follow(stop),
+            "progress-reporter": self._report,
+        }
+
+    async def _elect(self, stop: asyncio.Event) -> None:
+        # Kafka may be down at start: this replica stays a standby (holding
+        # records) until it joins the group.
+        await until_kafka_answers(self._ensure_topic, stop=stop)
+        await until_kafka_answers(lambda: self.election.start(self.roles), stop=stop)
+        await self.election.run()
+
+    async def _ensure_topic(self) -> None:
+        await ensure_topic(
+            self._kafka,
+            self._ha.coordination_topic,
+            len(self.accounts),
+            # Progress older than any buffer is of no use to anyone.
+            config={"retention.ms": "3600000"},
+        )
+
+    async def _follow(self, stop: asyncio.Event) -> None:
+        await until_kafka_answers(self.progress.start, stop=stop)
+        await self.progress.run()
+
+    async def _report(self) -> None:
+        before = 0
+        while True:
+            await self._clock.sleep(self._ha.progress_interval_ms / 1000)
+            await self.reporter.report()
+            self.metrics.progress_digests.inc(self.reporter.published - before)
+            before = self.reporter.published
+
+    async def hand_over(self, within: float) -> None:
+        """Stop publishing and leave the group, so a standby takes over now."""
+        try:
+            async with asyncio.timeout(max(0.0, within)):
+                await self.election.stop()
+        except TimeoutError:
+            log.warning("hand_over_timed_out")
+        await self.roles.stop()
+        self.gate.depose()
+
+    async def close(self) -> None:
+        """Leave the group if still in it, stop reading progress (after the
+        drain reported the last one)."""
+        await self.election.stop()
+        await self.progress.stop()

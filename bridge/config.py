@@ -962,6 +962,91 @@ class JournalSettings:
 
 
 @settings_group
+class HaSettings:
+    """Hot standby: replicas elect one publisher per account through Kafka."""
+
+    enabled: bool = setting(
+        name="BRIDGE_HA_ENABLED",
+        kind=_BOOL,
+        default=False,
+        description=(
+            "Run as one of several stream replicas: each reads the stream, the one "
+            "holding the account's partition of the coordination topic publishes, "
+            "the others hold the last records and take over without a gap."
+        ),
+    )
+    account: str = setting(
+        name="BRIDGE_HA_ACCOUNT",
+        kind=_text(r"[A-Za-z0-9._-]{1,64}", what="an account name"),
+        default="default",
+        description="The account's name on the coordination topic (its record key).",
+    )
+    coordination_topic: str = setting(
+        name="BRIDGE_HA_COORDINATION_TOPIC",
+        kind=_TOPIC,
+        default="sendstack-bridge.coordination",
+        description=(
+            "One partition per account: group membership elects the leaders, and "
+            "leaders write their progress there (created if missing)."
+        ),
+    )
+    group_id: str = setting(
+        name="BRIDGE_HA_GROUP_ID",
+        kind=_text(r"\S+", what="a consumer group id"),
+        default="sendstack-bridge-stream",
+        description="Consumer group of the stream replicas (one per deployment).",
+    )
+    session_timeout_ms: int = setting(
+        name="BRIDGE_HA_SESSION_TIMEOUT_MS",
+        kind=_integer(ge=1000),
+        default=6_000,
+        description=(
+            "How soon a dead leader's accounts move to a standby (within the "
+            "broker's group.min/max.session.timeout.ms; Kafka's minimum is 6000)."
+        ),
+    )
+    heartbeat_interval_ms: int = setting(
+        name="BRIDGE_HA_HEARTBEAT_INTERVAL_MS",
+        kind=_integer(ge=100),
+        default=1_500,
+        description="Group heartbeat interval; at most a third of the session timeout.",
+    )
+    buffer_seconds: float = setting(
+        name="BRIDGE_HA_BUFFER_SECONDS",
+        kind=_number(gt=0),
+        default=60.0,
+        description=(
+            "Records a standby keeps, in seconds: a takeover republishes from it "
+            "what the leader did not report. At least twice the session timeout."
+        ),
+    )
+    buffer_bytes: int = setting(
+        name="BRIDGE_HA_BUFFER_BYTES",
+        kind=_integer(ge=1_048_576),
+        default=67_108_864,
+        description="Bound of the standby's buffer in bytes (the oldest go first).",
+    )
+    progress_interval_ms: int = setting(
+        name="BRIDGE_HA_PROGRESS_INTERVAL_MS",
+        kind=_integer(ge=10, le=60_000),
+        default=200,
+        description=(
+            "How often the leader reports what Kafka acknowledged: about that "
+            "many records are published twice (same ce_id) after a takeover."
+        ),
+    )
+    catch_up_seconds: float = setting(
+        name="BRIDGE_HA_CATCH_UP_SECONDS",
+        kind=_number(gt=0),
+        default=5.0,
+        description=(
+            "How long a takeover waits to read the old leader's last progress "
+            "before it publishes anyway (duplicates rather than a gap)."
+        ),
+    )
+
+
+@settings_group
 class OpsSettings:
     """The operations HTTP endpoint (/metrics, /livez, /readyz) and shutdown."""
 
@@ -1247,6 +1332,7 @@ class Settings:
     kafka: KafkaSettings | None
     buffer: BufferSettings
     journal: JournalSettings
+    ha: HaSettings
     ops: OpsSettings
     log: LogSettings
     webhooks: WebhookSettings
@@ -1701,6 +1787,23 @@ def _check_buffer(c: _Checker[BufferSettings]) -> None:
     c.at_least("publish_retry_max_seconds", "publish_retry_initial_seconds")
 
 
+def _check_ha(c: _Checker[HaSettings]) -> None:
+    """Heartbeats fit in a session; the buffer outlives a takeover."""
+    c.at_least("session_timeout_ms", "heartbeat_interval_ms", times=3)
+    # A dead leader is noticed after the session timeout; what it had not
+    # reported by then must still be in the standby's buffer.
+    if (
+        c.ok("buffer_seconds", "session_timeout_ms")
+        and c.value.buffer_seconds * 1000 < 2 * c.value.session_timeout_ms
+    ):
+        c.add(
+            "buffer_seconds",
+            f"must be at least twice {c.name('session_timeout_ms')} "
+            f"({2 * c.value.session_timeout_ms / 1000:g} s), "
+            f"got {c.value.buffer_seconds:g}",
+        )
+
+
 def _check_commands(c: _Checker[CommandSettings]) -> None:
     """The lease and the settle time leave room for a request to finish."""
     # A call starts only if it ends inside the lease, and the lease is
@@ -1723,6 +1826,7 @@ _CHECKS: Mapping[type, Callable[[_Checker[Any]], None]] = MappingProxyType(
         StreamSettings: _check_stream,
         KafkaSettings: _check_kafka,
         BufferSettings: _check_buffer,
+        HaSettings: _check_ha,
         CommandSettings: _check_commands,
         Settings: _check_across_groups,
     }

@@ -242,6 +242,61 @@ def dlq_reason_label(reason: str) -> str:
     return reason if reason in DLQ_REASONS else "other"
 
 
+class RoleMetrics:
+    """Leader or hot standby, per account (``BRIDGE_HA_ENABLED``)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.role = Gauge(
+            "bridge_stream_role",
+            "This replica's role for the account: 0 standby, 1 taking over, 2 leading.",
+            ["account"],
+            registry=registry,
+        )
+        self.takeovers = Counter(
+            "bridge_stream_takeovers_total",
+            "Takeovers this replica completed (it became the account's leader).",
+            ["account"],
+            registry=registry,
+        )
+        self.takeover_seconds = Histogram(
+            "bridge_stream_takeover_seconds",
+            "From the group's assignment to publishing live: catching up on the "
+            "old leader's progress and sending what it had not reported.",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
+            registry=registry,
+        )
+        self.takeover_published = Counter(
+            "bridge_stream_takeover_published_total",
+            "Held records a takeover published because the old leader had not "
+            "reported them acknowledged.",
+            ["account"],
+            registry=registry,
+        )
+        self.standby_records = Gauge(
+            "bridge_standby_buffer_records",
+            "Recent records held for a takeover.",
+            ["account"],
+            registry=registry,
+        )
+        self.standby_bytes = Gauge(
+            "bridge_standby_buffer_bytes",
+            "Bytes of recent records held for a takeover.",
+            ["account"],
+            registry=registry,
+        )
+        self.standby_age = Gauge(
+            "bridge_standby_buffer_age_seconds",
+            "Age of the oldest held record (the window a takeover can fill).",
+            ["account"],
+            registry=registry,
+        )
+        self.progress_digests = Counter(
+            "bridge_stream_progress_digests_total",
+            "Acknowledged records this replica reported on the coordination topic.",
+            registry=registry,
+        )
+
+
 class ReadyMetric:
     """``bridge_ready``: 1 while the app's readiness checks all pass, else 0.
 

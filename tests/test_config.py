@@ -516,6 +516,36 @@ INVALID_CASES: list[tuple[str, dict[str, str], list[str]]] = [
         ],
     ),
     (
+        "HA heartbeat too slow for its session",
+        {"BRIDGE_HA_HEARTBEAT_INTERVAL_MS": "2500"},
+        [
+            "BRIDGE_HA_SESSION_TIMEOUT_MS: must be at least "
+            "BRIDGE_HA_HEARTBEAT_INTERVAL_MS (7500), got 6000"
+        ],
+    ),
+    (
+        "HA buffer shorter than a takeover",
+        {"BRIDGE_HA_BUFFER_SECONDS": "10"},
+        [
+            "BRIDGE_HA_BUFFER_SECONDS: must be at least twice "
+            "BRIDGE_HA_SESSION_TIMEOUT_MS (12 s), got 10"
+        ],
+    ),
+    (
+        "journal and HA values of the wrong kind",
+        {
+            "BRIDGE_JOURNAL_DURABILITY": "sometimes",
+            "BRIDGE_JOURNAL_MAX_BYTES": "1000",
+            "BRIDGE_HA_ACCOUNT": "has space",
+        },
+        [
+            "BRIDGE_JOURNAL_MAX_BYTES: must be at least 1048576, got 1000",
+            "BRIDGE_JOURNAL_DURABILITY: expected one of interval, fsync; "
+            "got 'sometimes'",
+            "BRIDGE_HA_ACCOUNT: expected an account name, got 'has space'",
+        ],
+    ),
+    (
         "buffer smaller than one frame",
         {"BRIDGE_BUFFER_MAX_BYTES": "1024"},
         [

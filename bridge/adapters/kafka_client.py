@@ -14,11 +14,14 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from bridge.config import KafkaSettings
 from bridge.core.retry import Backoff
 
 log = structlog.get_logger("bridge.kafka")
+
+_TOPIC_ALREADY_EXISTS = 36
 
 
 def client_settings(kafka: KafkaSettings) -> dict[str, Any]:
@@ -78,3 +81,29 @@ async def until_kafka_answers(
         else:
             log.info("kafka_connected")
             return
+
+
+async def ensure_topic(
+    kafka: KafkaSettings, topic: str, partitions: int, *, config: dict[str, str]
+) -> None:
+    """Create ``topic`` with ``partitions`` unless it exists (then it is left as is).
+
+    Replicated on up to three brokers (as many as the cluster has). A
+    refusal (no rights to create topics) is logged, not raised: the topic may
+    be managed by other means, and its users say clearly if it is missing.
+    """
+    admin = AIOKafkaAdminClient(**client_settings(kafka))
+    try:
+        await admin.start()
+        cluster = await admin.describe_cluster()
+        replication = max(1, min(3, len(cluster.get("brokers", ()))))
+        response = await admin.create_topics(
+            [NewTopic(topic, partitions, replication, topic_configs=config)]
+        )
+    finally:
+        await admin.close()
+    for name, code, *detail in response.topic_errors:
+        if code not in (0, _TOPIC_ALREADY_EXISTS):
+            log.warning("topic_not_created", topic=name, error=code, detail=detail)
+        elif code == 0:
+            log.info("topic_created", topic=name, partitions=partitions)

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -160,6 +160,7 @@ class StreamRoles:
         progress: The progress log (read on takeover).
         catch_up_within: How long a takeover waits to read the old leader's
             last progress before it publishes anyway.
+        on_takeover: Told of each finished takeover (metrics).
     """
 
     def __init__(
@@ -168,10 +169,12 @@ class StreamRoles:
         progress: ProgressLog,
         *,
         catch_up_within: float = 5.0,
+        on_takeover: Callable[[Takeover], None] | None = None,
     ) -> None:
         self.gates = dict(gates)
         self._progress = progress
         self._within = catch_up_within
+        self._on_takeover = on_takeover
         self._takeovers: dict[str, asyncio.Task[Takeover]] = {}
 
     async def on_leading(self, accounts: frozenset[str]) -> None:
@@ -204,8 +207,12 @@ class StreamRoles:
         for account, running in list(self._takeovers.items()):
             if running is task:
                 del self._takeovers[account]
-        if not task.cancelled() and task.exception() is not None:
+        if task.cancelled():
+            return
+        if task.exception() is not None:
             log.error("takeover_failed", exc_info=task.exception())
+        elif self._on_takeover is not None:
+            self._on_takeover(task.result())
 
     def leading(self) -> frozenset[str]:
         """Accounts whose gate forwards live."""

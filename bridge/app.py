@@ -38,7 +38,11 @@ from bridge.adapters.kafka_client import (
     producer_settings,
     until_kafka_answers,
 )
-from bridge.adapters.kafka_coordination import KafkaElection, KafkaProgressLog
+from bridge.adapters.kafka_coordination import (
+    KafkaElection,
+    KafkaProgressLog,
+    StandbyAssignor,
+)
 from bridge.adapters.kafka_producer import KafkaRecordSink, build_producer
 from bridge.adapters.mapping_files import stream_codec
 from bridge.adapters.ops_http import Readiness
@@ -177,6 +181,9 @@ class StreamApp:
             ),
             metrics=self.metrics,
         )
+        if self.standby is not None:
+            pump = self.pump
+            self.standby.socket_open = lambda: pump.statistics().connected
         self.lifecycle = Lifecycle(s, self.registry, self.readiness, clock=self.clock)
         self.lifecycle.close_last(self._http.aclose)
         if self.standby is not None:
@@ -243,6 +250,10 @@ class StreamApp:
             "session_policy_cause": policy.cause,
         }
         if self.standby is not None:
+            # A replica counts once the group has assigned it (a role, maybe
+            # none): a rolling update then stops the next pod only after this
+            # one can take over.
+            checks["in_coordination_group"] = self.standby.election.generation > 0
             details["role"] = self.standby.gate.role
         if self.journal is None:
             checks["producer_connected"] = self.kafka.statistics().connected
@@ -389,10 +400,17 @@ class HotStandby:
             accounts=self.accounts,
             window=ha.buffer_seconds,
         )
+        # Set while the pump's socket has been open without a break: the
+        # group gives a takeover to the member whose buffer reaches back most.
+        self._socket_since: float | None = None
+        assignor = StandbyAssignor(
+            lambda: (self.election.led_partitions(), self._socket_since)
+        )
         self.election = KafkaElection(
             functools.partial(
                 AIOKafkaConsumer,
                 **client_settings(kafka),
+                partition_assignment_strategy=(assignor,),
                 group_id=ha.group_id,
                 session_timeout_ms=ha.session_timeout_ms,
                 heartbeat_interval_ms=ha.heartbeat_interval_ms,
@@ -429,6 +447,8 @@ class HotStandby:
             lambda: gate.recent.oldest_age(clock.monotonic())
         )
         self._clock = clock
+        # Whether the pump's socket is open; the app sets it once the pump exists.
+        self.socket_open: Callable[[], bool] = lambda: False
 
     def _took_over(self, done: Takeover) -> None:
         self.metrics.takeovers.labels(done.account).inc()
@@ -441,7 +461,18 @@ class HotStandby:
             "election": lambda: self._elect(stop),
             "progress": lambda: self._follow(stop),
             "progress-reporter": self._report,
+            "socket-watch": self._watch_socket,
         }
+
+    async def _watch_socket(self) -> None:
+        # Sampled, not hooked into the pump: a few hundred ms of error only
+        # makes the group prefer one standby over another a little less well.
+        while True:
+            if not self.socket_open():
+                self._socket_since = None
+            elif self._socket_since is None:
+                self._socket_since = self._clock.time()
+            await self._clock.sleep(0.2)
 
     async def _elect(self, stop: asyncio.Event) -> None:
         # Kafka may be down at start: this replica stays a standby (holding

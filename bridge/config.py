@@ -1818,6 +1818,19 @@ def _check_across_groups(c: _Checker[Settings]) -> None:
     # A frame that cannot be parsed is dead-lettered whole, so the buffer
     # must be able to hold the largest frame or the stream would stall.
     c.at_least("buffer.max_bytes", "stream.max_frame_bytes")
+    # A hot standby holds a session and a socket of its own; an upstream that
+    # allows one session at a time would end the leader's with every standby's.
+    if (
+        c.ok("ha.enabled", "stream.single_session")
+        and c.value.ha.enabled
+        and c.value.stream.single_session
+    ):
+        c.add(
+            "ha.enabled",
+            f"a hot standby needs a second session, and "
+            f"{c.name('stream.single_session')} says the upstream allows one; "
+            "run a single replica (a cold standby is not built yet)",
+        )
 
 
 _CHECKS: Mapping[type, Callable[[_Checker[Any]], None]] = MappingProxyType(

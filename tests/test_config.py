@@ -524,6 +524,15 @@ INVALID_CASES: list[tuple[str, dict[str, str], list[str]]] = [
         ],
     ),
     (
+        "hot standby with a single-session upstream",
+        {"BRIDGE_HA_ENABLED": "true", "BRIDGE_STREAM_SINGLE_SESSION": "true"},
+        [
+            "BRIDGE_HA_ENABLED: a hot standby needs a second session, and "
+            "BRIDGE_STREAM_SINGLE_SESSION says the upstream allows one; run a "
+            "single replica (a cold standby is not built yet)"
+        ],
+    ),
+    (
         "HA buffer shorter than a takeover",
         {"BRIDGE_HA_BUFFER_SECONDS": "10"},
         [

@@ -46,14 +46,20 @@ the new assignment appoints the leaders again.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
+from aiokafka.coordinator.assignors.abstract import AbstractPartitionAssignor
+from aiokafka.coordinator.protocol import (
+    ConsumerProtocolMemberAssignment,
+    ConsumerProtocolMemberMetadata,
+)
 from aiokafka.errors import ConsumerStoppedError, KafkaError
 from aiokafka.structs import TopicPartition
 
@@ -63,7 +69,7 @@ from bridge.core.standby import AckedDigests
 from bridge.errors import ConfigError, PublishError
 from bridge.ports import RoleHandler
 
-__all__ = ["MEMBER_HEADER", "KafkaElection", "KafkaProgressLog"]
+__all__ = ["MEMBER_HEADER", "KafkaElection", "KafkaProgressLog", "StandbyAssignor"]
 
 log = structlog.get_logger("bridge.coordination")
 
@@ -106,6 +112,96 @@ class _RoleListener(ConsumerRebalanceListener):  # type: ignore[misc]  # untyped
         await self._election._on_assigned(assigned)
 
 
+class StandbyAssignor(AbstractPartitionAssignor):  # type: ignore[misc]  # untyped
+    """Who leads an account: the member that just led it, else the member whose
+    buffer reaches back furthest.
+
+    The group's default assignors know nothing of buffers: on an eager
+    rebalance (any member joining) round-robin may hand an account to a member
+    that has just started, whose buffer begins after the old leader stopped
+    publishing, and what arrived in between is lost. So each member tells the
+    group (in its JoinGroup metadata) which accounts it led until this
+    rebalance and since when its socket has been open without a break; the
+    group leader's member then assigns each account to:
+
+    1. the member that led it until now, if its socket is open (no move, no
+       takeover backlog);
+    2. otherwise, among members with an open socket, the one with the fewest
+       accounts so far, then the oldest buffer (the widest takeover window);
+    3. otherwise (no socket open anywhere) the member with the fewest accounts.
+
+    Args:
+        state: This member's ``(partitions it led until now, wall time its
+            socket has been open since, or None)``, read at each join.
+    """
+
+    name = "sendstack-standby"
+    version = 1
+
+    def __init__(
+        self, state: Callable[[], tuple[frozenset[int], float | None]]
+    ) -> None:
+        self._state = state
+
+    def metadata(self, topics: Iterable[str]) -> ConsumerProtocolMemberMetadata:
+        led, since = self._state()
+        user_data = json.dumps({"led": sorted(led), "since": since}).encode()
+        return ConsumerProtocolMemberMetadata(self.version, sorted(topics), user_data)
+
+    def assign(
+        self,
+        cluster: Any,
+        members: Mapping[str, ConsumerProtocolMemberMetadata],
+    ) -> dict[str, ConsumerProtocolMemberAssignment]:
+        claims = {member: _claim(meta.user_data) for member, meta in members.items()}
+        owned: dict[str, dict[str, list[int]]] = {m: {} for m in members}
+        topics = sorted({t for meta in members.values() for t in meta.subscription})
+        for topic in topics:
+            subscribed = sorted(m for m in members if topic in members[m].subscription)
+            for partition in sorted(cluster.partitions_for_topic(topic) or ()):
+                member = _choose(partition, subscribed, claims, owned)
+                owned[member].setdefault(topic, []).append(partition)
+        return {
+            member: ConsumerProtocolMemberAssignment(
+                self.version, sorted(parts.items()), b""
+            )
+            for member, parts in owned.items()
+        }
+
+    def on_assignment(self, assignment: ConsumerProtocolMemberAssignment) -> None:
+        del assignment  # the rebalance listener does the work
+
+
+def _claim(user_data: bytes) -> tuple[frozenset[int], float | None]:
+    try:
+        data = json.loads(user_data or b"{}")
+        led = frozenset(int(p) for p in data.get("led", ()))
+        since = data.get("since")
+        return led, None if since is None else float(since)
+    except (ValueError, TypeError, AttributeError):
+        return frozenset(), None  # an older or foreign member: no claim
+
+
+def _choose(
+    partition: int,
+    members: Sequence[str],
+    claims: Mapping[str, tuple[frozenset[int], float | None]],
+    owned: Mapping[str, Mapping[str, list[int]]],
+) -> str:
+    def load(member: str) -> int:
+        return sum(len(parts) for parts in owned[member].values())
+
+    open_ = [m for m in members if claims[m][1] is not None]
+    for member in open_:
+        if partition in claims[member][0]:
+            return member  # it led this account until now: keep it there
+    pool = open_ or list(members)
+    return min(
+        pool,
+        key=lambda m: (load(m), claims[m][1] if claims[m][1] is not None else 0.0, m),
+    )
+
+
 class KafkaElection:
     """``Election`` over a consumer group on the coordination topic.
 
@@ -145,6 +241,9 @@ class KafkaElection:
         self._contact = clock()  # last time the coordinator surely answered
         self._generation = 0
         self.fences = 0  # how many times this member fenced itself
+        # Partitions this member led until the last revocation (what it
+        # claims in StandbyAssignor's metadata at the next join).
+        self._led: frozenset[int] = frozenset()
 
     @property
     def generation(self) -> int:
@@ -154,6 +253,11 @@ class KafkaElection:
 
     def leading(self) -> frozenset[str]:
         return self._leading
+
+    def led_partitions(self) -> frozenset[int]:
+        """The partitions this member led until now (kept across a revocation,
+        forgotten when it fences itself or leaves)."""
+        return self._led
 
     async def start(self, handler: RoleHandler) -> None:
         """Connect and subscribe; the group join then runs in the background."""
@@ -202,6 +306,7 @@ class KafkaElection:
     async def stop(self) -> None:
         """Depose this replica, then leave the group (the others take over at once)."""
         self._stopping = True
+        self._led = frozenset()
         consumer = self._consumer
         if consumer is None:
             return
@@ -245,6 +350,9 @@ class KafkaElection:
                     "election_assigned",
                     accounts=sorted(accounts),
                     generation=self._generation,
+                )
+                self._led = frozenset(
+                    tp.partition for tp in mine if tp.partition < len(self._accounts)
                 )
                 if accounts:
                     self._leading = accounts
@@ -326,6 +434,7 @@ class KafkaElection:
                 generation=self._generation,
             )
             await self._depose()
+            self._led = frozenset()  # surely given away meanwhile
             self.fences += 1
             # A new subscription makes aiokafka rejoin once the coordinator
             # answers, even if the group never noticed this member was gone.

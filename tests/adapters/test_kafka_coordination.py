@@ -16,11 +16,13 @@ from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.coordinator.protocol import ConsumerProtocolMemberMetadata
 
 from bridge.adapters.kafka_coordination import (
     MEMBER_HEADER,
     KafkaElection,
     KafkaProgressLog,
+    StandbyAssignor,
 )
 from bridge.core.progress import decode_progress, encode_progress
 from bridge.errors import ConfigError, PublishError
@@ -539,3 +541,70 @@ async def test_publish_fails_when_kafka_does_not_acknowledge(broker: Broker) -> 
             broker.resume()
     finally:
         await log.stop()
+
+
+class _Cluster:
+    """The one ClusterMetadata call an assignor makes."""
+
+    def __init__(self, partitions: dict[str, int]) -> None:
+        self._partitions = partitions
+
+    def partitions_for_topic(self, topic: str) -> set[int]:
+        return set(range(self._partitions.get(topic, 0)))
+
+
+def _member(
+    led: list[int], since: float | None, topic: str = "coord"
+) -> ConsumerProtocolMemberMetadata:
+    state = (frozenset(led), since)
+    return StandbyAssignor(lambda: state).metadata([topic])
+
+
+def _assigned(
+    members: dict[str, ConsumerProtocolMemberMetadata], partitions: int = 1
+) -> dict[str, list[int]]:
+    result = StandbyAssignor(lambda: (frozenset(), None)).assign(
+        _Cluster({"coord": partitions}), members
+    )
+    return {
+        member: [p for _, parts in a.assignment for p in parts]
+        for member, a in result.items()
+    }
+
+
+def test_assignor_keeps_an_account_with_the_member_that_led_it() -> None:
+    """A member joining never takes an account from a leader whose socket is open."""
+    assert _assigned(
+        {"old": _member([0], since=100.0), "new": _member([], since=50.0)}
+    ) == {"old": [0], "new": []}
+
+
+def test_assignor_gives_a_free_account_to_the_oldest_open_buffer() -> None:
+    """No previous leader: the member whose socket has been open longest leads."""
+    assert _assigned(
+        {
+            "young": _member([], since=200.0),
+            "old": _member([], since=100.0),
+            "down": _member([], since=None),
+        }
+    ) == {"young": [], "old": [0], "down": []}
+
+
+def test_assignor_moves_an_account_off_a_leader_whose_socket_is_down() -> None:
+    """A claimed account goes to an open socket when its leader cannot read."""
+    assert _assigned(
+        {"leader": _member([0], since=None), "standby": _member([], since=10.0)}
+    ) == {"leader": [], "standby": [0]}
+
+
+def test_assignor_spreads_accounts_and_tolerates_foreign_metadata() -> None:
+    """Three accounts over two members: 2 and 1; a member with unreadable
+    user data is treated as claiming nothing, not as an error."""
+    foreign = ConsumerProtocolMemberMetadata(0, ["coord"], b"\xff not json")
+    got = _assigned(
+        {"a": _member([], since=1.0), "b": _member([], since=2.0), "c": foreign},
+        partitions=3,
+    )
+    assert sorted(len(v) for v in got.values()) == [0, 1, 2]
+    assert sorted(p for v in got.values() for p in v) == [0, 1, 2]
+    assert got["c"] == []  # no open socket claimed: only chosen if none has one

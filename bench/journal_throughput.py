@@ -11,19 +11,22 @@ pump does (50 a frame, ``await send`` each, one loop yield between frames);
 the window runs from the first ``send`` to ``flush`` returning (every record
 acknowledged and deleted from the journal). records/s is wall clock;
 CPU-us/record is ``time.process_time`` (both threads) per record. Medians of
-``--runs`` alternating passes. Not yet: the same against the real
-``KafkaRecordSink`` on Tansu (``bench/sink_paths.py`` shows how).
+``--runs`` alternating passes. The same against the real ``KafkaRecordSink``
+on a Tansu broker, with latencies: ``bench/journal_kafka.py``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import statistics
 import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+
+import structlog
 
 from bridge.adapters.journal_store import JournalStore
 from bridge.adapters.journaled_sink import JournaledSink
@@ -125,6 +128,9 @@ async def one_pass(mode: str, batch: list[OutboundRecord]) -> tuple[float, float
 
 
 def main() -> None:
+    structlog.configure(  # the journal logs at info on open: warnings only
+        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING)
+    )
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--records", type=int, default=200_000)
     parser.add_argument("--runs", type=int, default=3)

@@ -13,22 +13,24 @@ Theory of operation
   counted) or when the pending group is over ``max_pending_bytes`` (the disk
   is slower than the stream).
 * A writer task commits the pending group in one SQLite transaction on a
-  dedicated thread (``JournalStore.commit``): every ``flush_interval`` in
-  ``durability="interval"`` mode (the loss window on power failure or crash),
-  or as soon as the previous commit ended in ``"fsync"`` mode (group commit:
-  whatever arrived meanwhile goes in the next one). Each commit is fsynced
-  and its latency observed. The same transaction deletes the sequences Kafka
-  acknowledged since the previous one and, with ``when_full="drop_oldest"``,
+  dedicated thread (``JournalStore.commit_run``: the group goes in as one or
+  a few chunk rows): every ``flush_interval`` in ``durability="interval"``
+  mode, counted from one commit's start to the next (the loss window on
+  power failure or crash), or as soon as the previous commit ended in
+  ``"fsync"`` mode (group commit: whatever arrived meanwhile goes in the next
+  one). Each commit is fsynced and its latency observed. The same transaction
+  marks the sequences Kafka acknowledged since the previous one as gone (a
+  chunk is deleted once all of it is) and, with ``when_full="drop_oldest"``,
   drops the oldest entries over the bound (counted).
 * A forwarder task hands committed records to the inner sink, in sequence
   order. While it keeps up, the records come from memory (a window of at
   most ``window_bytes``); once it falls behind, or at start with a backlog,
   it reads the journal in chunks of ``read_chunk`` entries, so memory stays
   bounded whatever the backlog. Entries that fail their CRC are counted,
-  deleted and skipped.
+  marked gone and skipped.
 * The inner sink's batch-ack callback (passed to the factory) maps each
   acknowledged record back to its sequence, in any order; its entry is
-  deleted in the next commit. A restart therefore re-sends exactly the
+  marked gone in the next commit. A restart therefore re-sends exactly the
   entries Kafka did not acknowledge, with the same bytes (same ``ce_id``).
 
 Lifecycle: with ``connect`` (how the app runs it), :meth:`start` only opens
@@ -74,22 +76,7 @@ Durability = Literal["interval", "fsync"]
 WhenFull = Literal["block", "drop_oldest"]
 BatchAckCallback = Callable[[Sequence[OutboundRecord]], None]
 _T = TypeVar("_T")
-
-
-def _ranges(seqs: list[int]) -> list[tuple[int, int]]:
-    """Sorted sequence numbers as inclusive ``(first, last)`` runs."""
-    out: list[tuple[int, int]] = []
-    if not seqs:
-        return out
-    first = last = seqs[0]
-    for seq in seqs[1:]:
-        if seq == last + 1:
-            last = seq
-        else:
-            out.append((first, last))
-            first = last = seq
-    out.append((first, last))
-    return out
+_Entry = tuple[int, int, OutboundRecord]  # seq, encoded size, record
 
 
 class JournaledSink:
@@ -161,17 +148,23 @@ class JournaledSink:
         self._entries = 0
         self._bytes = 0
         self._next_seq = 0
-        self._pending: list[tuple[int, int, bytes, OutboundRecord]] = []
+        # The pending group: (seq, size, record) in sequence order, the encoded
+        # entries beside them, and the group's birth (its first record's).
+        self._pending: list[tuple[int, int, OutboundRecord]] = []
+        self._pending_data: list[bytes] = []
+        self._pending_born = 0
         self._pending_bytes = 0
         self._committed_through = -1
         self._oldest_born_ms: int | None = None
-        self._to_delete: set[int] = set()
+        self._to_delete: list[int] = []  # acked since the last commit
         self._committing = False  # a commit is running on the writer thread
         self._dropped_below = 0  # every entry under it was dropped or acked
         # The forwarder: committed records still in memory, else the disk.
         self._window: deque[tuple[int, int, OutboundRecord]] = deque()
         self._window_bytes = 0
-        self._from_disk = False
+        # The newest committed sequence not kept in memory: the forwarder
+        # reads what it has not sent up to it back from disk.
+        self._spilled_upto = -1
         self._forward_seq = 0
         self._inflight: dict[int, tuple[int, int, OutboundRecord]] = {}
         # Counters (also in the metrics).
@@ -215,6 +208,10 @@ class JournaledSink:
             self.quarantined += 1
             if self._metrics is not None:
                 self._metrics.quarantined.inc()
+        if state.corrupt:  # entries of an old-format file that failed their check
+            self.corrupt += state.corrupt
+            if self._metrics is not None:
+                self._metrics.corrupt.inc(state.corrupt)
         self._entries = state.entries
         self._bytes = state.bytes
         self._oldest_born_ms = state.oldest_born_ms
@@ -223,7 +220,8 @@ class JournaledSink:
             self._committed_through = state.last_seq
         self._forward_seq = state.first_seq if state.first_seq is not None else 0
         self._dropped_below = self._forward_seq
-        self._from_disk = state.entries > 0
+        if state.entries and state.last_seq is not None:
+            self._spilled_upto = state.last_seq  # the backlog: all on disk
         if state.entries == 0:
             self._drained.set()
         log.info(
@@ -267,14 +265,14 @@ class JournaledSink:
             return
         try:
             if self._failure is None and (self._pending or self._to_delete):
-                pending, self._pending = self._pending, []
-                self._pending_bytes = 0
-                deletes = sorted(self._to_delete)
-                self._to_delete = set()
+                pending, datas = self._take_pending()
+                deletes = self._take_deletes()
                 await self._run(
-                    self._store.commit,
-                    [(seq, born, data) for seq, born, data, _ in pending],
-                    _ranges(deletes),
+                    self._store.commit_run,
+                    pending[0][0] if pending else 0,
+                    self._pending_born,
+                    datas,
+                    deletes,
                     0,
                 )
         finally:
@@ -340,13 +338,19 @@ class JournaledSink:
         self._next_seq = seq + 1
         data = encode(seq, record)
         size = len(data)
-        self._pending.append((seq, int(self._wall() * 1000), data, record))
-        self._pending_bytes += size
+        pending = self._pending
+        if not pending:
+            # The writer clears _work and takes the pending group together
+            # (no await between), so the group's first record sets it.
+            self._pending_born = int(self._wall() * 1000)
+            self._work.set()
+        if not self._entries:
+            self._drained.clear()  # only set while nothing is journaled
+        pending.append((seq, size, record))
+        self._pending_data.append(data)
         self._entries += 1
         self._bytes += size
-        self._drained.clear()
-        if not self._work.is_set():
-            self._work.set()
+        self._pending_bytes += size
         if self._pending_bytes >= self._max_pending:
             self._hurry.set()
 
@@ -416,7 +420,7 @@ class JournaledSink:
         if born is None:
             if not self._pending:
                 return 0.0
-            born = self._pending[0][1]
+            born = self._pending_born
         return max(0.0, self._wall() - born / 1000)
 
     # -- the writer --------------------------------------------------------------
@@ -433,14 +437,16 @@ class JournaledSink:
                             await self._hurry.wait()
             self._work.clear()
             self._hurry.clear()
-            await self._commit_once()
+            # The interval runs from one commit's start to the next: a record
+            # waits at most flush_interval (+ a commit) before it is durable.
             self._last_commit = loop.time()
+            await self._commit_once()
 
     async def _commit_once(self) -> None:
-        pending, self._pending = self._pending, []
-        self._pending_bytes = 0
-        deletes = sorted(self._to_delete)
-        self._to_delete = set()
+        born = self._pending_born
+        pending_bytes = self._pending_bytes
+        pending, datas = self._take_pending()
+        deletes = self._take_deletes()
         drop = 0
         if self._when_full == "drop_oldest":
             drop = self._bytes - self._max_bytes
@@ -450,9 +456,11 @@ class JournaledSink:
         self._committing = True
         try:
             result = await self._run(
-                self._store.commit,
-                [(seq, born, data) for seq, born, data, _ in pending],
-                _ranges(deletes),
+                self._store.commit_run,
+                pending[0][0] if pending else 0,
+                born,
+                datas,
+                deletes,
                 max(0, drop),
             )
         finally:
@@ -467,8 +475,21 @@ class JournaledSink:
             self._dropped(result.dropped)
         if pending:
             self._committed_through = pending[-1][0]
-            self._to_window(pending)
+            self._to_window(pending, pending_bytes)
         self._after_commit()
+
+    def _take_pending(
+        self,
+    ) -> tuple[list[tuple[int, int, OutboundRecord]], list[bytes]]:
+        pending, self._pending = self._pending, []
+        datas, self._pending_data = self._pending_data, []
+        self._pending_bytes = 0
+        return pending, datas
+
+    def _take_deletes(self) -> list[int]:
+        deletes, self._to_delete = self._to_delete, []
+        deletes.sort()
+        return deletes
 
     def _after_commit(self) -> None:
         self._committed.set()
@@ -478,9 +499,10 @@ class JournaledSink:
 
     def _dropped(self, dropped: list[tuple[int, int]]) -> None:
         count = 0
+        acked = set(self._to_delete)
         for seq, size in dropped:
             # Acked since this commit's snapshot: accounted for already.
-            if seq not in self._to_delete:
+            if seq not in acked:
                 self._entries -= 1
                 self._bytes -= size
                 count += 1
@@ -490,16 +512,15 @@ class JournaledSink:
             self._metrics.dropped.inc(count)
         log.warning("journal_dropped_oldest", entries=count, below=self._dropped_below)
 
-    def _to_window(self, pending: list[tuple[int, int, bytes, OutboundRecord]]) -> None:
-        if self._from_disk:
-            return
-        size = sum(len(data) for _, _, data, _ in pending)
+    def _to_window(
+        self, pending: list[tuple[int, int, OutboundRecord]], size: int
+    ) -> None:
         if self._window_bytes + size > self._window_max:
-            self._from_disk = True  # read these back when the forwarder gets there
+            # Read back from disk when the forwarder gets there. A later group
+            # that fits is kept, after the gap: the window stays in order.
+            self._spilled_upto = pending[-1][0]
         else:
-            window = self._window
-            for seq, _, data, record in pending:
-                window.append((seq, len(data), record))
+            self._window.extend(pending)
             self._window_bytes += size
         self._wake_forwarder.set()
 
@@ -515,40 +536,65 @@ class JournaledSink:
             await self._connect()
             self._inner_started = True
         window = self._window
+        inflight = self._inflight
+        send = self.inner.send
         while True:
             if window:
-                seq, size, record = window.popleft()
+                head = window[0][0]
+                next_seq = max(self._forward_seq, self._dropped_below)
+                if head > next_seq and next_seq <= self._spilled_upto:
+                    await self._forward_from_disk(head)  # the gap before it
+                    continue
+                # Inlined _forward: this loop runs once per record.
+                entry = window.popleft()
+                seq, size, record = entry
                 self._window_bytes -= size
                 if seq < self._forward_seq or seq < self._dropped_below:
                     continue
                 self._forward_seq = seq + 1
-                await self._forward(seq, size, record)
-            elif self._from_disk:
-                await self._forward_from_disk()
+                if id(record) in inflight:
+                    await self._forward(seq, size, record)
+                    continue
+                inflight[id(record)] = entry
+                await send(record)
+            elif max(self._forward_seq, self._dropped_below) <= self._spilled_upto:
+                await self._forward_from_disk(None)
             else:
                 self._wake_forwarder.clear()
                 await self._wake_forwarder.wait()
 
-    async def _forward_from_disk(self) -> None:
+    async def _forward_from_disk(self, upto: int | None) -> None:
+        """Forward what is on disk from the next sequence, before ``upto``.
+
+        ``upto``: the first sequence the window holds (None: empty); what
+        lies beyond the spilled ones is not read (it is in memory, or not
+        committed yet).
+        """
         start = max(self._forward_seq, self._dropped_below)
-        if start > self._committed_through:
-            self._forward_seq = start
-            self._from_disk = False  # caught up: the next commits come by memory
+        stop = (
+            self._spilled_upto + 1
+            if upto is None
+            else min(upto, self._spilled_upto + 1)
+        )
+        if start >= stop:
             return
         result = await self._run(
-            self._store.read, start, self._chunk, self._window_max // 4 or 1
+            self._store.read, start, self._chunk, self._window_max // 4 or 1, stop
         )
         if result.corrupt:
             self._skipped_corrupt(result.corrupt)
-        if result.end_seq == start:  # nothing left on disk up to here
-            result.end_seq = self._committed_through + 1
-        self._forward_seq = max(self._forward_seq, result.end_seq)
+        end = stop if result.end_seq == start else result.end_seq  # nothing more
+        self._forward_seq = max(self._forward_seq, end)
         self.replayed += len(result.entries)
         if self._metrics is not None:
             self._metrics.replayed.inc(len(result.entries))
-        for seq, size, record in result.entries:
-            if seq >= self._dropped_below:
-                await self._forward(seq, size, record)
+        inflight = self._inflight
+        send = self.inner.send
+        for entry in result.entries:  # decoded: new objects, not in flight
+            if entry[0] >= self._dropped_below:
+                record = entry[2]
+                inflight[id(record)] = entry
+                await send(record)
 
     def _skipped_corrupt(self, corrupt: list[tuple[int, int]]) -> None:
         for _, size in corrupt:
@@ -576,18 +622,23 @@ class JournaledSink:
 
     def _on_batch_ack(self, records: Sequence[OutboundRecord]) -> None:
         """The inner sink's ``on_batch_ack``: these records are in Kafka."""
-        inflight = self._inflight
+        pop = self._inflight.pop
         dropped_below = self._dropped_below
+        delete = self._to_delete.append
+        acked = entries = size_freed = 0
         for record in records:
-            entry = inflight.pop(id(record), None)
+            entry = pop(id(record), None)
             if entry is None:
                 continue
             seq, size, _ = entry
-            self._acked += 1
-            self._to_delete.add(seq)
+            acked += 1
+            delete(seq)
             if seq >= dropped_below:  # below it, a drop accounted for it
-                self._entries -= 1
-                self._bytes -= size
+                entries += 1
+                size_freed += size
+        self._acked += acked
+        self._entries -= entries
+        self._bytes -= size_freed
         self._room.set()
         if not self._work.is_set():
             self._work.set()

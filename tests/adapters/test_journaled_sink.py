@@ -22,7 +22,7 @@ from bridge.adapters.journal_store import (
     verify,
 )
 from bridge.adapters.journaled_sink import JournaledSink
-from bridge.core.journal_entry import encode, encoded_size
+from bridge.core.journal_entry import encode, encoded_size, read_chunk_table
 from bridge.core.records import OutboundRecord
 from bridge.journal_metrics import JournalMetrics
 from bridge.ports import SinkStatistics
@@ -105,6 +105,26 @@ def journaled(
         JournalStore(directory, **(store_options or {})), build, **options
     )
     return sink, fakes[0]
+
+
+def flip_a_byte_of_entry(directory: Path, seq: int) -> None:
+    """Flip one bit in the middle of entry ``seq``, inside its chunk's data."""
+    db = sqlite3.connect(directory / DB_NAME)
+    first, count, table, data = db.execute(
+        "SELECT first_seq, count, tbl, data FROM chunks WHERE first_seq <= ?"
+        " ORDER BY first_seq DESC LIMIT 1",
+        (seq,),
+    ).fetchone()
+    assert first <= seq < first + count
+    sizes, _ = read_chunk_table(table, count)
+    at = sum(sizes[: seq - first]) + sizes[seq - first] // 2
+    flipped = bytearray(data)
+    flipped[at] ^= 0x40
+    db.execute(
+        "UPDATE chunks SET data = ? WHERE first_seq = ?", (bytes(flipped), first)
+    )
+    db.commit()
+    db.close()
 
 
 async def until(predicate: Callable[[], bool]) -> None:
@@ -254,13 +274,7 @@ async def test_corrupt_entry_is_skipped_counted_and_next_start_works(
     for i in range(20):
         await sink.send(record(i))
     await sink.stop()
-    db = sqlite3.connect(tmp_path / DB_NAME)
-    (data,) = db.execute("SELECT data FROM entries WHERE seq = 5").fetchone()
-    flipped = bytearray(data)
-    flipped[len(flipped) // 2] ^= 0x40
-    db.execute("UPDATE entries SET data = ? WHERE seq = 5", (bytes(flipped),))
-    db.commit()
-    db.close()
+    flip_a_byte_of_entry(tmp_path, 5)
     assert verify(tmp_path).corrupt_entries == (5,)
 
     registry = CollectorRegistry()
@@ -429,4 +443,69 @@ async def test_unusable_directory_fails_start_clearly(tmp_path: Path) -> None:
     sink, _ = journaled(blocker)
     with pytest.raises(JournalIOError, match="opening"):
         await sink.start()
+    await sink.stop()
+
+
+class GatedSink(FakeSink):
+    """A ``FakeSink`` whose ``send`` waits for a permit (Kafka's buffer full)."""
+
+    def __init__(self, on_batch_ack: Callable[[Sequence[OutboundRecord]], None]):
+        super().__init__(on_batch_ack)
+        self.permits = asyncio.Semaphore(0)
+
+    def allow(self, n: int) -> None:
+        """Let ``n`` more records through."""
+        for _ in range(n):
+            self.permits.release()
+
+    async def send(self, record: OutboundRecord) -> None:
+        await self.permits.acquire()
+        await super().send(record)
+
+
+async def test_spilled_groups_are_read_back_in_order_between_kept_ones(
+    tmp_path: Path,
+) -> None:
+    """When the in-memory window is full a committed group is left on disk; later
+    groups that fit are kept: every record still goes out once, in order."""
+    size = encoded_size(record(99))  # the largest of these records
+    gated: list[GatedSink] = []
+
+    def build(ack: Callable[[Sequence[OutboundRecord]], None]) -> GatedSink:
+        gated.append(GatedSink(ack))
+        return gated[0]
+
+    sink = JournaledSink(
+        JournalStore(tmp_path),
+        build,
+        max_bytes=64 * 1024 * 1024,
+        flush_interval=0.005,
+        window_bytes=12 * size,
+    )
+    inner = gated[0]
+    inner.auto_ack = True
+    await sink.start()
+    sent = 0
+
+    async def group(n: int) -> None:
+        nonlocal sent
+        target = sink.committed_through + n
+        for _ in range(n):
+            await sink.send(record(sent))
+            sent += 1
+        await until(lambda: sink.committed_through == target)
+
+    await group(10)  # kept: the forwarder takes one and waits in send
+    await group(10)  # does not fit beside the other 9: left on disk
+    inner.allow(9)  # the first group goes out: the window empties
+    await until(lambda: len(inner.sent) == 9)
+    await group(10)  # fits again: kept, after the gap
+    await group(10)  # does not fit: on disk
+    await group(2)  # fits: kept
+    inner.allow(1000)
+    await until(lambda: len(inner.sent) == sent)
+    assert [number(r) for r in inner.sent] == list(range(sent))
+    assert sink.replayed == 20  # the two groups left on disk, and only those
+    assert await sink.flush(5.0)
+    assert stats(tmp_path).entries == 0
     await sink.stop()

@@ -362,16 +362,27 @@ class JournaledSink:
             self._raise_if_failed()
 
     async def _wait_for_room(self, size: int) -> None:
+        # Counted when the wait begins (a journal that stays full must show at
+        # once); the time spent is added as it passes, each time room is
+        # checked, so the rate is right while the wait is still going on.
         self.blocked += 1
+        metrics = self._metrics
+        if metrics is not None:
+            metrics.blocked.inc()
         loop = asyncio.get_running_loop()
         since = loop.time()
-        while self._entries and self._bytes + size > self._max_bytes:
-            self._room.clear()
-            await self._room.wait()
-            self._raise_if_failed()
-        if self._metrics is not None:
-            self._metrics.blocked.inc()
-            self._metrics.blocked_seconds.inc(loop.time() - since)
+        try:
+            while self._entries and self._bytes + size > self._max_bytes:
+                self._room.clear()
+                await self._room.wait()
+                if metrics is not None:
+                    now = loop.time()
+                    metrics.blocked_seconds.inc(now - since)
+                    since = now
+                self._raise_if_failed()
+        finally:
+            if metrics is not None:
+                metrics.blocked_seconds.inc(loop.time() - since)
 
     async def flush(self, grace: float) -> bool:
         """Wait until every record is acknowledged and deleted; False on timeout.

@@ -403,9 +403,7 @@ class HotStandby:
         # Set while the pump's socket has been open without a break: the
         # group gives a takeover to the member whose buffer reaches back most.
         self._socket_since: float | None = None
-        assignor = StandbyAssignor(
-            lambda: (self.election.led_partitions(), self._socket_since)
-        )
+        assignor = StandbyAssignor(lambda: (*self.election.claim(), self._socket_since))
         self.election = KafkaElection(
             functools.partial(
                 AIOKafkaConsumer,

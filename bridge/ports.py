@@ -291,6 +291,14 @@ class RoleHandler(Protocol):
         """This replica no longer leads these: stop publishing before returning."""
         ...
 
+    async def on_fenced(self, accounts: frozenset[str]) -> None:
+        """This replica lost the group coordinator for a session while leading
+        these: another replica may lead them now, or (Kafka down for all) no
+        one. Keep journaling what arrives: duplicates with their ``ce_id`` if
+        another took over, and no gap if none could. The next assignment says
+        which (``on_leading`` again, or ``on_deposed``)."""
+        ...
+
 
 class Election(Protocol):
     """Kafka's group protocol on the coordination topic: one partition per

@@ -51,7 +51,7 @@ import random
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
@@ -130,22 +130,28 @@ class StandbyAssignor(AbstractPartitionAssignor):  # type: ignore[misc]  # untyp
        accounts so far, then the oldest buffer (the widest takeover window);
     3. otherwise (no socket open anywhere) the member with the fewest accounts.
 
+    Two members may claim an account (one fenced itself while the other took
+    over): the most recent claim wins.
+
     Args:
-        state: This member's ``(partitions it led until now, wall time its
-            socket has been open since, or None)``, read at each join.
+        state: This member's ``(partitions it led until now, wall time that
+            leadership began or None, wall time its socket has been open
+            since or None)``, read at each join.
     """
 
     name = "sendstack-standby"
     version = 1
 
     def __init__(
-        self, state: Callable[[], tuple[frozenset[int], float | None]]
+        self, state: Callable[[], tuple[frozenset[int], float | None, float | None]]
     ) -> None:
         self._state = state
 
     def metadata(self, topics: Iterable[str]) -> ConsumerProtocolMemberMetadata:
-        led, since = self._state()
-        user_data = json.dumps({"led": sorted(led), "since": since}).encode()
+        led, led_at, since = self._state()
+        user_data = json.dumps(
+            {"led": sorted(led), "led_at": led_at, "since": since}
+        ).encode()
         return ConsumerProtocolMemberMetadata(self.version, sorted(topics), user_data)
 
     def assign(
@@ -172,34 +178,41 @@ class StandbyAssignor(AbstractPartitionAssignor):  # type: ignore[misc]  # untyp
         del assignment  # the rebalance listener does the work
 
 
-def _claim(user_data: bytes) -> tuple[frozenset[int], float | None]:
+class _Claim(NamedTuple):
+    led: frozenset[int]
+    led_at: float
+    since: float | None
+
+
+def _claim(user_data: bytes) -> _Claim:
     try:
         data = json.loads(user_data or b"{}")
         led = frozenset(int(p) for p in data.get("led", ()))
-        since = data.get("since")
-        return led, None if since is None else float(since)
+        led_at, since = data.get("led_at"), data.get("since")
+        return _Claim(
+            led,
+            0.0 if led_at is None else float(led_at),
+            None if since is None else float(since),
+        )
     except (ValueError, TypeError, AttributeError):
-        return frozenset(), None  # an older or foreign member: no claim
+        return _Claim(frozenset(), 0.0, None)  # older or foreign: no claim
 
 
 def _choose(
     partition: int,
     members: Sequence[str],
-    claims: Mapping[str, tuple[frozenset[int], float | None]],
+    claims: Mapping[str, _Claim],
     owned: Mapping[str, Mapping[str, list[int]]],
 ) -> str:
     def load(member: str) -> int:
         return sum(len(parts) for parts in owned[member].values())
 
-    open_ = [m for m in members if claims[m][1] is not None]
-    for member in open_:
-        if partition in claims[member][0]:
-            return member  # it led this account until now: keep it there
+    open_ = [m for m in members if claims[m].since is not None]
+    claimants = [m for m in open_ if partition in claims[m].led]
+    if claimants:  # it led this account until now: keep it there
+        return max(claimants, key=lambda m: (claims[m].led_at, m))
     pool = open_ or list(members)
-    return min(
-        pool,
-        key=lambda m: (load(m), claims[m][1] if claims[m][1] is not None else 0.0, m),
-    )
+    return min(pool, key=lambda m: (load(m), claims[m].since or 0.0, m))
 
 
 class KafkaElection:
@@ -244,6 +257,10 @@ class KafkaElection:
         # Partitions this member led until the last revocation (what it
         # claims in StandbyAssignor's metadata at the next join).
         self._led: frozenset[int] = frozenset()
+        self._led_at: float | None = None  # wall time that leadership began
+        # Accounts it led when it fenced itself: still journaled, until the
+        # next assignment says whether they are its own again.
+        self._fenced: frozenset[str] = frozenset()
 
     @property
     def generation(self) -> int:
@@ -254,10 +271,11 @@ class KafkaElection:
     def leading(self) -> frozenset[str]:
         return self._leading
 
-    def led_partitions(self) -> frozenset[int]:
-        """The partitions this member led until now (kept across a revocation,
-        forgotten when it fences itself or leaves)."""
-        return self._led
+    def claim(self) -> tuple[frozenset[int], float | None]:
+        """The partitions this member led until now and since when (wall
+        time): kept across a revocation and a self-fence, forgotten when it
+        leaves. What :class:`StandbyAssignor` tells the group."""
+        return self._led, self._led_at
 
     async def start(self, handler: RoleHandler) -> None:
         """Connect and subscribe; the group join then runs in the background."""
@@ -306,7 +324,7 @@ class KafkaElection:
     async def stop(self) -> None:
         """Depose this replica, then leave the group (the others take over at once)."""
         self._stopping = True
-        self._led = frozenset()
+        self._led, self._led_at = frozenset(), None
         consumer = self._consumer
         if consumer is None:
             return
@@ -314,6 +332,7 @@ class KafkaElection:
         try:
             async with self._lock:
                 await self._depose()
+                await self._end_fence(frozenset())
         finally:
             await consumer.stop()  # sends LeaveGroup
             log.info("election_left", generation=self._generation)
@@ -344,6 +363,7 @@ class KafkaElection:
                 if self._stopping:
                     return
                 await self._depose()  # nothing, unless a revocation failed
+                await self._end_fence(accounts)
                 self._generation += 1
                 self._contact = self._clock()  # the group just answered
                 log.info(
@@ -351,9 +371,12 @@ class KafkaElection:
                     accounts=sorted(accounts),
                     generation=self._generation,
                 )
-                self._led = frozenset(
+                led = frozenset(
                     tp.partition for tp in mine if tp.partition < len(self._accounts)
                 )
+                if led != self._led or self._led_at is None:
+                    self._led_at = time.time() if led else None
+                self._led = led
                 if accounts:
                     self._leading = accounts
                     self._takeover = asyncio.create_task(self._lead(accounts))
@@ -362,6 +385,14 @@ class KafkaElection:
 
     # -- transitions (called with the lock held) --
 
+    async def _end_fence(self, assigned: frozenset[str]) -> None:
+        """The group answered: fenced accounts not assigned again are lost."""
+        lost, self._fenced = self._fenced - assigned, frozenset()
+        if lost:
+            assert self._handler is not None  # noqa: S101 - set by start
+            await self._handler.on_deposed(lost)
+            log.info("election_fence_ended", deposed=sorted(lost))
+
     async def _lead(self, accounts: frozenset[str]) -> None:
         assert self._handler is not None  # noqa: S101 - set by start
         try:
@@ -369,6 +400,18 @@ class KafkaElection:
         except Exception as exc:  # surfaces from run()
             log.exception("election_takeover_failed")
             self._failure = exc
+
+    async def _fence(self) -> None:
+        """Tell the handler it may have lost what it leads (it keeps journaling);
+        the claim stays, so the group can give it back (Kafka was down for all)."""
+        task, self._takeover = self._takeover, None
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.wait([task])
+        accounts, self._leading = self._leading, frozenset()
+        self._fenced = accounts
+        assert self._handler is not None  # noqa: S101 - set by start
+        await self._handler.on_fenced(accounts)
 
     async def _depose(self) -> None:
         """Stop the takeover if it still runs, then depose what this replica leads."""
@@ -433,8 +476,7 @@ class KafkaElection:
                 silent_for=round(silent, 3),
                 generation=self._generation,
             )
-            await self._depose()
-            self._led = frozenset()  # surely given away meanwhile
+            await self._fence()
             self.fences += 1
             # A new subscription makes aiokafka rejoin once the coordinator
             # answers, even if the group never noticed this member was gone.

@@ -15,6 +15,12 @@ group protocol): :class:`StreamRoles` is its ``RoleHandler``.
   group hands the account over only after this replica stopped publishing.
   Records it had already journaled still go to Kafka (each with its
   ``ce_id``, so a duplicate at worst).
+* ``on_fenced``: the replica lost the group coordinator while leading. It
+  keeps journaling: if Kafka is down for everyone, no one else can lead and
+  the journal is the only copy; if only this replica is cut off, another
+  takes over and what this one journaled arrives later as duplicates with
+  their ``ce_id``. The next assignment ends it: ``on_leading`` (it goes on,
+  nothing to catch up) or ``on_deposed``.
 * ``on_leading``: a takeover task starts. The gate first reads the account's
   progress log to its end (what the old leader reported acknowledged), then
   hands the journal every held record the old leader did not report, in the
@@ -45,8 +51,14 @@ from bridge.ports import Clock, ProgressLog, RecordSink, SinkStatistics
 
 log = structlog.get_logger("bridge.roles")
 
-Role = Literal["standby", "taking_over", "leading"]
-ROLE_VALUES: Mapping[Role, int] = {"standby": 0, "taking_over": 1, "leading": 2}
+Role = Literal["standby", "taking_over", "leading", "fenced"]
+# "fenced": it led, then lost the group coordinator; it keeps journaling.
+ROLE_VALUES: Mapping[Role, int] = {
+    "standby": 0,
+    "taking_over": 1,
+    "leading": 2,
+    "fenced": 3,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,11 +98,11 @@ class AccountGate:
 
     async def send(self, record: OutboundRecord) -> None:
         self.recent.add(record, self._clock.monotonic())
-        if self.role == "leading":
+        if self.role in ("leading", "fenced"):
             await self._target.send(record)
 
     async def flush(self, grace: float) -> bool:
-        if self.role != "leading":
+        if self.role not in ("leading", "fenced"):
             return True  # a standby owes Kafka nothing
         return await self._target.flush(grace)
 
@@ -102,6 +114,18 @@ class AccountGate:
         if self.role != "standby":
             log.warning("stream_deposed", account=self.account, was=self.role)
         self.role = "standby"
+
+    def fence(self) -> None:
+        """Cut off from the group while leading: keep journaling (see
+        ``RoleHandler.on_fenced``); only a leader or a takeover can be fenced."""
+        if self.role in ("leading", "taking_over"):
+            log.warning("stream_fenced_journaling", account=self.account)
+            self.role = "fenced"
+
+    def resume(self) -> None:
+        """The group gave a fenced account back: it never stopped, so live."""
+        log.info("stream_unfenced", account=self.account)
+        self.role = "leading"
 
     def _taking_over(self) -> bool:
         # A method, not an inline test: depose() may run at any await.
@@ -182,6 +206,9 @@ class StreamRoles:
         # takeover may publish a backlog; it runs as a task of its own.
         for account in sorted(accounts):
             gate = self.gates.get(account)
+            if gate is not None and gate.role == "fenced":
+                gate.resume()  # it journaled all along: nothing to catch up
+                continue
             if gate is None or gate.role != "standby":
                 continue
             gate.role = "taking_over"  # seen at once (metrics, readiness)
@@ -202,6 +229,17 @@ class StreamRoles:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+
+    async def on_fenced(self, accounts: frozenset[str]) -> None:
+        for account in sorted(accounts):
+            task = self._takeovers.pop(account, None)
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            gate = self.gates.get(account)
+            if gate is not None:
+                gate.fence()
 
     def _takeover_ended(self, task: asyncio.Task[Takeover]) -> None:
         for account, running in list(self._takeovers.items()):

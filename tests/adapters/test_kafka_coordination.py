@@ -78,6 +78,10 @@ class Roles:
                 self.events.append((time.monotonic(), self.name, "cancelled", accounts))
                 raise
 
+    async def on_fenced(self, accounts: frozenset[str]) -> None:
+        self.leading -= accounts
+        self.events.append((time.monotonic(), self.name, "fenced", accounts))
+
     async def on_deposed(self, accounts: frozenset[str]) -> None:
         if self.on_deposed_hook is not None:
             self.on_deposed_hook(accounts)
@@ -89,18 +93,26 @@ class Roles:
 def assert_one_leader_at_a_time(
     events: Sequence[tuple[float, str, str, frozenset[str]]],
 ) -> None:
-    """No account was led by two handlers at once (from leading to deposed)."""
+    """No account was led by two handlers at once (from leading to deposed or
+    fenced: a fenced member only journals, its ``on_deposed`` comes later)."""
     for account in ACCOUNTS:
         holder: str | None = None
+        fenced: set[str] = set()
         for _, name, kind, accounts in sorted(events, key=lambda e: e[0]):
             if account not in accounts or kind == "cancelled":
+                continue
+            if kind == "deposed" and name in fenced:
+                fenced.discard(name)  # the fence ended without it
                 continue
             if kind == "leading":
                 assert holder is None, f"{account}: {name} leads while {holder} does"
                 holder = name
+                fenced.discard(name)
             else:
-                assert holder == name, f"{account}: {name} deposed, {holder} led"
+                assert holder == name, f"{account}: {name} {kind}, {holder} led"
                 holder = None
+                if kind == "fenced":
+                    fenced.add(name)
 
 
 @contextlib.asynccontextmanager
@@ -554,16 +566,19 @@ class _Cluster:
 
 
 def _member(
-    led: list[int], since: float | None, topic: str = "coord"
+    led: list[int],
+    since: float | None,
+    led_at: float | None = None,
+    topic: str = "coord",
 ) -> ConsumerProtocolMemberMetadata:
-    state = (frozenset(led), since)
+    state = (frozenset(led), led_at if led else None, since)
     return StandbyAssignor(lambda: state).metadata([topic])
 
 
 def _assigned(
     members: dict[str, ConsumerProtocolMemberMetadata], partitions: int = 1
 ) -> dict[str, list[int]]:
-    result = StandbyAssignor(lambda: (frozenset(), None)).assign(
+    result = StandbyAssignor(lambda: (frozenset(), None, None)).assign(
         _Cluster({"coord": partitions}), members
     )
     return {
@@ -608,3 +623,13 @@ def test_assignor_spreads_accounts_and_tolerates_foreign_metadata() -> None:
     assert sorted(len(v) for v in got.values()) == [0, 1, 2]
     assert sorted(p for v in got.values() for p in v) == [0, 1, 2]
     assert got["c"] == []  # no open socket claimed: only chosen if none has one
+
+
+def test_assignor_gives_a_twice_claimed_account_to_the_newer_claim() -> None:
+    """One member fenced itself while another took over: the later leader keeps it."""
+    assert _assigned(
+        {
+            "fenced": _member([0], since=10.0, led_at=100.0),
+            "successor": _member([0], since=20.0, led_at=160.0),
+        }
+    ) == {"fenced": [], "successor": [0]}

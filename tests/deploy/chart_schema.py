@@ -3,8 +3,8 @@
 ``values.schema.json`` lists, in ``definitions.config.propertyNames.enum``,
 every variable a user may put under ``config`` or ``<component>.config``: all
 of `bridge.config.KNOWN_VARIABLES` except credentials (they come from the
-Secret), their ``*_FILE`` variants, the listeners and the stream's journal,
-which the chart sets itself.
+Secret), their ``*_FILE`` variants, the listeners, the stream's journal, hot
+standby and session policy, which the chart sets itself.
 ``tests/deploy/test_helm_chart.py`` fails when the list drifts from
 ``bridge/config.py``; after adding or removing a variable there, run::
 
@@ -20,8 +20,9 @@ from tests.deploy.observability import CHART
 
 SCHEMA = CHART / "values.schema.json"
 
-# Variables the chart sets itself, from `ops.port`, `webhooks.port` and
-# `stream.journal` (whose directory must be where the chart mounts the volume).
+# Variables the chart sets itself, from `ops.port`, `webhooks.port`,
+# `stream.journal` (whose directory must be where the chart mounts the volume),
+# `stream.ha` and `stream.singleSession` (checked against `stream.replicas`).
 CHART_OWNED = frozenset(
     {
         "BRIDGE_OPS_HOST",
@@ -34,6 +35,17 @@ CHART_OWNED = frozenset(
         "BRIDGE_JOURNAL_DURABILITY",
         "BRIDGE_JOURNAL_FLUSH_INTERVAL_MS",
         "BRIDGE_JOURNAL_WHEN_FULL",
+        "BRIDGE_STREAM_SINGLE_SESSION",
+        "BRIDGE_HA_ENABLED",
+        "BRIDGE_HA_ACCOUNT",
+        "BRIDGE_HA_COORDINATION_TOPIC",
+        "BRIDGE_HA_GROUP_ID",
+        "BRIDGE_HA_SESSION_TIMEOUT_MS",
+        "BRIDGE_HA_HEARTBEAT_INTERVAL_MS",
+        "BRIDGE_HA_BUFFER_SECONDS",
+        "BRIDGE_HA_BUFFER_BYTES",
+        "BRIDGE_HA_PROGRESS_INTERVAL_MS",
+        "BRIDGE_HA_CATCH_UP_SECONDS",
     }
 )
 

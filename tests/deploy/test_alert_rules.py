@@ -34,6 +34,10 @@ REQUIRED_ALERTS = {
     "BridgeJournalDropping",  # when_full=drop_oldest lost records
     "BridgeJournalBlocked",  # when_full=block paused reading the socket
     "BridgeJournalCorrupt",  # corrupt entries or a quarantined file
+    # The stream's hot standby (per account, over the replicas).
+    "BridgeStreamNoLeader",  # no replica leads: nothing is published
+    "BridgeStreamNoStandby",  # no ready standby while HA is meant
+    "BridgeStreamTakeovers",  # leaders keep changing
 }
 
 
@@ -69,7 +73,7 @@ def test_every_alert_has_a_firing_and_a_quiet_unit_test() -> None:
 
 
 def test_the_issue_s_alerts_exist_with_severity_and_text() -> None:
-    """The issue's and the journal's alerts exist, each with severity and text."""
+    """The issue's, the journal's and the standby's alerts exist, with their text."""
     rules = alert_rules()
     assert {rule["alert"] for rule in rules} == REQUIRED_ALERTS
     for rule in rules:
@@ -97,3 +101,18 @@ def test_alert_expressions_use_only_our_metric_names() -> None:
         assert not unknown, (
             f"{query.where}: {sorted(unknown)} not defined by the bridge"
         )
+
+
+def test_standby_alerts_are_per_account_over_the_replicas() -> None:
+    """The BridgeStream* alerts drop instance and pod, and name job and account."""
+    rules = [r for r in alert_rules() if r["alert"].startswith("BridgeStream")]
+    assert len(rules) == 3
+    for rule in rules:
+        aggregations = re.findall(r"\b(?:by|without)\s*\(([^)]*)\)", rule["expr"])
+        assert aggregations, rule["alert"]
+        assert all(a.replace(" ", "") == "instance,pod" for a in aggregations), rule[
+            "alert"
+        ]
+        description = rule["annotations"]["description"]
+        assert "{{ $labels.account }}" in description, rule["alert"]
+        assert "$labels.instance" not in description, rule["alert"]

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import itertools
 
+from prometheus_client import CollectorRegistry
+
+from bridge.metrics import RoleMetrics
 from tests.deploy.observability import (
     dashboard_queries,
     dashboard_rows,
@@ -13,12 +16,21 @@ from tests.deploy.observability import (
     registry_metric_names,
 )
 
-ROWS = ["Overview", "Stream", "Session", "Webhooks", "Commands", "Kafka", "Journal"]
+ROWS = [
+    "Overview",
+    "Stream",
+    "Session",
+    "Webhooks",
+    "Commands",
+    "Kafka",
+    "Journal",
+    "Hot standby",
+]
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 
 
 def test_rows_are_overview_stream_session_webhooks_commands_kafka_journal() -> None:
-    """The rows come in the issue's order, the stream's journal last."""
+    """The rows come in the issue's order, then the stream's journal and hot standby."""
     assert [title for title, _ in dashboard_rows()] == ROWS
 
 
@@ -102,3 +114,42 @@ def test_journal_row_shows_fill_age_latency_flow_and_losses() -> None:
         "histogram_quantile(0.5",
         "histogram_quantile(0.99",
     ]
+
+
+def _role_metric_samples() -> dict[str, str]:
+    """Each RoleMetrics family's name and the sample a panel charts it by."""
+    registry = CollectorRegistry()
+    RoleMetrics(registry)
+    suffix = {"counter": "_total", "histogram": "_bucket", "gauge": ""}
+    return {f.name: f.name + suffix[f.type] for f in registry.collect()}
+
+
+def test_hot_standby_row_charts_every_role_metric() -> None:
+    """The hot standby row charts every RoleMetrics metric, and nothing else."""
+    ((_, panels),) = [(t, p) for t, p in dashboard_rows() if t == "Hot standby"]
+    exprs = [target["expr"] for panel in panels for target in panel["targets"]]
+    used = set().union(*(metric_names(expr) for expr in exprs))
+    samples = _role_metric_samples()
+    assert len(samples) == 8
+    assert used == set(samples.values())
+    quantiles = [e for e in exprs if "bridge_stream_takeover_seconds_bucket" in e]
+    assert [e.split(",")[0] for e in quantiles] == [
+        "histogram_quantile(0.5",
+        "histogram_quantile(0.99",
+    ]
+
+
+def test_hot_standby_role_is_a_state_timeline_with_named_roles() -> None:
+    """bridge_stream_role per replica is a state timeline of named roles."""
+    ((_, panels),) = [(t, p) for t, p in dashboard_rows() if t == "Hot standby"]
+    (panel,) = [
+        p
+        for p in panels
+        if any("bridge_stream_role" in t["expr"] for t in p["targets"])
+    ]
+    assert panel["type"] == "state-timeline"
+    (mapping,) = panel["fieldConfig"]["defaults"]["mappings"]
+    texts = {value: option["text"] for value, option in mapping["options"].items()}
+    assert texts == {"0": "standby", "1": "taking over", "2": "leading"}
+    (target,) = panel["targets"]
+    assert "{{account}}" in target["legendFormat"]

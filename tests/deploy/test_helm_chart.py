@@ -1,7 +1,8 @@
 """The Helm chart: lint, render, validate every manifest, and feed the bridge's config.
 
-The stream is a StatefulSet (its journal's PersistentVolumeClaim follows the
-pod); webhooks and commands are Deployments. "Workload" below means either.
+The stream is a StatefulSet (each replica's journal PersistentVolumeClaim
+follows its pod; two replicas by default, one leading and one hot standby);
+webhooks and commands are Deployments. "Workload" below means either.
 
 helm-python-sdk binds Helm's own Go SDK (bundled in its wheel, no ``helm``
 binary, no network), so lint, schema validation and rendering are Helm's.
@@ -42,6 +43,7 @@ SCENARIOS = {
     "all-components": CI_VALUES / "all-components-values.yaml",
     "journal-emptydir": CI_VALUES / "journal-emptydir-values.yaml",
     "journal-off": CI_VALUES / "journal-off-values.yaml",
+    "single-replica": CI_VALUES / "single-replica-values.yaml",
 }
 COMPONENTS = ("stream", "webhooks", "commands")
 WORKLOAD_KINDS = ("Deployment", "StatefulSet")
@@ -287,7 +289,14 @@ def _with_credential_files(
 
 
 @pytest.mark.parametrize(
-    "scenario", ["chart-secret", "all-components", "journal-emptydir", "journal-off"]
+    "scenario",
+    [
+        "chart-secret",
+        "all-components",
+        "journal-emptydir",
+        "journal-off",
+        "single-replica",
+    ],
 )
 def test_each_component_s_configuration_loads(scenario: str, tmp_path: Path) -> None:
     """The bridge's own loader accepts what each workload is given."""
@@ -338,7 +347,21 @@ def test_schema_config_names_are_exactly_the_settable_variables() -> None:
         ({"config": {"BRIDGE_SENDSTACK_APP_SECRET": "x"}}, "APP_SECRET"),
         ({"stream": {"config": {"BRIDGE_OPS_PORT": "1"}}}, "BRIDGE_OPS_PORT"),
         ({"config": {"BRIDGE_AUTH_MAX_FAILURES": 5}}, "want string"),
-        ({"stream": {"replicas": 2}}, "/stream/replicas"),
+        ({"stream": {"replicas": 2, "ha": {"enabled": False}}}, "/stream/ha/enabled"),
+        ({"stream": {"replicas": -1}}, "/stream/replicas"),
+        ({"config": {"BRIDGE_HA_ENABLED": "true"}}, "BRIDGE_HA_ENABLED"),
+        ({"stream": {"config": {"BRIDGE_HA_GROUP_ID": "g"}}}, "BRIDGE_HA_GROUP_ID"),
+        (
+            {"stream": {"config": {"BRIDGE_STREAM_SINGLE_SESSION": "true"}}},
+            "BRIDGE_STREAM_SINGLE_SESSION",
+        ),
+        (
+            {"stream": {"ha": {"coordinationTopic": "a b"}}},
+            "/stream/ha/coordinationTopic",
+        ),
+        ({"stream": {"ha": {"sessionTimeoutMs": "6s"}}}, "/stream/ha/sessionTimeoutMs"),
+        ({"stream": {"ha": {"bufferSeconds": 0}}}, "/stream/ha/bufferSeconds"),
+        ({"stream": {"antiAffinity": {"type": "soft"}}}, "/stream/antiAffinity/type"),
         ({"stream": {"config": {"BRIDGE_JOURNAL_DIR": "/x"}}}, "BRIDGE_JOURNAL_DIR"),
         ({"config": {"BRIDGE_JOURNAL_ENABLED": "false"}}, "BRIDGE_JOURNAL_ENABLED"),
         ({"stream": {"journal": {"volume": "hostPath"}}}, "/stream/journal/volume"),
@@ -350,7 +373,7 @@ def test_schema_config_names_are_exactly_the_settable_variables() -> None:
 def test_schema_refuses_unknown_secret_owned_or_unquoted_values(
     values: dict[str, Any], complaint: str
 ) -> None:
-    """Typos, credentials or journal names in config, numbers, 2 streams: refused."""
+    """Typos, credentials, chart-owned names, numbers, 2 streams without HA: refused."""
     with helm.Chart.load(CHART) as chart, pytest.raises(helm.HelmValuesError) as error:
         chart.validate_schema(values)
     assert complaint in str(error.value)
@@ -381,12 +404,24 @@ def test_schema_refuses_unknown_secret_owned_or_unquoted_values(
             {"podSecurityContext": {"fsGroup": None}},
             "set podSecurityContext.fsGroup",
         ),
+        (
+            {"stream": {"ha": {"sessionTimeoutMs": 6000, "heartbeatIntervalMs": 2500}}},
+            "must be at least 3 times stream.ha.heartbeatIntervalMs",
+        ),
+        (
+            {"stream": {"ha": {"bufferSeconds": 10}}},
+            "must be at least twice stream.ha.sessionTimeoutMs",
+        ),
+        (
+            {"stream": {"config": {"BRIDGE_KAFKA_REQUEST_TIMEOUT_MS": "5000"}}},
+            "BRIDGE_KAFKA_REQUEST_TIMEOUT_MS (5000) must be at least",
+        ),
     ],
 )
 def test_render_refuses_settings_that_would_lose_data(
     values: dict[str, Any], complaint: str
 ) -> None:
-    """A grace period cut short, a journal that fills its volume, or one unwritable."""
+    """A cut grace period, a journal that fills or cannot write, HA that cannot work."""
     with helm.Chart.load(CHART) as chart, pytest.raises(helm.HelmRenderError) as error:
         chart.render(values, name=RELEASE, namespace=NAMESPACE)
     assert complaint in str(error.value)
@@ -402,21 +437,59 @@ def test_render_refuses_settings_that_would_lose_data(
             "podSecurityContext": {"fsGroup": None},
             "stream": {"journal": {"volume": "emptyDir"}},
         },
+        {"stream": {"config": {"BRIDGE_KAFKA_REQUEST_TIMEOUT_MS": "9000"}}},
+        {
+            "config": {"BRIDGE_KAFKA_REQUEST_TIMEOUT_MS": "1000"},
+            "stream": {"replicas": 1, "ha": {"enabled": False}},
+        },
     ],
-    ids=["exactly-80-percent", "emptydir", "off-ignores-size", "emptydir-no-fsgroup"],
+    ids=[
+        "exactly-80-percent",
+        "emptydir",
+        "off-ignores-size",
+        "emptydir-no-fsgroup",
+        "request-timeout-fits-a-join",
+        "short-request-timeout-without-ha",
+    ],
 )
 def test_render_accepts_journals_that_fit(values: dict[str, Any]) -> None:
-    """A journal of 80% of its volume, or one without a PVC, renders."""
+    """A journal of 80% of its volume, one without a PVC, a long enough timeout."""
     (stream,) = [m for m in render(values) if m["kind"] == "StatefulSet"]
     _validate_core(stream, KUBE_VERSIONS[-1])
 
 
 def test_single_session_needs_no_special_rollout() -> None:
-    """With BRIDGE_STREAM_SINGLE_SESSION the StatefulSet renders as is: no overlap."""
-    values = {"stream": {"config": {"BRIDGE_STREAM_SINGLE_SESSION": "true"}}}
-    (stream,) = [m for m in render(values) if m["kind"] == "StatefulSet"]
+    """stream.singleSession with one replica sets the variable; the rollout is as is."""
+    values = {
+        "stream": {"singleSession": True, "replicas": 1, "ha": {"enabled": False}}
+    }
+    objects = render(values)
+    (stream,) = [m for m in objects if m["kind"] == "StatefulSet"]
     assert stream["spec"]["updateStrategy"] == {"type": "RollingUpdate"}
+    configmaps = {m["metadata"]["name"]: m for m in objects if m["kind"] == "ConfigMap"}
+    env = _container_env(stream, configmaps)
+    assert env["BRIDGE_STREAM_SINGLE_SESSION"] == "true"
+    assert _ha_env(env) == {"BRIDGE_HA_ENABLED": "false"}
     _validate_core(stream, KUBE_VERSIONS[-1])
+
+
+@pytest.mark.parametrize(
+    "stream",
+    [
+        {"singleSession": True},
+        {"singleSession": True, "replicas": 2, "ha": {"enabled": False}},
+        {"singleSession": True, "replicas": 1},
+    ],
+    ids=["defaults", "two-without-ha", "one-with-ha"],
+)
+def test_single_session_refuses_a_standby(stream: dict[str, Any]) -> None:
+    """stream.singleSession with 2 replicas or HA on: a render error that says why."""
+    with helm.Chart.load(CHART) as chart, pytest.raises(helm.HelmRenderError) as error:
+        chart.render({"stream": stream}, name=RELEASE, namespace=NAMESPACE)
+    message = str(error.value)
+    assert "stream.singleSession is true" in message
+    assert "a standby cannot hold a socket of its own" in message
+    assert "Set stream.replicas: 1" in message
 
 
 # --------------------------------------------------------------------------
@@ -476,11 +549,13 @@ def test_probes_hit_livez_and_readyz_on_the_ops_port(scenario: str) -> None:
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
-def test_stream_is_one_stateful_pod_with_a_headless_service(scenario: str) -> None:
-    """One stream pod in a StatefulSet, governed by a headless Service selecting it."""
+def test_stream_is_a_stateful_set_with_a_headless_service(scenario: str) -> None:
+    """The stream's pods are a StatefulSet's, governed by a headless Service."""
     stream = _stream(scenario)
     assert stream["kind"] == "StatefulSet"
-    assert stream["spec"]["replicas"] == 1
+    replicas = _values(scenario).get("stream", {}).get("replicas", 2)
+    assert stream["spec"]["replicas"] == replicas
+    assert stream["spec"]["podManagementPolicy"] == "Parallel"
     assert stream["spec"]["updateStrategy"] == {"type": "RollingUpdate"}
     service = by_name(scenario, "Service")[stream["spec"]["serviceName"]]
     assert service["spec"]["clusterIP"] == "None"
@@ -546,7 +621,11 @@ def test_services_monitor_and_budgets_select_the_right_pods() -> None:
     webhooks = services[f"{RELEASE}-sendstack-bridge-webhooks"]
     assert [p["targetPort"] for p in webhooks["spec"]["ports"]] == ["http"]
     budgets = of_kind(scenario, "PodDisruptionBudget")
-    assert sorted(component_of(b) for b in budgets) == ["commands", "webhooks"]
+    assert sorted(component_of(b) for b in budgets) == [
+        "commands",
+        "stream",
+        "webhooks",
+    ]
     for budget in budgets:
         assert selects(
             budget["spec"]["selector"]["matchLabels"], pods[component_of(budget)]
@@ -721,16 +800,22 @@ def test_a_mapping_is_mounted_where_the_stream_reads_it() -> None:
     )
 
 
-def test_stream_budget_selects_the_stateful_set_s_pod() -> None:
-    """With stream.podDisruptionBudget on, the budget covers the StatefulSet's pod."""
-    values = {"stream": {"podDisruptionBudget": {"enabled": True}}}
-    objects = render(values)
-    (budget,) = [m for m in objects if m["kind"] == "PodDisruptionBudget"]
-    (stream,) = [m for m in objects if m["kind"] == "StatefulSet"]
+def test_stream_budget_keeps_one_replica_of_two() -> None:
+    """By default a budget of minAvailable 1 covers the StatefulSet's two pods."""
+    (budget,) = of_kind("defaults", "PodDisruptionBudget")
+    stream = _stream("defaults")
     labels = stream["spec"]["template"]["metadata"]["labels"]
     assert budget["spec"]["selector"]["matchLabels"].items() <= labels.items()
-    assert budget["spec"]["maxUnavailable"] == 1
+    assert budget["spec"]["minAvailable"] == 1
+    assert "maxUnavailable" not in budget["spec"]
     _validate_core(budget, KUBE_VERSIONS[-1])
+
+
+def test_single_stream_replica_has_no_budget() -> None:
+    """One stream replica gets no budget: minAvailable 1 would block every drain."""
+    assert of_kind("single-replica", "PodDisruptionBudget") == []
+    values = {"stream": {"replicas": 1}}  # HA on, one replica: no budget either
+    assert [m for m in render(values) if m["kind"] == "PodDisruptionBudget"] == []
 
 
 # --------------------------------------------------------------------------
@@ -902,3 +987,167 @@ def test_notes_say_what_the_journal_survives() -> None:
     assert "only if the storage is\nnetwork-attached" in notes["defaults"]
     assert "NOT the pod's\ndeletion or eviction" in notes["journal-emptydir"]
     assert "Stream journal: OFF" in notes["journal-off"]
+
+
+# --------------------------------------------------------------------------
+# The stream's hot standby
+
+# The release's full name (the chart's "sendstack-bridge.fullname").
+FULLNAME = f"{RELEASE}-sendstack-bridge"
+# stream.ha's defaults, as the variables the chart gives the stream.
+HA_DEFAULTS = {
+    "BRIDGE_HA_ENABLED": "true",
+    "BRIDGE_HA_ACCOUNT": "default",
+    "BRIDGE_HA_COORDINATION_TOPIC": f"{NAMESPACE}.{FULLNAME}-coordination",
+    "BRIDGE_HA_GROUP_ID": f"{NAMESPACE}.{FULLNAME}-stream",
+    "BRIDGE_HA_SESSION_TIMEOUT_MS": "6000",
+    "BRIDGE_HA_HEARTBEAT_INTERVAL_MS": "1500",
+    "BRIDGE_HA_BUFFER_SECONDS": "60",
+    "BRIDGE_HA_BUFFER_BYTES": "67108864",
+    "BRIDGE_HA_PROGRESS_INTERVAL_MS": "200",
+    "BRIDGE_HA_CATCH_UP_SECONDS": "5",
+}
+
+
+def _ha_env(env: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in env.items() if k.startswith("BRIDGE_HA_")}
+
+
+def _anti_affinity(workload: Manifest) -> dict[str, Any] | None:
+    affinity = workload["spec"]["template"]["spec"].get("affinity", {})
+    anti: dict[str, Any] | None = affinity.get("podAntiAffinity")
+    return anti
+
+
+def test_default_stream_is_two_replicas_started_in_parallel() -> None:
+    """By default: 2 stream replicas, Parallel pod management, one pod at a time."""
+    stream = _stream("defaults")
+    assert stream["spec"]["replicas"] == 2
+    assert stream["spec"]["podManagementPolicy"] == "Parallel"
+    assert stream["spec"]["updateStrategy"] == {"type": "RollingUpdate"}
+    assert stream["spec"]["minReadySeconds"] == 10
+
+
+def test_default_stream_replicas_prefer_different_nodes() -> None:
+    """The stream's pods repel each other by hostname (preferred), not by spread."""
+    stream = _stream("defaults")
+    (term,) = _anti_affinity(stream)["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert term["weight"] == 100
+    assert term["podAffinityTerm"] == {
+        "topologyKey": "kubernetes.io/hostname",
+        "labelSelector": {"matchLabels": stream["spec"]["selector"]["matchLabels"]},
+    }
+    assert "topologySpreadConstraints" not in stream["spec"]["template"]["spec"]
+
+
+def test_required_anti_affinity_keeps_replicas_apart() -> None:
+    """antiAffinity.type required: a hard rule (all-components runs 3 replicas)."""
+    stream = _stream("all-components")
+    assert stream["spec"]["replicas"] == 3
+    (term,) = _anti_affinity(stream)["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert term["topologyKey"] == "kubernetes.io/hostname"
+    assert (
+        term["labelSelector"]["matchLabels"]
+        == stream["spec"]["selector"]["matchLabels"]
+    )
+
+
+def test_own_pod_anti_affinity_replaces_the_chart_s() -> None:
+    """A podAntiAffinity under `affinity` wins; the chart keeps a nodeAffinity too."""
+    own = {
+        "requiredDuringSchedulingIgnoredDuringExecution": [
+            {
+                "topologyKey": "topology.kubernetes.io/zone",
+                "labelSelector": {"matchLabels": {"app": "x"}},
+            }
+        ]
+    }
+    node = {
+        "requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [
+                {
+                    "matchExpressions": [
+                        {"key": "pool", "operator": "In", "values": ["a"]}
+                    ]
+                }
+            ]
+        }
+    }
+    values = {"affinity": {"podAntiAffinity": own, "nodeAffinity": node}}
+    (stream,) = [m for m in render(values) if m["kind"] == "StatefulSet"]
+    affinity = stream["spec"]["template"]["spec"]["affinity"]
+    assert affinity == {"podAntiAffinity": own, "nodeAffinity": node}
+    values = {"affinity": {"nodeAffinity": node}}
+    (stream,) = [m for m in render(values) if m["kind"] == "StatefulSet"]
+    affinity = stream["spec"]["template"]["spec"]["affinity"]
+    assert affinity["nodeAffinity"] == node
+    assert (
+        "preferredDuringSchedulingIgnoredDuringExecution" in affinity["podAntiAffinity"]
+    )
+
+
+def test_default_stream_gets_every_ha_variable_from_the_values() -> None:
+    """BRIDGE_HA_ENABLED=true, every other BRIDGE_HA_* from stream.ha (per release)."""
+    env = _env_of("defaults", _stream("defaults"))
+    assert _ha_env(env) == HA_DEFAULTS
+    assert env["BRIDGE_STREAM_SINGLE_SESSION"] == "false"
+
+
+def test_named_ha_settings_reach_the_bridge(tmp_path: Path) -> None:
+    """bridge.config reads the all-components scenario's stream.ha as given."""
+    scenario = "all-components"
+    stream = _stream(scenario)
+    env = _with_credential_files(scenario, stream, _env_of(scenario, stream), tmp_path)
+    ha = load_settings(env, require=REQUIREMENTS["stream"]).ha
+    values = _values(scenario)["stream"]["ha"]
+    assert ha.enabled is True
+    assert ha.account == values["account"]
+    assert ha.coordination_topic == values["coordinationTopic"]
+    assert ha.group_id == values["groupId"]
+    assert ha.session_timeout_ms == values["sessionTimeoutMs"]
+    assert ha.heartbeat_interval_ms == values["heartbeatIntervalMs"]
+    assert ha.buffer_seconds == values["bufferSeconds"]
+    assert ha.buffer_bytes == values["bufferBytes"]
+    assert ha.progress_interval_ms == values["progressIntervalMs"]
+    assert ha.catch_up_seconds == values["catchUpSeconds"]
+
+
+def test_releases_and_namespaces_never_share_a_group_or_topic() -> None:
+    """The default group and topic differ between two releases, or two namespaces."""
+    seen = set()
+    for name, namespace in [("a", "x"), ("b", "x"), ("a", "y")]:
+        with helm.Chart.load(CHART) as chart:
+            rendered = chart.render({}, name=name, namespace=namespace)
+        (configmap,) = [
+            m
+            for m in _documents(rendered)
+            if m["kind"] == "ConfigMap" and component_of(m) == "stream"
+        ]
+        data = configmap["data"]
+        seen.add(data["BRIDGE_HA_GROUP_ID"])
+        seen.add(data["BRIDGE_HA_COORDINATION_TOPIC"])
+    assert len(seen) == 6
+
+
+def test_single_replica_without_ha_renders_without_the_standby() -> None:
+    """replicas 1, HA off: only BRIDGE_HA_ENABLED=false, no anti-affinity, no budget."""
+    stream = _stream("single-replica")
+    assert stream["spec"]["replicas"] == 1
+    env = _env_of("single-replica", stream)
+    assert _ha_env(env) == {"BRIDGE_HA_ENABLED": "false"}
+    assert _anti_affinity(stream) is None
+    assert of_kind("single-replica", "PodDisruptionBudget") == []
+
+
+def test_notes_say_whether_a_standby_covers_rollouts() -> None:
+    """NOTES.txt names the group and topic, and says when a rollout leaves a gap."""
+    notes = {
+        scenario: _rendered(scenario)["sendstack-bridge/templates/NOTES.txt"]
+        for scenario in ("defaults", "single-replica")
+    }
+    assert "Hot standby: ON (2 replica(s))" in notes["defaults"]
+    assert HA_DEFAULTS["BRIDGE_HA_GROUP_ID"] in notes["defaults"]
+    assert HA_DEFAULTS["BRIDGE_HA_COORDINATION_TOPIC"] in notes["defaults"]
+    assert "rollouts and drains leave no gap" in notes["defaults"]
+    assert "Hot standby: OFF (1 replica(s))" in notes["single-replica"]
+    assert "frames sent meanwhile are not replayed" in notes["single-replica"]

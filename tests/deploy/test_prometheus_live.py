@@ -3,8 +3,13 @@
 The emulator and the three processes, ``StreamApp``, ``WebhookApp`` and
 ``CommandApp``, run in-process against the test broker, each with its own ops
 port; a ``prometheus`` process (Debian's package) scrapes the three every
-second, as three jobs, and loads the alerts file. During a short run the
-stream goes through session rotations (a 3 s session lifetime), two dropped
+second, as three jobs, and loads the alerts file. The stream job has two
+targets: the stream, and a second stream replica with the hot standby on,
+alone in its coordination group, so leading (its role, takeover and buffer
+metrics are what the dashboard's hot standby row and the BridgeStream* alerts
+read; the first stays without HA because its 1 s Kafka request timeout, there
+for the broker stall, is shorter than a group join). During a short run the
+streams go through session rotations (a 3 s session lifetime), two dropped
 sockets and bad frames, the emulator posts signed webhooks (duplicates
 included), commands are produced (one of them malformed) and, with the test's
 own broker, Kafka stalls for a moment. Then every panel expression of the
@@ -50,13 +55,16 @@ from tests.e2e.commands_harness import (
 )
 from tests.e2e.harness import bridge_env, fresh_topics, running_bridge
 from tests.e2e.verifier import wait_for
-from tests.kafka_broker import Broker
+from tests.kafka_broker import Broker, unique_topic
 from tests.webhooks.harness import fresh_webhook_topics, running_webhooks, webhook_env
 
 # Each webhook is posted once: the receiver's answers are what the test reads.
 ONCE = RetryPolicy(max_attempts=1)
 
 pytestmark = pytest.mark.e2e
+
+# The hot standby replica's only account.
+ACCOUNT = {"account": "default"}
 
 COMPONENTS = ("stream", "webhooks", "commands")
 JOBS = {component: f"sendstack-bridge-{component}" for component in COMPONENTS}
@@ -117,8 +125,8 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def _prometheus(directory: Path, targets: dict[str, int]) -> Iterator[str]:
-    """A Prometheus process scraping job -> 127.0.0.1:port; yields its URL."""
+def _prometheus(directory: Path, targets: dict[str, list[int]]) -> Iterator[str]:
+    """A Prometheus process scraping job -> 127.0.0.1:ports; yields its URL."""
     config = {
         "global": {
             "scrape_interval": "1s",
@@ -131,12 +139,12 @@ def _prometheus(directory: Path, targets: dict[str, int]) -> Iterator[str]:
                 "job_name": job,
                 "static_configs": [
                     {
-                        "targets": [f"127.0.0.1:{port}"],
+                        "targets": [f"127.0.0.1:{port}" for port in ports],
                         "labels": {"namespace": NAMESPACE},
                     }
                 ],
             }
-            for job, port in targets.items()
+            for job, ports in targets.items()
         ],
     }
     config_file = directory / "prometheus.yml"
@@ -244,26 +252,43 @@ async def _scenario(broker: Broker, directory: Path) -> LiveRun:
         Emulator(config) as emu,
         running_bridge(
             bridge_env(
-                emu, bootstrap, stream_topics, BRIDGE_KAFKA_REQUEST_TIMEOUT_MS="1000"
+                emu,
+                bootstrap,
+                stream_topics,
+                BRIDGE_KAFKA_REQUEST_TIMEOUT_MS="1000",
             )
         ) as stream,
+        # Alone in its group, it leads; the broker's stall is shorter than its
+        # session timeout, so it keeps leading through it.
+        running_bridge(
+            bridge_env(
+                emu,
+                bootstrap,
+                stream_topics,
+                BRIDGE_HA_ENABLED="true",
+                BRIDGE_HA_COORDINATION_TOPIC=unique_topic("coord"),
+                BRIDGE_HA_GROUP_ID=unique_topic("group"),
+            )
+        ) as leader,
         running_webhooks(webhook_env(emu, bootstrap, webhook_topics)) as hooks,
         running_worker(commands_env(emu, bootstrap, command_topics)) as worker,
     ):
-        apps: dict[str, Process] = {
-            "stream": stream.app,
-            "webhooks": hooks.app,
-            "commands": worker.app,
+        apps: dict[str, list[Process]] = {
+            "stream": [stream.app, leader.app],
+            "webhooks": [hooks.app],
+            "commands": [worker.app],
         }
-        await wait_for(
-            lambda: all(all(a.readiness().values()) for a in apps.values()), 30
-        )
-        ports = {JOBS[name]: app.ops.port for name, app in apps.items()}
+        processes = [app for group in apps.values() for app in group]
+        await wait_for(lambda: all(all(a.readiness().values()) for a in processes), 30)
+        await wait_for(lambda: leader.sample("bridge_stream_role", ACCOUNT) == 2, 30)
+        ports = {
+            JOBS[name]: [a.ops.port for a in group] for name, group in apps.items()
+        }
         with _prometheus(directory, ports) as url:
             async with httpx.AsyncClient(base_url=url, timeout=10) as client:
                 api = PromApi(client)
                 await api.wait_ready(30)
-                await api.wait_for_samples("count(up == 1) == 3", 2, 30)
+                await api.wait_for_samples(f"count(up == 1) == {len(processes)}", 2, 30)
                 await produce(
                     bootstrap,
                     command_topics.commands,
@@ -271,7 +296,7 @@ async def _scenario(broker: Broker, directory: Path) -> LiveRun:
                 )
                 await emu.send_webhooks(hooks.url, "all", 1, duplicate=True, retry=ONCE)
                 await asyncio.sleep(1.5)
-                assert await emu.drop() == 1
+                assert await emu.drop() == len(apps["stream"])
                 await asyncio.sleep(1.5)
                 assert emu.send_malformed() >= 1
                 assert emu.send_unknown() >= 1
@@ -291,10 +316,12 @@ async def _scenario(broker: Broker, directory: Path) -> LiveRun:
                 await produce(bootstrap, command_topics.commands, [booking()])
                 await emu.send_webhooks(hooks.url, "new_delivery", 2, retry=ONCE)
                 await wait_for(
-                    lambda: all(all(a.readiness().values()) for a in apps.values()), 20
+                    lambda: all(all(a.readiness().values()) for a in processes), 20
                 )
                 await asyncio.sleep(3)
-                await api.wait_for_samples("count(bridge_ready == 1) == 3", 3, 30)
+                await api.wait_for_samples(
+                    f"count(bridge_ready == 1) == {len(processes)}", 3, 30
+                )
                 await _evaluate(api, run)
     return run
 
@@ -355,8 +382,9 @@ def test_rules_load_and_evaluate_in_prometheus(live: LiveRun) -> None:
 
 def test_short_lived_sessions_put_the_expiry_alert_pending(live: LiveRun) -> None:
     """With 3 s sessions, BridgeSessionNearExpiry matches the stream and is pending."""
-    (series,) = live.alerts["alert BridgeSessionNearExpiry"].series
-    assert series["metric"]["job"] == JOBS["stream"]
+    series = live.alerts["alert BridgeSessionNearExpiry"].series
+    assert len(series) == 2  # both stream replicas
+    assert {s["metric"]["job"] for s in series} == {JOBS["stream"]}
     active = {(a["labels"]["alertname"], a["state"]) for a in live.active_alerts}
     assert ("BridgeSessionNearExpiry", "pending") in active
     assert not {name for name, _ in active} & {"BridgeNotReady"}
@@ -367,7 +395,7 @@ def _values(result: Result, label: str) -> dict[str, float]:
 
 
 def test_panels_show_what_the_run_did(live: LiveRun) -> None:
-    """Frames, rotations, reconnects, webhooks, commands and errors show up."""
+    """Frames, rotations, reconnects, webhooks, commands, errors, the leader show up."""
     panels = live.panels
     ready = _values(panels["Overview / Ready / A"], "job")
     assert ready == dict.fromkeys(JOBS.values(), 1.0)
@@ -392,6 +420,10 @@ def test_panels_show_what_the_run_did(live: LiveRun) -> None:
     assert commands["rejected"] > 0
     lag = _values(panels["Kafka / Commands consumer lag by partition / A"], "partition")
     assert lag
+    role = panels["Hot standby / Role per replica and account / A"]
+    assert _values(role, "account") == {"default": 2.0}
+    buffered = panels["Hot standby / Standby buffer: records and bytes held / A"]
+    assert float(buffered.series[0]["value"][1]) > 0
     errors = panels["Kafka / Send errors by error (each retried) / A"]
     if live.broker_paused:
         # The error class shows up. Its count may read 0: the labelled child is

@@ -274,3 +274,73 @@ def _slow(base: Mapping[str, str]) -> dict[str, str]:
         "BRIDGE_HA_SESSION_TIMEOUT_MS": base["BRIDGE_HA_SESSION_TIMEOUT_MS"],
         "BRIDGE_HA_HEARTBEAT_INTERVAL_MS": base["BRIDGE_HA_HEARTBEAT_INTERVAL_MS"],
     }
+
+
+async def test_kafka_frozen_past_the_buffer_loses_nothing_with_two_replicas(
+    broker: Broker, tmp_path: Path
+) -> None:
+    """Kafka frozen three times longer than the standby's buffer: the fenced
+    leader keeps journaling, and after the thaw nothing is lost."""
+    if broker.external:
+        pytest.skip("pausing needs the broker process")
+    topics = await fresh_topics(broker.bootstrap)
+    coordination = unique_topic("coord")
+    await create_topics(broker.bootstrap, [coordination], partitions=1)
+    group = unique_topic("group")
+    fleet = EmulatorConfig(
+        devices=1000, report_interval_seconds=5.0, max_frames_per_second=4.0
+    )
+    frozen_for = 15.0
+    async with Emulator(fleet) as emu, httpx.AsyncClient(timeout=1.0) as client:
+        base = bridge_env(emu, broker.bootstrap, topics)
+        env = {
+            **_env(base, coordination, group),
+            "BRIDGE_HA_BUFFER_SECONDS": "5",
+            "BRIDGE_KAFKA_REQUEST_TIMEOUT_MS": "5000",
+        }
+        replicas = [
+            Replica(
+                n, {**env, "BRIDGE_JOURNAL_DIR": journal_dir()}, tmp_path / f"{n}.log"
+            )
+            for n in ("a", "b")
+        ]
+        try:
+            replicas[0].start()
+            await _leader(replicas[:1], client, 30)
+            replicas[1].start()
+            for r in replicas:
+                await r.ready(client, 30)
+            await asyncio.sleep(1.0)
+            broker.pause()
+            try:
+                await asyncio.sleep(frozen_for)
+            finally:
+                broker.resume()
+            await _leader(replicas, client, 60)
+            await asyncio.sleep(3.0)
+            emu.pause()
+            await asyncio.sleep(5.0)
+        finally:
+            for r in replicas:
+                if r.proc is not None and r.proc.poll() is None:
+                    r.proc.send_signal(signal.SIGTERM)
+            for r in replicas:
+                if r.proc is not None:
+                    try:
+                        r.proc.wait(timeout=20)
+                    except subprocess.TimeoutExpired:
+                        r.proc.kill()
+        written = emu.written_seqs()
+    consumed = await read_all(broker.bootstrap, topics.all)
+    seqs = consumed.seqs(topics.data)
+    missing = written - set(seqs)
+    fenced = sum(
+        r.log.read_text().count('"stream_fenced_journaling"') for r in replicas
+    )
+    duplicates = sum(n - 1 for n in seqs.values() if n > 1)
+    print(
+        f"Kafka frozen {frozen_for:.0f} s (buffer 5 s): {len(written)} items,"
+        f" {len(missing)} lost, {duplicates} duplicates, {fenced} fence(s)"
+    )
+    assert fenced >= 1, "the leader should have fenced itself"
+    assert not missing, f"{len(missing)} items lost"

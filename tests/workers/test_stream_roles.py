@@ -170,3 +170,29 @@ def test_account_of_a_record_is_its_header_or_the_only_account() -> None:
     assert AccountOf(["a", "b"])(rec(1, "b")) == "b"
     with pytest.raises(ValueError, match="bridge_account"):
         AccountOf(["a", "b"])(rec(1))
+
+
+async def test_a_fenced_leader_keeps_journaling_and_resumes_without_a_takeover() -> (
+    None
+):
+    """Cut off from the group, the leader keeps forwarding to the journal; given
+    the account back it goes on live (nothing republished); deposed, it stops."""
+    sink = FakeSink()
+    progress = FakeProgressLog()
+    roles = StreamRoles({"a": gate(sink)}, progress)
+    await roles.on_leading(frozenset({"a"}))
+    await until(lambda: roles.gates["a"].role == "leading")
+    await roles.gates["a"].send(rec(1))
+    await roles.on_fenced(frozenset({"a"}))
+    assert roles.gates["a"].role == "fenced"
+    await roles.gates["a"].send(rec(2))  # Kafka away for all: the journal keeps it
+    await roles.on_leading(frozenset({"a"}))
+    assert roles.gates["a"].role == "leading"
+    await roles.gates["a"].send(rec(3))
+    assert ids(sink.records) == ["id-1", "id-2", "id-3"]  # none twice
+    await roles.on_fenced(frozenset({"a"}))
+    await roles.on_deposed(frozenset({"a"}))  # another member leads now
+    await roles.gates["a"].send(rec(4))
+    assert roles.gates["a"].role == "standby"
+    assert ids(sink.records) == ["id-1", "id-2", "id-3"]
+    assert len(roles.gates["a"].takeovers) == 1

@@ -113,8 +113,43 @@ ops and webhook listeners). Empty values are left out. Called with
 {{- else -}}
 {{- $_ := set $env "BRIDGE_JOURNAL_ENABLED" "false" -}}
 {{- end -}}
+{{- $_ := set $env "BRIDGE_STREAM_SINGLE_SESSION" (ternary "true" "false" (eq (toString $root.Values.stream.singleSession) "true")) -}}
+{{- $ha := $root.Values.stream.ha -}}
+{{- if $ha.enabled -}}
+{{- $_ := set $env "BRIDGE_HA_ENABLED" "true" -}}
+{{- $_ := set $env "BRIDGE_HA_ACCOUNT" $ha.account -}}
+{{- $_ := set $env "BRIDGE_HA_COORDINATION_TOPIC" (include "sendstack-bridge.coordinationTopic" $root) -}}
+{{- $_ := set $env "BRIDGE_HA_GROUP_ID" (include "sendstack-bridge.haGroupId" $root) -}}
+{{- $_ := set $env "BRIDGE_HA_SESSION_TIMEOUT_MS" ($ha.sessionTimeoutMs | int64 | toString) -}}
+{{- $_ := set $env "BRIDGE_HA_HEARTBEAT_INTERVAL_MS" ($ha.heartbeatIntervalMs | int64 | toString) -}}
+{{- $_ := set $env "BRIDGE_HA_BUFFER_SECONDS" ($ha.bufferSeconds | float64 | toString) -}}
+{{- $_ := set $env "BRIDGE_HA_BUFFER_BYTES" ($ha.bufferBytes | int64 | toString) -}}
+{{- $_ := set $env "BRIDGE_HA_PROGRESS_INTERVAL_MS" ($ha.progressIntervalMs | int64 | toString) -}}
+{{- $_ := set $env "BRIDGE_HA_CATCH_UP_SECONDS" ($ha.catchUpSeconds | float64 | toString) -}}
+{{- else -}}
+{{- $_ := set $env "BRIDGE_HA_ENABLED" "false" -}}
+{{- end -}}
 {{- end -}}
 {{- toYaml $env -}}
+{{- end -}}
+
+{{/*
+The hot standby's coordination topic (BRIDGE_HA_COORDINATION_TOPIC):
+stream.ha.coordinationTopic, else one per release and namespace. Leaders
+report there what Kafka acknowledged and a standby skips, on takeover, what
+was reported: two releases sharing a topic would skip each other's records.
+*/}}
+{{- define "sendstack-bridge.coordinationTopic" -}}
+{{- .Values.stream.ha.coordinationTopic | default (printf "%s.%s-coordination" .Release.Namespace (include "sendstack-bridge.fullname" .)) -}}
+{{- end -}}
+
+{{/*
+The hot standby's consumer group (BRIDGE_HA_GROUP_ID): stream.ha.groupId,
+else one per release and namespace, so that two releases never elect a single
+leader between them.
+*/}}
+{{- define "sendstack-bridge.haGroupId" -}}
+{{- .Values.stream.ha.groupId | default (printf "%s.%s-stream" .Release.Namespace (include "sendstack-bridge.fullname" .)) -}}
 {{- end -}}
 
 {{/*
@@ -182,6 +217,35 @@ triples, as YAML; the SASL pair only with credentials.kafkaSasl.
 {{- end -}}
 {{- if and (eq $journal.volume "persistentVolumeClaim") (not .Values.podSecurityContext.fsGroup) -}}
 {{- fail "stream.journal: a persistentVolumeClaim is owned by root; set podSecurityContext.fsGroup (10001 by default) so that the bridge (UID 10001) can write its journal" -}}
+{{- end -}}
+{{- end -}}
+{{- $stream := .Values.stream -}}
+{{- if $stream.enabled -}}
+{{- $replicas := int $stream.replicas -}}
+{{- /* The schema refuses this too; checked again for --skip-schema-validation. */ -}}
+{{- if and (gt $replicas 1) (not $stream.ha.enabled) (not $stream.singleSession) -}}
+{{- fail (printf "stream.replicas is %d but stream.ha.enabled is false: every replica would publish every item (set stream.ha.enabled: true, or stream.replicas: 1)" $replicas) -}}
+{{- end -}}
+{{- if and $stream.singleSession (or (gt $replicas 1) $stream.ha.enabled) -}}
+{{- fail (printf "stream.singleSession is true (Sendstack allows one session at a time), so a standby cannot hold a socket of its own: its session would end the leader's (a cold standby is not built yet). Set stream.replicas: 1 (now %d) and stream.ha.enabled: false (now %t)" $replicas $stream.ha.enabled) -}}
+{{- end -}}
+{{- if $stream.ha.enabled -}}
+{{- $ha := $stream.ha -}}
+{{- if lt (int64 $ha.sessionTimeoutMs) (mul 3 (int64 $ha.heartbeatIntervalMs)) -}}
+{{- fail (printf "stream.ha.sessionTimeoutMs (%d) must be at least 3 times stream.ha.heartbeatIntervalMs (%d), or a member is expelled between two heartbeats" (int64 $ha.sessionTimeoutMs) (int64 $ha.heartbeatIntervalMs)) -}}
+{{- end -}}
+{{- /* The election's consumer uses the Kafka request timeout for its JoinGroup
+requests, which the broker holds for up to the session timeout (the rebalance
+timeout) plus group.initial.rebalance.delay.ms (3000 by default). */ -}}
+{{- $env := include "sendstack-bridge.componentConfig" (dict "root" $ "component" "stream") | fromYaml -}}
+{{- $requestTimeout := index $env "BRIDGE_KAFKA_REQUEST_TIMEOUT_MS" | default "30000" -}}
+{{- $joinMs := add (int64 $ha.sessionTimeoutMs) 3000 -}}
+{{- if lt (float64 $requestTimeout) (float64 $joinMs) -}}
+{{- fail (printf "stream: BRIDGE_KAFKA_REQUEST_TIMEOUT_MS (%s) must be at least stream.ha.sessionTimeoutMs + 3000 (%d): the hot standby's election sends its group joins with that timeout, and the broker may hold a join for the session timeout plus group.initial.rebalance.delay.ms (3000 by default); shorter, no replica is ever elected and nothing is published" $requestTimeout $joinMs) -}}
+{{- end -}}
+{{- if lt (mulf $ha.bufferSeconds 1000) (mulf $ha.sessionTimeoutMs 2) -}}
+{{- fail (printf "stream.ha.bufferSeconds (%v) must be at least twice stream.ha.sessionTimeoutMs (%d ms): what a dead leader did not report must still be in the standby's buffer when it takes over" $ha.bufferSeconds (int64 $ha.sessionTimeoutMs)) -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}

@@ -137,7 +137,7 @@ spec:
     {{- with $root.Values.extraVolumes }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
-  {{- if and $root.Values.spreadAcrossNodes (gt (int $values.replicas) 1) }}
+  {{- if and $root.Values.spreadAcrossNodes (not $stream) (gt (int $values.replicas) 1) }}
   topologySpreadConstraints:
     - maxSkew: 1
       topologyKey: kubernetes.io/hostname
@@ -150,7 +150,18 @@ spec:
   nodeSelector:
     {{- toYaml . | nindent 4 }}
   {{- end }}
-  {{- with $root.Values.affinity }}
+  {{- $affinity := deepCopy ($root.Values.affinity | default dict) }}
+  {{- $anti := $root.Values.stream.antiAffinity }}
+  {{- if and $stream (gt (int $values.replicas) 1) (ne $anti.type "none") (not (hasKey $affinity "podAntiAffinity")) }}
+  {{- /* The stream's replicas on different nodes: one node's loss leaves a standby. */}}
+  {{- $term := dict "topologyKey" ($anti.topologyKey | default "kubernetes.io/hostname") "labelSelector" (dict "matchLabels" (include "sendstack-bridge.componentSelectorLabels" . | fromYaml)) }}
+  {{- if eq $anti.type "required" }}
+  {{- $_ := set $affinity "podAntiAffinity" (dict "requiredDuringSchedulingIgnoredDuringExecution" (list $term)) }}
+  {{- else }}
+  {{- $_ := set $affinity "podAntiAffinity" (dict "preferredDuringSchedulingIgnoredDuringExecution" (list (dict "weight" 100 "podAffinityTerm" $term))) }}
+  {{- end }}
+  {{- end }}
+  {{- with $affinity }}
   affinity:
     {{- toYaml . | nindent 4 }}
   {{- end }}

@@ -150,6 +150,11 @@ def test_hot_standby_role_is_a_state_timeline_with_named_roles() -> None:
     assert panel["type"] == "state-timeline"
     (mapping,) = panel["fieldConfig"]["defaults"]["mappings"]
     texts = {value: option["text"] for value, option in mapping["options"].items()}
-    assert texts == {"0": "standby", "1": "taking over", "2": "leading"}
+    assert texts == {
+        "0": "standby",
+        "1": "taking over",
+        "2": "leading",
+        "3": "fenced (journaling)",
+    }
     (target,) = panel["targets"]
     assert "{{account}}" in target["legendFormat"]

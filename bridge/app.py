@@ -438,6 +438,9 @@ class HotStandby:
             interval=ha.progress_interval_ms / 1000,
         )
         gate, m = self.gate, self.metrics
+        # Series at 0 from the start, so increase() sees a pod's first takeover.
+        m.takeovers.labels(account)
+        m.takeover_published.labels(account)
         m.role.labels(account).set_function(lambda: ROLE_VALUES[gate.role])
         m.standby_records.labels(account).set_function(lambda: len(gate.recent))
         m.standby_bytes.labels(account).set_function(lambda: gate.recent.bytes)

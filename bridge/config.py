@@ -1831,6 +1831,14 @@ def _check_across_groups(c: _Checker[Settings]) -> None:
             f"{c.name('stream.single_session')} says the upstream allows one; "
             "run a single replica (a cold standby is not built yet)",
         )
+    # aiokafka waits for a group join with the request timeout, and the
+    # coordinator may hold a join up to a session timeout.
+    if (
+        c.value.kafka is not None
+        and c.ok("ha.enabled", "ha.session_timeout_ms")
+        and c.value.ha.enabled
+    ):
+        c.at_least("kafka.request_timeout_ms", "ha.session_timeout_ms")
 
 
 _CHECKS: Mapping[type, Callable[[_Checker[Any]], None]] = MappingProxyType(

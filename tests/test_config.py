@@ -533,6 +533,14 @@ INVALID_CASES: list[tuple[str, dict[str, str], list[str]]] = [
         ],
     ),
     (
+        "hot standby whose Kafka requests end before a group join may",
+        {"BRIDGE_HA_ENABLED": "true", "BRIDGE_KAFKA_REQUEST_TIMEOUT_MS": "2000"},
+        [
+            "BRIDGE_KAFKA_REQUEST_TIMEOUT_MS: must be at least "
+            "BRIDGE_HA_SESSION_TIMEOUT_MS (6000), got 2000"
+        ],
+    ),
+    (
         "HA buffer shorter than a takeover",
         {"BRIDGE_HA_BUFFER_SECONDS": "10"},
         [

@@ -452,7 +452,8 @@ class HotStandby:
         self.socket_open: Callable[[], bool] = lambda: False
 
     def _took_over(self, done: Takeover) -> None:
-        self.metrics.takeovers.labels(done.account).inc()
+        if not done.resumed:  # a rebalance that gave the account back is not one
+            self.metrics.takeovers.labels(done.account).inc()
         self.metrics.takeover_seconds.observe(done.seconds)
         self.metrics.takeover_published.labels(done.account).inc(done.published)
 

@@ -70,6 +70,7 @@ class Takeover:
     published: int  # records the old leader had not reported, now sent
     caught_up: bool  # the progress log was read to its end in time
     seconds: float  # from the group's assignment to live
+    resumed: bool = False  # it led until the rebalance: only its own gap sent
 
 
 class AccountGate:
@@ -95,6 +96,13 @@ class AccountGate:
         self._clock = clock
         self.role: Role = "standby"
         self.takeovers: list[Takeover] = []
+        # The first held record this replica did not forward when it stopped
+        # leading; everything before it went out (or was reported by the old
+        # leader). A takeover starts its walk there: after an eager rebalance
+        # that hands the account straight back, that is only the records of the
+        # rebalance itself, not a progress interval of duplicates.
+        self._resume_from: int | None = None
+        self._walk_seq = 0
 
     async def send(self, record: OutboundRecord) -> None:
         self.recent.add(record, self._clock.monotonic())
@@ -111,6 +119,10 @@ class AccountGate:
 
     def depose(self) -> None:
         """Stop forwarding now (synchronous: nothing more goes out after it)."""
+        if self.role in ("leading", "fenced"):
+            self._resume_from = self.recent.next_seq
+        elif self.role == "taking_over":
+            self._resume_from = self._walk_seq
         if self.role != "standby":
             log.warning("stream_deposed", account=self.account, was=self.role)
         self.role = "standby"
@@ -147,11 +159,15 @@ class AccountGate:
             log.warning("takeover_progress_behind", account=self.account)
         self.recent.expire(self._clock.monotonic())
         acked = progress.acked(self.account)
+        resumed = self._resume_from is not None
+        self._walk_seq = self._resume_from or 0
+        self._resume_from = None
         published = 0
-        for _, record in self.recent.not_acked(acked):
+        for seq, record in self.recent.not_acked(acked, self._walk_seq):
             if not self._taking_over():
                 break
             await self._target.send(record)
+            self._walk_seq = seq + 1
             published += 1
         # No await between the walk's end and this line: a record that arrives
         # now is forwarded live by send(), not missed.
@@ -163,6 +179,7 @@ class AccountGate:
             published=published,
             caught_up=caught_up,
             seconds=self._clock.monotonic() - started,
+            resumed=resumed,
         )
         self.takeovers.append(done)
         log.info(
@@ -171,6 +188,7 @@ class AccountGate:
             held=held,
             published=published,
             caught_up=caught_up,
+            resumed=resumed,
             seconds=round(done.seconds, 3),
         )
         return done

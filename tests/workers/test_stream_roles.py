@@ -196,3 +196,24 @@ async def test_a_fenced_leader_keeps_journaling_and_resumes_without_a_takeover()
     assert roles.gates["a"].role == "standby"
     assert ids(sink.records) == ["id-1", "id-2", "id-3"]
     assert len(roles.gates["a"].takeovers) == 1
+
+
+async def test_a_leader_handed_its_account_straight_back_sends_only_the_gap() -> None:
+    """An eager rebalance deposes and re-appoints the same leader: it sends just
+    the records of the rebalance, none it had forwarded already."""
+    sink = FakeSink()
+    progress = FakeProgressLog()  # reports nothing: every old record "unacked"
+    roles = StreamRoles({"a": gate(sink)}, progress)
+    await roles.on_leading(frozenset({"a"}))
+    await until(lambda: roles.gates["a"].role == "leading")
+    for i in range(5):
+        await roles.gates["a"].send(rec(i))
+    await roles.on_deposed(frozenset({"a"}))  # the rebalance begins
+    for i in range(5, 8):
+        await roles.gates["a"].send(rec(i))  # held, not forwarded
+    await roles.on_leading(frozenset({"a"}))  # and ends: the account is back
+    await until(lambda: roles.gates["a"].role == "leading")
+    await roles.gates["a"].send(rec(8))
+    assert ids(sink.records) == [f"id-{i}" for i in range(9)]  # each once
+    last = roles.gates["a"].takeovers[-1]
+    assert (last.resumed, last.published) == (True, 3)

@@ -474,11 +474,16 @@ class HotStandby:
                 self._socket_since = None
             elif self._socket_since is None:
                 self._socket_since = self._clock.time()
-            await self._clock.sleep(0.2)
+            await self._clock.sleep(0.05)
 
     async def _elect(self, stop: asyncio.Event) -> None:
-        # Kafka may be down at start: this replica stays a standby (holding
-        # records) until it joins the group.
+        # Join only once the socket is open: a member must tell the group
+        # since when it reads, or the group may give the first leadership to
+        # the replica whose socket opened later (what arrived in between is
+        # then lost). Kafka may be down at start: this replica stays a
+        # standby (holding records) until it joins.
+        while self._socket_since is None:
+            await self._clock.sleep(0.05)
         await until_kafka_answers(self._ensure_topic, stop=stop)
         await until_kafka_answers(lambda: self.election.start(self.roles), stop=stop)
         await self.election.run()

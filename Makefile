@@ -28,7 +28,10 @@ test: lint
 bench: $(VENV)/.installed
 	$(PY) -m bench.stream_throughput $(ARGS)
 	$(PY) -m bench.sink_paths
+	$(PY) -m bench.journal_kafka
+	$(PY) -m bench.journal_stream
 	$(PY) -m bench.mapping_codec
+	$(PY) -m bench.standby
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

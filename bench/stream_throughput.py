@@ -119,6 +119,8 @@ class Options:
     keep_logs: bool
     profile: bool
     bridge_module: str | None
+    # BRIDGE_* variables applied last by bridge_env (bench/journal_stream.py).
+    extra_env: dict[str, str] = field(default_factory=dict)
 
 
 def parse_args(argv: list[str] | None) -> Options:
@@ -249,6 +251,7 @@ def bridge_env(
             "BRIDGE_JOURNAL_DIR": tempfile.mkdtemp(prefix="j-", dir=_JOURNALS.name),
         }
     )
+    env.update(opts.extra_env)
     return env
 
 

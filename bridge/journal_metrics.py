@@ -60,7 +60,7 @@ class JournalMetrics:
         )
         self.committed = Counter(
             "bridge_journal_committed_total",
-            "Records made durable in the journal.",
+            "Records written to the journal (not those Kafka acknowledged first).",
             registry=registry,
         )
         self.dropped = Counter(

@@ -24,7 +24,8 @@ Filebeat's disk queue and Fluent Bit's chunks). We picked SQLite (stdlib
 Layout (format 2, ``PRAGMA user_version``)
 ------------------------------------------
 One row per *chunk*: a run of consecutive sequence numbers committed together
-(a group commit, split at ``CHUNK_ENTRIES`` entries or ``CHUNK_BYTES``), its
+(a group commit, less the entries Kafka acknowledged before it: see
+``commit_runs``; split at ``CHUNK_ENTRIES`` entries or ``CHUNK_BYTES``), its
 entries back to back in ``data`` and their sizes and birth times in ``tbl``
 (``bridge/core/journal_entry.py``). Format 1 stored one row per entry, and
 per row SQLite's insert and delete cost more than the rest of the journal:
@@ -698,10 +699,30 @@ class JournalStore:
             acked: Sequence numbers Kafka acknowledged, ascending.
             drop_bytes: As for :meth:`commit`.
         """
-        runs: list[_Run] = []
-        if entries:
-            runs.append((first_seq, [born_ms] * len(entries), entries))
-        return self._commit(runs, (), acked, drop_bytes)
+        return self.commit_runs(born_ms, [(first_seq, entries)], acked, drop_bytes)
+
+    def commit_runs(
+        self,
+        born_ms: int,
+        runs: Sequence[tuple[int, Sequence[bytes]]],
+        acked: Sequence[int],
+        drop_bytes: int = 0,
+    ) -> CommitResult:
+        """:meth:`commit_run` for a group with holes (entries not to write).
+
+        Args:
+            born_ms: The birth of every entry (the group's first).
+            runs: ``(first_seq, entries)`` in sequence order, each a run of
+                consecutive sequence numbers (empty ones are skipped).
+            acked: As for :meth:`commit_run`.
+            drop_bytes: As for :meth:`commit`.
+        """
+        chunks: list[_Run] = [
+            (first, [born_ms] * len(entries), entries)
+            for first, entries in runs
+            if entries
+        ]
+        return self._commit(chunks, (), acked, drop_bytes)
 
     def _commit(
         self,

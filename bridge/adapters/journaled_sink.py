@@ -7,31 +7,56 @@ so the pump keeps reading the socket for as long as the disk lasts.
 
 Theory of operation
 -------------------
-* ``send`` encodes the record (``bridge/core/journal_entry.py``), gives it the
-  next sequence number and appends it to the pending group commit; it returns
-  at once. It waits only when the journal is full (``when_full="block"``,
-  counted) or when the pending group is over ``max_pending_bytes`` (the disk
-  is slower than the stream).
+Write-behind for what Kafka takes in time: a record goes to Kafka as soon as
+it is accepted, and to disk only if Kafka has not acknowledged it by its
+group's commit. The guarantee is unchanged: *a record leaves the journal only
+after Kafka acknowledged it*; one acknowledged before its commit never enters
+it. With a healthy Kafka most records never touch the disk; during an outage
+every record is journaled, as when each was written before being forwarded.
+
+* ``send`` accounts the record's encoded size (``encoded_size``,
+  ``bridge/core/journal_entry.py``; the same number leaves on ack or drop, so
+  ``max_bytes``, ``when_full`` and the metrics count encoded bytes), gives it
+  the next sequence number, appends it to the pending group commit and, in
+  the same step, to the forwarder's in-memory window (at most
+  ``window_bytes``); it returns at once. It waits only when the journal is
+  full (``when_full="block"``, counted) or when the pending group is over
+  ``max_pending_bytes`` (the disk is slower than the stream).
+* Order per sequence is strict. A record is not windowed at ``send`` while
+  the forwarder has committed records to read from disk first, while the
+  window is full, or while an earlier record waits un-windowed (a later one
+  would overtake it). Those wait for their group's commit: at its end they
+  (and the newer pending ones behind them) are windowed in order if the
+  forwarder no longer reads from disk and the window has room; else the
+  committed ones are left to the forwarder to read from disk, and the newer
+  ones wait for the next commit.
 * A writer task commits the pending group in one SQLite transaction on a
-  dedicated thread (``JournalStore.commit_run``: the group goes in as one or
+  dedicated thread (``JournalStore.commit_runs``: the group goes in as one or
   a few chunk rows): every ``flush_interval`` in ``durability="interval"``
   mode, counted from one commit's start to the next (the loss window on
   power failure or crash), or as soon as the previous commit ended in
   ``"fsync"`` mode (group commit: whatever arrived meanwhile goes in the next
-  one). Each commit is fsynced and its latency observed. The same transaction
-  marks the sequences Kafka acknowledged since the previous one as gone (a
-  chunk is deleted once all of it is) and, with ``when_full="drop_oldest"``,
-  drops the oldest entries over the bound (counted).
-* A forwarder task hands committed records to the inner sink, in sequence
-  order. While it keeps up, the records come from memory (a window of at
-  most ``window_bytes``); once it falls behind, or at start with a backlog,
-  it reads the journal in chunks of ``read_chunk`` entries, so memory stays
-  bounded whatever the backlog. Entries that fail their CRC are counted,
-  marked gone and skipped.
+  one). The records of the group Kafka acknowledged meanwhile are left out
+  (neither encoded nor written: the group goes in as runs around them); the
+  others are encoded there, on the writer thread. Each commit is fsynced and
+  its latency observed. The same transaction marks the sequences Kafka
+  acknowledged since the previous commit took its group as gone (a chunk is
+  deleted once all of it is) and, with ``when_full="drop_oldest"``, drops the
+  oldest entries over the bound (counted).
+* A forwarder task hands the records to the inner sink, in sequence order:
+  from the window while it keeps up; once it falls behind (the window full),
+  or at start with a backlog, it reads the journal in chunks of
+  ``read_chunk`` entries, so memory stays bounded whatever the backlog.
+  Entries that fail their CRC are counted, marked gone and skipped.
 * The inner sink's batch-ack callback (passed to the factory) maps each
-  acknowledged record back to its sequence, in any order; its entry is
-  marked gone in the next commit. A restart therefore re-sends exactly the
-  entries Kafka did not acknowledge, with the same bytes (same ``ce_id``).
+  acknowledged record back to its sequence, in any order: one still in the
+  pending group is marked so that its commit skips it; any other (its group
+  written, or being written) is marked gone in the next commit. A restart
+  therefore re-sends exactly the committed entries Kafka did not acknowledge,
+  with the same bytes (same ``ce_id``).
+* A crash loses what was neither committed nor acknowledged: the pending
+  group, as before (it may have reached Kafka, it is not re-sent). What
+  Kafka acknowledged is in Kafka; what was committed is re-sent.
 
 Lifecycle: with ``connect`` (how the app runs it), :meth:`start` only opens
 the journal and starts both tasks; the forwarder connects the inner sink
@@ -61,11 +86,12 @@ from typing import Literal, TypeVar
 import structlog
 
 from bridge.adapters.journal_store import (
+    CommitResult,
     JournalError,
     JournalStore,
     OpenState,
 )
-from bridge.core.journal_entry import encode
+from bridge.core.journal_entry import encode, encoded_size
 from bridge.core.records import OutboundRecord
 from bridge.journal_metrics import JournalMetrics
 from bridge.ports import RecordSink, SinkStatistics
@@ -97,8 +123,8 @@ class JournaledSink:
         metrics: Where the ``bridge_journal_*`` metrics go.
         max_pending_bytes: Bytes accepted but not committed yet before
             ``send`` waits for a commit (and an early commit starts).
-        window_bytes: Committed records kept in memory for the forwarder; past
-            it, the forwarder reads them back from disk.
+        window_bytes: Records kept in memory for the forwarder (pending or
+            committed); past it, the forwarder reads them back from disk.
         read_chunk: Entries per read from disk.
         wall_clock: Epoch seconds (entry birth, oldest-entry age).
         connect: Starts the inner sink (retrying until it answers); given,
@@ -148,27 +174,35 @@ class JournaledSink:
         self._entries = 0
         self._bytes = 0
         self._next_seq = 0
-        # The pending group: (seq, size, record) in sequence order, the encoded
-        # entries beside them, and the group's birth (its first record's).
-        self._pending: list[tuple[int, int, OutboundRecord]] = []
-        self._pending_data: list[bytes] = []
+        # The pending group: (seq, size, record) in sequence order (size: the
+        # encoded size, encoded_size), the sequences of it Kafka acknowledged
+        # already (not written), and the group's birth (its first record's).
+        self._pending: list[_Entry] = []
+        self._pending_acked: set[int] = set()
         self._pending_born = 0
         self._pending_bytes = 0
         self._committed_through = -1
+        # The last sequence a commit took (the pending group lies after it).
+        self._taken_through = -1
+        # The first sequence sent but neither in the window nor committed and
+        # left to the disk (the forwarder was reading from disk, or the window
+        # was full): it and every later one wait for the next commit's end.
+        self._unwindowed_from: int | None = None
         self._oldest_born_ms: int | None = None
         self._to_delete: list[int] = []  # acked since the last commit
         self._committing = False  # a commit is running on the writer thread
         self._dropped_below = 0  # every entry under it was dropped or acked
         # The forwarder: committed records still in memory, else the disk.
-        self._window: deque[tuple[int, int, OutboundRecord]] = deque()
+        self._window: deque[_Entry] = deque()
         self._window_bytes = 0
         # The newest committed sequence not kept in memory: the forwarder
         # reads what it has not sent up to it back from disk.
         self._spilled_upto = -1
         self._forward_seq = 0
-        self._inflight: dict[int, tuple[int, int, OutboundRecord]] = {}
+        self._inflight: dict[int, _Entry] = {}
         # Counters (also in the metrics).
         self._acked = 0
+        self.unwritten = 0  # acknowledged before their commit: never written
         self.dropped = 0
         self.blocked = 0
         self.corrupt = 0
@@ -218,6 +252,7 @@ class JournaledSink:
         if state.last_seq is not None:
             self._next_seq = state.last_seq + 1
             self._committed_through = state.last_seq
+            self._taken_through = state.last_seq
         self._forward_seq = state.first_seq if state.first_seq is not None else 0
         self._dropped_below = self._forward_seq
         if state.entries and state.last_seq is not None:
@@ -265,16 +300,15 @@ class JournaledSink:
             return
         try:
             if self._failure is None and (self._pending or self._to_delete):
-                pending, datas = self._take_pending()
+                born = self._pending_born
+                pending, acked = self._take_pending()
                 deletes = self._take_deletes()
-                await self._run(
-                    self._store.commit_run,
-                    pending[0][0] if pending else 0,
-                    self._pending_born,
-                    datas,
-                    deletes,
-                    0,
+                _, written = await self._run(
+                    self._write, born, pending, acked, deletes, 0
                 )
+                self.unwritten += len(acked)
+                if written and self._metrics is not None:
+                    self._metrics.committed.inc(written)
         finally:
             await self._run(self._store.close)
             executor, self._executor = self._executor, None
@@ -326,18 +360,17 @@ class JournaledSink:
         """
         if self._failure is not None:
             self._raise_if_failed()
+        size = encoded_size(record)  # ValueError: a field too long for an entry
         if self._pending_bytes >= self._max_pending:
             await self._wait_for_commit()
         if (
             self._when_full == "block"
             and self._entries
-            and self._bytes + record.size > self._max_bytes
+            and self._bytes + size > self._max_bytes
         ):
-            await self._wait_for_room(record.size)
+            await self._wait_for_room(size)
         seq = self._next_seq
         self._next_seq = seq + 1
-        data = encode(seq, record)
-        size = len(data)
         pending = self._pending
         if not pending:
             # The writer clears _work and takes the pending group together
@@ -346,13 +379,26 @@ class JournaledSink:
             self._work.set()
         if not self._entries:
             self._drained.clear()  # only set while nothing is journaled
-        pending.append((seq, size, record))
-        self._pending_data.append(data)
+        entry = (seq, size, record)
+        pending.append(entry)
         self._entries += 1
         self._bytes += size
         self._pending_bytes += size
         if self._pending_bytes >= self._max_pending:
             self._hurry.set()
+        # Write-behind: to the forwarder now, unless an earlier record waits
+        # for its commit (the order), the forwarder reads committed records
+        # from disk (they go first) or the window is full.
+        if (
+            self._unwindowed_from is None
+            and self._window_bytes + size <= self._window_max
+            and not self._reading_disk()
+        ):
+            self._window.append(entry)
+            self._window_bytes += size
+            self._wake_forwarder.set()
+        elif self._unwindowed_from is None:
+            self._unwindowed_from = seq
 
     async def _wait_for_commit(self) -> None:
         self._hurry.set()
@@ -423,7 +469,10 @@ class JournaledSink:
 
     @property
     def committed_through(self) -> int:
-        """The last sequence number made durable (-1: none yet)."""
+        """The last sequence number whose group commit ended (-1: none yet).
+
+        Those of the group Kafka acknowledged before it were not written.
+        """
         return self._committed_through
 
     def _oldest_age(self) -> float:
@@ -455,47 +504,76 @@ class JournaledSink:
 
     async def _commit_once(self) -> None:
         born = self._pending_born
-        pending_bytes = self._pending_bytes
-        pending, datas = self._take_pending()
+        pending, acked = self._take_pending()
         deletes = self._take_deletes()
         drop = 0
         if self._when_full == "drop_oldest":
             drop = self._bytes - self._max_bytes
-        if not pending and not deletes and drop <= 0:
+        if len(acked) == len(pending) and not deletes and drop <= 0:
+            # Nothing to write: Kafka acknowledged the whole group already.
+            if pending:
+                self._group_done(pending, len(acked))
             self._after_commit()
             return
         self._committing = True
         try:
-            result = await self._run(
-                self._store.commit_run,
-                pending[0][0] if pending else 0,
-                born,
-                datas,
-                deletes,
-                max(0, drop),
+            result, written = await self._run(
+                self._write, born, pending, acked, deletes, max(0, drop)
             )
         finally:
             self._committing = False
         metrics = self._metrics
         if metrics is not None:
             metrics.commit_seconds.observe(result.seconds)
-            if pending:
-                metrics.committed.inc(len(pending))
+            if written:
+                metrics.committed.inc(written)
         self._oldest_born_ms = result.oldest_born_ms
         if result.dropped:
             self._dropped(result.dropped)
         if pending:
-            self._committed_through = pending[-1][0]
-            self._to_window(pending, pending_bytes)
+            self._group_done(pending, len(acked))
         self._after_commit()
 
-    def _take_pending(
+    def _write(
         self,
-    ) -> tuple[list[tuple[int, int, OutboundRecord]], list[bytes]]:
+        born: int,
+        pending: list[_Entry],
+        acked: set[int],
+        deletes: list[int],
+        drop: int,
+    ) -> tuple[CommitResult, int]:
+        """On the writer thread: encode what Kafka has not acknowledged, commit.
+
+        Returns:
+            The commit's result and the number of entries written.
+        """
+        runs: list[tuple[int, list[bytes]]] = []
+        if not acked:
+            if pending:
+                runs.append((pending[0][0], [encode(s, r) for s, _, r in pending]))
+        else:
+            datas: list[bytes] = []
+            for seq, _, record in pending:
+                if seq in acked:
+                    if datas:
+                        runs.append((seq - len(datas), datas))
+                        datas = []
+                else:
+                    datas.append(encode(seq, record))
+            if datas:
+                runs.append((pending[-1][0] + 1 - len(datas), datas))
+        result = self._store.commit_runs(born, runs, deletes, drop)
+        return result, len(pending) - len(acked)
+
+    def _take_pending(self) -> tuple[list[_Entry], set[int]]:
         pending, self._pending = self._pending, []
-        datas, self._pending_data = self._pending_data, []
+        acked, self._pending_acked = self._pending_acked, set()
         self._pending_bytes = 0
-        return pending, datas
+        if pending:
+            # An ack from now on is for a record this commit writes: it goes
+            # to the next commit's deletes.
+            self._taken_through = pending[-1][0]
+        return pending, acked
 
     def _take_deletes(self) -> list[int]:
         deletes, self._to_delete = self._to_delete, []
@@ -523,16 +601,48 @@ class JournaledSink:
             self._metrics.dropped.inc(count)
         log.warning("journal_dropped_oldest", entries=count, below=self._dropped_below)
 
-    def _to_window(
-        self, pending: list[tuple[int, int, OutboundRecord]], size: int
-    ) -> None:
-        if self._window_bytes + size > self._window_max:
-            # Read back from disk when the forwarder gets there. A later group
-            # that fits is kept, after the gap: the window stays in order.
-            self._spilled_upto = pending[-1][0]
+    def _reading_disk(self) -> bool:
+        """Whether the forwarder has committed records to read from disk first."""
+        return max(self._forward_seq, self._dropped_below) <= self._spilled_upto
+
+    def _group_done(self, pending: list[_Entry], unwritten: int) -> None:
+        """After the commit of ``pending``: hand its records not windowed yet on.
+
+        They (and the newer pending ones after them, none windowed either) go
+        to the window, in order, if the forwarder is no longer reading from
+        disk and there is room; else the committed ones stay on disk for the
+        forwarder to read and the newer ones wait for the next commit.
+        """
+        last = pending[-1][0]
+        self._committed_through = last
+        if unwritten:
+            self.unwritten += unwritten
+        first = self._unwindowed_from
+        if first is None or first > last:
+            return
+        newer = self._pending
+        if not self._reading_disk():
+            window = self._window
+            room = self._window_max - self._window_bytes
+            for part in (pending[max(0, first - pending[0][0]) :], newer):
+                for entry in part:
+                    size = entry[1]
+                    if size > room:
+                        if entry[0] <= last:  # the rest of the group: from disk
+                            self._spilled_upto = last
+                            self._unwindowed_from = newer[0][0] if newer else None
+                        else:
+                            self._unwindowed_from = entry[0]
+                        self._window_bytes = self._window_max - room
+                        self._wake_forwarder.set()
+                        return
+                    room -= size
+                    window.append(entry)
+            self._window_bytes = self._window_max - room
+            self._unwindowed_from = None
         else:
-            self._window.extend(pending)
-            self._window_bytes += size
+            self._spilled_upto = last
+            self._unwindowed_from = newer[0][0] if newer else None
         self._wake_forwarder.set()
 
     # -- the forwarder -----------------------------------------------------------
@@ -635,7 +745,9 @@ class JournaledSink:
         """The inner sink's ``on_batch_ack``: these records are in Kafka."""
         pop = self._inflight.pop
         dropped_below = self._dropped_below
+        taken = self._taken_through
         delete = self._to_delete.append
+        unwritten = self._pending_acked.add
         acked = entries = size_freed = 0
         for record in records:
             entry = pop(id(record), None)
@@ -643,7 +755,10 @@ class JournaledSink:
                 continue
             seq, size, _ = entry
             acked += 1
-            delete(seq)
+            if seq > taken:  # in the pending group: its commit skips it
+                unwritten(seq)
+            else:
+                delete(seq)
             if seq >= dropped_below:  # below it, a drop accounted for it
                 entries += 1
                 size_freed += size

@@ -3,8 +3,9 @@
 Theory of operation
 -------------------
 The durable journal (``bridge/adapters/journal_store.py``) stores the records
-the pump accepted in *chunks*: one SQLite row per run of consecutive sequence
-numbers (a group commit, split at ``CHUNK_ENTRIES``/``CHUNK_BYTES``). This
+the pump accepted, less those Kafka acknowledged before their commit, in
+*chunks*: one SQLite row per run of consecutive sequence numbers (a group
+commit, split at ``CHUNK_ENTRIES``/``CHUNK_BYTES``). This
 module owns the bytes of a chunk, and nothing here does I/O: every function is
 a pure function of its arguments.
 
@@ -86,6 +87,7 @@ _FLAG_DEDUPE: Final = 2
 _FLAG_TIME: Final = 4
 _MAX_U64: Final = 0xFFFF_FFFF_FFFF_FFFF
 _MIN_SIZE: Final = _V1_FIXED.size + _CRC.size  # the smallest entry (version 1)
+_BASE_SIZE: Final = _FIXED.size + _CRC.size  # an entry without variable parts
 _CACHE_MAX: Final = 1024
 
 
@@ -193,14 +195,40 @@ _new_object = object.__new__
 
 
 def encoded_size(record: OutboundRecord) -> int:
-    """The length :func:`encode` returns for ``record`` (for accounting)."""
-    size = _FIXED.size + _CRC.size + len(record.topic.encode()) + len(record.value)
-    if record.key is not None:
-        size += len(record.key)
-    if record.dedupe_id is not None:
-        size += len(record.dedupe_id.encode())
-    for name, value in record.headers:
-        size += _NAME.size + len(name.encode()) + 4 + len(value)
+    """The length :func:`encode` returns for ``record`` (for accounting).
+
+    Cheaper than :func:`encode` (the topic and header names come from the same
+    caches, nothing is packed): the journal accounts a record's bytes with it
+    when it accepts the record, and encodes it only if it has to write it.
+
+    Raises:
+        ValueError: If a field does not fit its slot, as :func:`encode` would.
+    """
+    topic = _topics_out.get(record.topic)
+    if topic is None:
+        topic = _topic_bytes(record.topic)
+    value = record.value
+    size = _BASE_SIZE + len(topic) + len(value)
+    long = len(topic) > 0xFFFF or len(value) > 0xFFFF_FFFF
+    key = record.key
+    if key is not None:
+        size += len(key)
+        long |= len(key) > 0xFFFF_FFFF
+    dedupe_id = record.dedupe_id
+    if dedupe_id is not None:
+        dedupe = len(dedupe_id) if dedupe_id.isascii() else len(dedupe_id.encode())
+        size += dedupe
+        long |= dedupe > 0xFFFF
+    headers = record.headers
+    if headers:
+        names, values = zip(*headers)  # noqa: B905 - pairs, by type
+        block = (_names_out.get(names) or _names_block(names))[0]
+        total = sum(map(len, values))
+        size += len(block) + 4 * len(values) + total
+        long |= len(values) > 0xFFFF or len(block) > 0xFFFF_FFFF
+        long |= total > 0xFFFF_FFFF and max(map(len, values)) > 0xFFFF_FFFF
+    if long:
+        raise ValueError("a record field is too long for a journal entry")
     return size
 
 

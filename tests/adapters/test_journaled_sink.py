@@ -152,6 +152,10 @@ async def test_records_reach_the_inner_sink_in_order_and_leave_on_ack(
     await until(lambda: len(inner.sent) == 500)
     assert [number(r) for r in inner.sent] == list(range(500))
     assert sink.statistics().in_flight_records == 500
+    # Forwarded before their commit: acked only once committed, they are all
+    # written (and deleted); see the next test for acks that come first.
+    await until(lambda: sink.committed_through == 499)
+    assert stats(tmp_path).entries == 500
     inner.ack(inner.sent)
     assert await sink.flush(5.0)
     assert sink.statistics().in_flight_records == 0
@@ -463,11 +467,13 @@ class GatedSink(FakeSink):
         await super().send(record)
 
 
-async def test_spilled_groups_are_read_back_in_order_between_kept_ones(
+async def test_records_behind_a_full_window_or_disk_reads_go_out_once_in_order(
     tmp_path: Path,
 ) -> None:
-    """When the in-memory window is full a committed group is left on disk; later
-    groups that fit are kept: every record still goes out once, in order."""
+    """Records that do not fit the window, and those sent while the forwarder has
+    committed records to read from disk, are read back from disk; once it has
+    caught up, records go to the window as they are sent: each goes out once,
+    in order."""
     size = encoded_size(record(99))  # the largest of these records
     gated: list[GatedSink] = []
 
@@ -495,17 +501,152 @@ async def test_spilled_groups_are_read_back_in_order_between_kept_ones(
             sent += 1
         await until(lambda: sink.committed_through == target)
 
-    await group(10)  # kept: the forwarder takes one and waits in send
-    await group(10)  # does not fit beside the other 9: left on disk
-    inner.allow(9)  # the first group goes out: the window empties
+    await group(10)  # windowed as sent: the forwarder takes one, waits in send
+    await group(10)  # 3 fit beside the other 9; 13..19 are left on disk
+    inner.allow(9)
     await until(lambda: len(inner.sent) == 9)
-    await group(10)  # fits again: kept, after the gap
-    await group(10)  # does not fit: on disk
-    await group(2)  # fits: kept
+    await group(10)  # the forwarder has 13..19 to read first: on disk too
+    await group(10)  # likewise
+    await group(2)  # likewise
+    assert sink.replayed == 0
     inner.allow(1000)
     await until(lambda: len(inner.sent) == sent)
     assert [number(r) for r in inner.sent] == list(range(sent))
-    assert sink.replayed == 20  # the two groups left on disk, and only those
+    assert sink.replayed == 7 + 10 + 10 + 2  # 13..41, and only those
+    await group(5)  # caught up: windowed as sent, not read back
+    await until(lambda: len(inner.sent) == sent)
+    assert [number(r) for r in inner.sent] == list(range(sent))
+    assert sink.replayed == 29
     assert await sink.flush(5.0)
     assert stats(tmp_path).entries == 0
     await sink.stop()
+
+
+def backlog(directory: Path, n: int) -> None:
+    """Commit records ``0..n-1`` to a journal in ``directory`` (a prior run's)."""
+    store = JournalStore(directory)
+    store.open()
+    store.commit([(i, 0, encode(i, record(i))) for i in range(n)], [])
+    store.close()
+
+
+async def test_order_holds_when_the_forwarder_leaves_the_disk_with_pending_records(
+    tmp_path: Path,
+) -> None:
+    """Records sent while the forwarder reads a backlog wait for their commit; ones
+    sent after it caught up, before that commit, do not overtake them; the commit
+    hands them all to the window, in order (none read back from disk)."""
+    backlog(tmp_path, 20)
+    gated: list[GatedSink] = []
+
+    def build(ack: Callable[[Sequence[OutboundRecord]], None]) -> GatedSink:
+        gated.append(GatedSink(ack))
+        return gated[0]
+
+    sink = JournaledSink(
+        JournalStore(tmp_path),
+        build,
+        max_bytes=64 * 1024 * 1024,
+        flush_interval=3600.0,  # commits only when hurried (flush)
+        read_chunk=5,
+    )
+    inner = gated[0]
+    inner.auto_ack = True
+    await sink.start()
+    await until(lambda: sink.replayed == 5)  # 0..4 read, waiting to send 0
+    for i in range(20, 25):
+        await sink.send(record(i))  # the forwarder has 5..19 to read first
+    inner.allow(1000)
+    await until(lambda: len(inner.sent) == 20)  # the backlog, all from disk
+    for i in range(25, 30):
+        await sink.send(record(i))  # behind 20..24, not committed yet
+    await asyncio.sleep(0.05)
+    assert len(inner.sent) == 20  # nothing overtook 20..24
+    assert sink.committed_through == 19
+    assert await sink.flush(0.1) is False  # commits 20..29: to the window
+    await until(lambda: len(inner.sent) == 30)
+    assert [number(r) for r in inner.sent] == list(range(30))
+    assert sink.replayed == 20
+    await sink.send(record(30))  # caught up: to the window as sent
+    await until(lambda: len(inner.sent) == 31)
+    assert sink.committed_through == 29  # forwarded before its commit
+    assert [number(r) for r in inner.sent] == list(range(31))
+    await sink.stop()  # commits the deletes (no interval commit: an hour)
+    assert stats(tmp_path).entries == 0
+    assert sink.unwritten == 1
+
+
+async def test_a_record_acked_before_its_commit_is_never_written(
+    tmp_path: Path,
+) -> None:
+    """Forwarded as sent, a record Kafka acknowledges before its group commit is
+    skipped by that commit: the journal holds only the unacknowledged ones."""
+    registry = CollectorRegistry()
+    sink, inner = journaled(
+        tmp_path, flush_interval=3600.0, metrics=JournalMetrics(registry)
+    )
+    await sink.start()
+    for i in range(10):
+        await sink.send(record(i))
+    await until(lambda: len(inner.sent) == 10)  # forwarded, none committed
+    assert sink.committed_through == -1
+    inner.ack([r for r in inner.sent if number(r) % 2 == 0])
+    assert sink.statistics().in_flight_records == 5
+    assert await sink.flush(0.1) is False  # commits; the odd ones stay
+    assert sink.committed_through == 9
+    assert sink.unwritten == 5
+    assert registry.get_sample_value("bridge_journal_committed_total") == 5
+    assert registry.get_sample_value("bridge_journal_bytes") == 5 * encoded_size(
+        record(1)
+    )
+    store = JournalStore(tmp_path)
+    store.open()
+    on_disk = store.read(0, 100, 1 << 20)
+    store.close()
+    assert [seq for seq, _, _ in on_disk.entries] == [1, 3, 5, 7, 9]
+    assert [rec for _, _, rec in on_disk.entries] == [
+        record(i) for i in (1, 3, 5, 7, 9)
+    ]
+    assert [size for _, size, _ in on_disk.entries] == [
+        encoded_size(record(i)) for i in (1, 3, 5, 7, 9)
+    ]
+    inner.ack(inner.unacked)
+    assert await sink.flush(5.0)
+    assert stats(tmp_path).entries == 0
+    assert sink.statistics().in_flight_bytes == 0
+    await sink.stop()
+
+
+async def test_restart_resends_exactly_the_committed_unacked_ones(
+    tmp_path: Path,
+) -> None:
+    """Acked before their commit (never written), acked after it (deleted), or
+    not acked (kept, also when only stop commits them): a restart re-sends
+    exactly the last kind, in order, with the same bytes."""
+    sink, inner = journaled(tmp_path, flush_interval=3600.0)
+    await sink.start()
+    for i in range(10):
+        await sink.send(record(i))
+    await until(lambda: len(inner.sent) == 10)
+    inner.ack(inner.sent[:4])  # 0..3: before their commit
+    assert await sink.flush(0.1) is False
+    assert sink.committed_through == 9
+    inner.ack(inner.sent[4:6])  # 4, 5: after it
+    for i in range(10, 15):
+        await sink.send(record(i))
+    await until(lambda: len(inner.sent) == 15)
+    inner.ack(inner.sent[10:12])  # 10, 11: pending, before stop's commit
+    await sink.stop()  # commits 12..14 and deletes 4, 5
+    assert sink.unwritten == 6
+
+    again, inner2 = journaled(tmp_path)
+    await again.start()
+    expected = [6, 7, 8, 9, 12, 13, 14]
+    await until(lambda: len(inner2.sent) == len(expected))
+    await asyncio.sleep(0.05)
+    assert inner2.sent == [record(i) for i in expected]  # same bytes, same ce_id
+    assert again.statistics().in_flight_records == len(expected)
+    inner2.ack(inner2.sent)
+    assert await again.flush(5.0)
+    await again.stop()
+    assert stats(tmp_path).entries == 0

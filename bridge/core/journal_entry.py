@@ -49,11 +49,10 @@ from __future__ import annotations
 import struct
 import zlib
 from collections.abc import Sequence
-from dataclasses import fields
 from itertools import accumulate, pairwise
 from typing import Final
 
-from bridge.core.records import OutboundRecord
+from bridge.core.records import OutboundRecord, fast_record
 
 __all__ = [
     "CHUNK_BYTES",
@@ -164,31 +163,6 @@ def _names_of(block: bytes, count: int) -> tuple[tuple[str, ...], int]:
             _names_in.clear()
         found = _names_in[block] = (tuple(names), sum(map(len, names)))
     return found
-
-
-# -- OutboundRecord without the frozen __init__ (as bridge.core.records does) ------
-
-_FIELDS: Final = (
-    "topic",
-    "key",
-    "value",
-    "headers",
-    "dedupe_id",
-    "event_time_ms",
-    "_size",
-)
-if tuple(f.name for f in fields(OutboundRecord)) != _FIELDS:
-    raise TypeError(f"OutboundRecord fields changed: update journal_entry ({_FIELDS})")
-(
-    _set_topic,
-    _set_key,
-    _set_value,
-    _set_headers,
-    _set_dedupe_id,
-    _set_event_time_ms,
-    _set_size,
-) = (vars(OutboundRecord)[name].__set__ for name in _FIELDS)
-_new_object = object.__new__
 
 
 # -- entries ---------------------------------------------------------------------------
@@ -399,14 +373,15 @@ def decode_at(
         raise EntryCorrupt(f"malformed entry: {exc}") from None
     if pos != stop:
         raise EntryCorrupt(f"entry lengths do not add up ({pos} != {stop})")
-    record: OutboundRecord = _new_object(OutboundRecord)
-    _set_topic(record, topic)
-    _set_key(record, key)
-    _set_value(record, value)
-    _set_headers(record, headers)
-    _set_dedupe_id(record, dedupe if flags & _FLAG_DEDUPE else None)
-    _set_event_time_ms(record, event_time if flags & _FLAG_TIME else None)
-    _set_size(record, size + value_len + key_len)
+    record = fast_record(
+        topic,
+        key,
+        value,
+        headers,
+        dedupe if flags & _FLAG_DEDUPE else None,
+        event_time if flags & _FLAG_TIME else None,
+        size + value_len + key_len,
+    )
     return seq, record
 
 

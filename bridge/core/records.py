@@ -191,7 +191,7 @@ class OutboundRecord:
 
 
 # A frozen dataclass's __init__ sets each field through object.__setattr__;
-# per record that is a third of to_record. _record writes the slots directly.
+# per record that is a third of to_record. fast_record writes the slots directly.
 # The field list is checked at import, so a new field cannot be forgotten.
 _RECORD_FIELDS: Final = (
     "topic",
@@ -203,7 +203,9 @@ _RECORD_FIELDS: Final = (
     "_size",
 )
 if tuple(f.name for f in fields(OutboundRecord)) != _RECORD_FIELDS:
-    raise TypeError(f"OutboundRecord fields changed: update _record ({_RECORD_FIELDS})")
+    raise TypeError(
+        f"OutboundRecord fields changed: update fast_record ({_RECORD_FIELDS})"
+    )
 (
     _set_topic,
     _set_key,
@@ -216,16 +218,17 @@ if tuple(f.name for f in fields(OutboundRecord)) != _RECORD_FIELDS:
 _new_object = object.__new__
 
 
-def _record(
+def fast_record(
     topic: str,
-    key: bytes,
+    key: bytes | None,
     value: bytes,
     headers: tuple[tuple[str, bytes], ...],
-    dedupe_id: str,
-    event_time_ms: int,
+    dedupe_id: str | None,
+    event_time_ms: int | None,
     size: int,
 ) -> OutboundRecord:
-    """``OutboundRecord(...)`` with its size, without the frozen ``__init__``."""
+    """``OutboundRecord(...)`` with its size, without the frozen ``__init__``
+    (for the hot paths: the codec's records, the journal's reads)."""
     record: OutboundRecord = _new_object(OutboundRecord)
     _set_topic(record, topic)
     _set_key(record, key)
@@ -292,7 +295,7 @@ def to_record(
     # orjson's bytes keep its 4 KiB output buffer; an exact copy keeps the
     # sink's buffer (up to 10,000 records) at the size it accounts for.
     value = bytes(memoryview(orjson.dumps(item.data)))
-    return _record(
+    return fast_record(
         topic,
         key,
         value,

@@ -15,8 +15,9 @@ import statistics
 import subprocess
 import sys
 import time
-from collections import defaultdict
-from collections.abc import Mapping
+from collections import Counter, defaultdict
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,8 +27,8 @@ import pytest
 
 from bridgelab.emulator import Emulator, EmulatorConfig
 from bridgelab.tansu import create_topics, free_port
-from tests.e2e.harness import bridge_env, fresh_topics, journal_dir
-from tests.e2e.verifier import read_all
+from tests.e2e.harness import StreamTopics, bridge_env, fresh_topics, journal_dir
+from tests.e2e.verifier import Consumed, read_all
 from tests.kafka_broker import Broker, unique_topic
 
 pytestmark = pytest.mark.e2e
@@ -114,12 +115,33 @@ async def _leader(
     raise AssertionError(f"no single leader within {within} s")
 
 
-async def test_the_leader_sigkilled_ten_times_loses_nothing(
-    broker: Broker, tmp_path: Path
-) -> None:
-    """Leader SIGKILLed 10 times at 200 items/s: every item written to a socket is
-    in Kafka; duplicates are few and keep their ce_id; takeover times printed."""
-    rng = random.Random(20261206)
+@dataclass
+class Pair:
+    """Two replicas in one group, the emulator they read and the topics."""
+
+    emu: Emulator
+    client: httpx.AsyncClient
+    replicas: list[Replica]
+    topics: StreamTopics
+    bootstrap: str
+
+    async def start_one_after_the_other(self) -> None:
+        """Start both, the second once the first leads: Tansu numbers a group's
+        first generation 0, and aiokafka sends no LeaveGroup from generation 0,
+        so a leader stopped then would be noticed only at its session's end."""
+        self.replicas[0].start()
+        await _leader(self.replicas[:1], self.client, 30)
+        self.replicas[1].start()
+        for r in self.replicas:
+            await r.ready(self.client, 30)
+
+
+@asynccontextmanager
+async def two_replicas(
+    broker: Broker, tmp_path: Path, **overrides: str
+) -> AsyncIterator[Pair]:
+    """Two stream processes with the hot standby (each its own journal), on a
+    fleet of 1,000 devices at ~200 items/s; SIGTERMed when the block ends."""
     topics = await fresh_topics(broker.bootstrap)
     coordination = unique_topic("coord")
     await create_topics(broker.bootstrap, [coordination], partitions=1)
@@ -127,33 +149,18 @@ async def test_the_leader_sigkilled_ten_times_loses_nothing(
     fleet = EmulatorConfig(
         devices=1000, report_interval_seconds=5.0, max_frames_per_second=4.0
     )
-    takeovers: list[float] = []
     async with Emulator(fleet) as emu, httpx.AsyncClient(timeout=1.0) as client:
-        base = bridge_env(emu, broker.bootstrap, topics)
+        base = {**bridge_env(emu, broker.bootstrap, topics), **overrides}
         replicas = [
-            Replica(n, _env(base, coordination, group), tmp_path / f"{n}.log")
-            for n in ("a", "b")
+            Replica(
+                name,
+                {**_env(base, coordination, group), **overrides},
+                tmp_path / f"{name}.log",
+            )
+            for name in ("a", "b")
         ]
-        for r in replicas:
-            r.start()
         try:
-            leader = await _leader(replicas, client, 30)
-            for _ in range(KILLS):
-                await asyncio.sleep(rng.uniform(1.0, 3.0))
-                standby = next(r for r in replicas if r is not leader)
-                assert leader.proc is not None
-                killed_at = time.monotonic()
-                leader.proc.send_signal(signal.SIGKILL)
-                leader.proc.wait()
-                # The standby leads once the group notices (session timeout).
-                new = await _leader([standby], client, 30)
-                takeovers.append(time.monotonic() - killed_at)
-                leader.start()  # back as the standby
-                await leader.ready(client, 30)
-                leader = new
-            await asyncio.sleep(2.0)
-            emu.pause()
-            await asyncio.sleep(3.0)
+            yield Pair(emu, client, replicas, topics, broker.bootstrap)
         finally:
             for r in replicas:
                 if r.proc is not None and r.proc.poll() is None:
@@ -164,11 +171,45 @@ async def test_the_leader_sigkilled_ten_times_loses_nothing(
                         r.proc.wait(timeout=20)
                     except subprocess.TimeoutExpired:
                         r.proc.kill()
-        written = emu.written_seqs()
-    consumed = await read_all(broker.bootstrap, topics.all)
-    seqs = consumed.seqs(topics.data)
+
+
+async def _drain(pair: Pair, settle: float) -> tuple[set[int], Counter[int], Consumed]:
+    """Let the leader publish, stop the fleet, and read everything back."""
+    await asyncio.sleep(settle)
+    pair.emu.pause()
+    await asyncio.sleep(3.0)
+    written = pair.emu.written_seqs()
+    consumed = await read_all(pair.bootstrap, pair.topics.all)
+    return written, consumed.seqs(pair.topics.data), consumed
+
+
+async def test_the_leader_sigkilled_ten_times_loses_nothing(
+    broker: Broker, tmp_path: Path
+) -> None:
+    """Leader SIGKILLed 10 times at 200 items/s: every item written to a socket is
+    in Kafka; duplicates are few and keep their ce_id; takeover times printed."""
+    rng = random.Random(20261206)
+    takeovers: list[float] = []
+    async with two_replicas(broker, tmp_path) as pair:
+        for r in pair.replicas:
+            r.start()
+        leader = await _leader(pair.replicas, pair.client, 30)
+        for _ in range(KILLS):
+            await asyncio.sleep(rng.uniform(1.0, 3.0))
+            standby = next(r for r in pair.replicas if r is not leader)
+            assert leader.proc is not None
+            killed_at = time.monotonic()
+            leader.proc.send_signal(signal.SIGKILL)
+            leader.proc.wait()
+            # The standby leads once the group notices (session timeout).
+            new = await _leader([standby], pair.client, 30)
+            takeovers.append(time.monotonic() - killed_at)
+            leader.start()  # back as the standby
+            await leader.ready(pair.client, 30)
+            leader = new
+        written, seqs, consumed = await _drain(pair, 2.0)
     ce_ids: dict[int, set[bytes]] = defaultdict(set)
-    for topic in topics.data:
+    for topic in pair.topics.data:
         for record in consumed.records.get(topic, []):
             value = orjson.loads(record.value or b"{}")
             ce_ids[int(value["attributes"]["seq"])].add(dict(record.headers)["ce_id"])
@@ -185,95 +226,38 @@ async def test_the_leader_sigkilled_ten_times_loses_nothing(
     assert duplicates <= KILLS * 200, "duplicates should be about a progress interval"
 
 
-async def wait_for_role(
-    replica: Replica, client: httpx.AsyncClient, role: float, within: float
-) -> None:
-    """Wait until ``replica`` reports ``role``."""
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if await replica.role(client) == role:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{replica.name} never reached role {role}")
-
-
 async def test_sigterm_of_the_leader_hands_over_without_a_gap(
     broker: Broker, tmp_path: Path
 ) -> None:
     """A leader stopped with SIGTERM leaves the group at once: the standby leads
     sooner than a dead leader's session timeout, and nothing is lost."""
-    topics = await fresh_topics(broker.bootstrap)
-    coordination = unique_topic("coord")
-    await create_topics(broker.bootstrap, [coordination], partitions=1)
-    group = unique_topic("group")
-    fleet = EmulatorConfig(
-        devices=1000, report_interval_seconds=5.0, max_frames_per_second=4.0
-    )
     handovers: list[float] = []
-    async with Emulator(fleet) as emu, httpx.AsyncClient(timeout=1.0) as client:
-        base = {
-            **bridge_env(emu, broker.bootstrap, topics),
-            # Long enough that a hand-over by session expiry would show.
-            "BRIDGE_HA_SESSION_TIMEOUT_MS": "6000",
-            "BRIDGE_HA_HEARTBEAT_INTERVAL_MS": "500",
-        }
-        replicas = [
-            Replica(
-                n,
-                {**_env(base, coordination, group), **_slow(base)},
-                tmp_path / f"{n}.log",
-            )
-            for n in ("a", "b")
-        ]
-        try:
-            # One after the other: Tansu numbers a group's first generation 0,
-            # and aiokafka sends no LeaveGroup from generation 0, so a leader
-            # stopped then would be noticed only at its session's expiry.
-            replicas[0].start()
-            await _leader(replicas[:1], client, 30)
-            replicas[1].start()
-            for r in replicas:
-                await r.ready(client, 30)
-            for _ in range(3):
-                await asyncio.sleep(1.0)
-                leader = await _leader(replicas, client, 10)
-                standby = next(r for r in replicas if r is not leader)
-                assert leader.proc is not None
-                stopped_at = time.monotonic()
-                leader.proc.send_signal(signal.SIGTERM)
-                new = await _leader([standby], client, 30)
-                handovers.append(time.monotonic() - stopped_at)
-                assert leader.proc.wait(timeout=20) == 0
-                leader.start()
-                await leader.ready(client, 30)
-                # The returning replica joins as a standby: the leader stays.
-                assert await _leader(replicas, client, 10) is new
+    # A session long enough that a hand-over by its expiry would show.
+    slow = {
+        "BRIDGE_HA_SESSION_TIMEOUT_MS": "6000",
+        "BRIDGE_HA_HEARTBEAT_INTERVAL_MS": "500",
+    }
+    async with two_replicas(broker, tmp_path, **slow) as pair:
+        await pair.start_one_after_the_other()
+        for _ in range(3):
             await asyncio.sleep(1.0)
-            emu.pause()
-            await asyncio.sleep(3.0)
-        finally:
-            for r in replicas:
-                if r.proc is not None and r.proc.poll() is None:
-                    r.proc.send_signal(signal.SIGTERM)
-            for r in replicas:
-                if r.proc is not None:
-                    try:
-                        r.proc.wait(timeout=20)
-                    except subprocess.TimeoutExpired:
-                        r.proc.kill()
-        written = emu.written_seqs()
-    consumed = await read_all(broker.bootstrap, topics.all)
-    missing = written - set(consumed.seqs(topics.data))
+            leader = await _leader(pair.replicas, pair.client, 10)
+            standby = next(r for r in pair.replicas if r is not leader)
+            assert leader.proc is not None
+            stopped_at = time.monotonic()
+            leader.proc.send_signal(signal.SIGTERM)
+            new = await _leader([standby], pair.client, 30)
+            handovers.append(time.monotonic() - stopped_at)
+            assert leader.proc.wait(timeout=20) == 0
+            leader.start()
+            await leader.ready(pair.client, 30)
+            # The returning replica joins as a standby: the leader stays.
+            assert await _leader(pair.replicas, pair.client, 10) is new
+        written, seqs, _ = await _drain(pair, 1.0)
+    missing = written - set(seqs)
     print(f"SIGTERM hand-overs took {', '.join(f'{h:.2f}' for h in handovers)} s")
     assert not missing, f"{len(missing)} items lost"
     assert max(handovers) < 6.0, "a hand-over waited for the session to expire"
-
-
-def _slow(base: Mapping[str, str]) -> dict[str, str]:
-    return {
-        "BRIDGE_HA_SESSION_TIMEOUT_MS": base["BRIDGE_HA_SESSION_TIMEOUT_MS"],
-        "BRIDGE_HA_HEARTBEAT_INTERVAL_MS": base["BRIDGE_HA_HEARTBEAT_INTERVAL_MS"],
-    }
 
 
 async def test_kafka_frozen_past_the_buffer_loses_nothing_with_two_replicas(
@@ -283,59 +267,24 @@ async def test_kafka_frozen_past_the_buffer_loses_nothing_with_two_replicas(
     leader keeps journaling, and after the thaw nothing is lost."""
     if broker.external:
         pytest.skip("pausing needs the broker process")
-    topics = await fresh_topics(broker.bootstrap)
-    coordination = unique_topic("coord")
-    await create_topics(broker.bootstrap, [coordination], partitions=1)
-    group = unique_topic("group")
-    fleet = EmulatorConfig(
-        devices=1000, report_interval_seconds=5.0, max_frames_per_second=4.0
-    )
     frozen_for = 15.0
-    async with Emulator(fleet) as emu, httpx.AsyncClient(timeout=1.0) as client:
-        base = bridge_env(emu, broker.bootstrap, topics)
-        env = {
-            **_env(base, coordination, group),
-            "BRIDGE_HA_BUFFER_SECONDS": "5",
-            "BRIDGE_KAFKA_REQUEST_TIMEOUT_MS": "5000",
-        }
-        replicas = [
-            Replica(
-                n, {**env, "BRIDGE_JOURNAL_DIR": journal_dir()}, tmp_path / f"{n}.log"
-            )
-            for n in ("a", "b")
-        ]
+    short = {
+        "BRIDGE_HA_BUFFER_SECONDS": "5",
+        "BRIDGE_KAFKA_REQUEST_TIMEOUT_MS": "5000",
+    }
+    async with two_replicas(broker, tmp_path, **short) as pair:
+        await pair.start_one_after_the_other()
+        await asyncio.sleep(1.0)
+        broker.pause()
         try:
-            replicas[0].start()
-            await _leader(replicas[:1], client, 30)
-            replicas[1].start()
-            for r in replicas:
-                await r.ready(client, 30)
-            await asyncio.sleep(1.0)
-            broker.pause()
-            try:
-                await asyncio.sleep(frozen_for)
-            finally:
-                broker.resume()
-            await _leader(replicas, client, 60)
-            await asyncio.sleep(3.0)
-            emu.pause()
-            await asyncio.sleep(5.0)
+            await asyncio.sleep(frozen_for)
         finally:
-            for r in replicas:
-                if r.proc is not None and r.proc.poll() is None:
-                    r.proc.send_signal(signal.SIGTERM)
-            for r in replicas:
-                if r.proc is not None:
-                    try:
-                        r.proc.wait(timeout=20)
-                    except subprocess.TimeoutExpired:
-                        r.proc.kill()
-        written = emu.written_seqs()
-    consumed = await read_all(broker.bootstrap, topics.all)
-    seqs = consumed.seqs(topics.data)
+            broker.resume()
+        await _leader(pair.replicas, pair.client, 60)
+        written, seqs, _ = await _drain(pair, 3.0)
     missing = written - set(seqs)
     fenced = sum(
-        r.log.read_text().count('"stream_fenced_journaling"') for r in replicas
+        r.log.read_text().count('"stream_fenced_journaling"') for r in pair.replicas
     )
     duplicates = sum(n - 1 for n in seqs.values() if n > 1)
     print(

@@ -296,7 +296,8 @@ async def _scenario(broker: Broker, directory: Path) -> LiveRun:
                 )
                 await emu.send_webhooks(hooks.url, "all", 1, duplicate=True, retry=ONCE)
                 await asyncio.sleep(1.5)
-                assert await emu.drop() == len(apps["stream"])
+                # One socket per stream, two while one rotates (make-before-break).
+                assert await emu.drop() >= len(apps["stream"])
                 await asyncio.sleep(1.5)
                 assert emu.send_malformed() >= 1
                 assert emu.send_unknown() >= 1

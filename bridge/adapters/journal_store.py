@@ -83,7 +83,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import accumulate, compress
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import structlog
 
@@ -772,21 +772,14 @@ class JournalStore:
             if seq < chunk.end:
                 touched[chunk.first] = chunk
                 return chunk
-        row = db.execute(
+        row = _holding_or_next(
+            db,
             "SELECT c.first_seq, c.count, a.bits FROM chunks AS c"
-            " LEFT JOIN acks AS a ON a.first_seq = c.first_seq"
-            " WHERE c.first_seq <= ? ORDER BY c.first_seq DESC LIMIT 1",
-            (seq,),
-        ).fetchone()
-        if row is None or row[0] + row[1] <= seq:
-            row = db.execute(
-                "SELECT c.first_seq, c.count, a.bits FROM chunks AS c"
-                " LEFT JOIN acks AS a ON a.first_seq = c.first_seq"
-                " WHERE c.first_seq > ? ORDER BY c.first_seq LIMIT 1",
-                (seq,),
-            ).fetchone()
-            if row is None:
-                return None
+            " LEFT JOIN acks AS a ON a.first_seq = c.first_seq",
+            seq,
+        )
+        if row is None:
+            return None
         return self._chunk(row[0], row[1], row[2], touched)
 
     def _chunk(
@@ -1059,19 +1052,11 @@ class JournalStore:
         cached = self._cached
         if cached is not None and cached.first <= seq < cached.first + cached.count:
             return cached
-        row = db.execute(
-            "SELECT first_seq, count, tbl, data FROM chunks WHERE first_seq <= ?"
-            " ORDER BY first_seq DESC LIMIT 1",
-            (seq,),
-        ).fetchone()
-        if row is None or row[0] + row[1] <= seq:
-            row = db.execute(
-                "SELECT first_seq, count, tbl, data FROM chunks WHERE first_seq > ?"
-                " ORDER BY first_seq LIMIT 1",
-                (seq,),
-            ).fetchone()
-            if row is None:
-                return None
+        row = _holding_or_next(
+            db, "SELECT c.first_seq, c.count, c.tbl, c.data FROM chunks AS c", seq
+        )
+        if row is None:
+            return None
         first, count, table, data = row
         sizes, ok = _sizes(table, count, len(data))
         self._cached = _Cached(
@@ -1206,6 +1191,24 @@ def _salvage(
     except sqlite3.Error:
         pass  # format 1 is migrated at open; what follows stays quarantined
     return rows
+
+
+def _holding_or_next(db: sqlite3.Connection, select: str, seq: int) -> Any:
+    """The row of the chunk holding ``seq``, else of the next chunk, else None.
+
+    ``select`` names the chunks table ``c`` and starts its columns with
+    ``c.first_seq, c.count``.
+    """
+    row = db.execute(
+        f"{select} WHERE c.first_seq <= ? ORDER BY c.first_seq DESC LIMIT 1",
+        (seq,),
+    ).fetchone()
+    if row is None or row[0] + row[1] <= seq:
+        row = db.execute(
+            f"{select} WHERE c.first_seq > ? ORDER BY c.first_seq LIMIT 1",
+            (seq,),
+        ).fetchone()
+    return row
 
 
 _CHUNK_AFTER: Final = (

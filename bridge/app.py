@@ -17,61 +17,49 @@ Kafka has not acknowledged stays journaled for the next start.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 
 import httpx
 import structlog
-from aiokafka import AIOKafkaConsumer
 from prometheus_client import CollectorRegistry
 
+from bridge.adapters.account_files import Account, read_accounts
 from bridge.adapters.auth_api import HttpSessionSource
 from bridge.adapters.clock import SystemClock
 from bridge.adapters.journal_dir import JournalLock, journal_directory
 from bridge.adapters.journal_store import JournalError, JournalStore
 from bridge.adapters.journaled_sink import JournaledSink
-from bridge.adapters.kafka_client import (
-    client_settings,
-    ensure_topic,
-    producer_settings,
-    until_kafka_answers,
-)
-from bridge.adapters.kafka_coordination import (
-    KafkaElection,
-    KafkaProgressLog,
-    StandbyAssignor,
-)
+from bridge.adapters.kafka_client import producer_settings, until_kafka_answers
 from bridge.adapters.kafka_producer import KafkaRecordSink, build_producer
 from bridge.adapters.mapping_files import stream_codec
 from bridge.adapters.ops_http import Readiness
 from bridge.adapters.upstream_connectors import stream_connector
 from bridge.bootstrap import Deadline, Lifecycle, Tasks, Worker
 from bridge.config import (
-    HaSettings,
     JournalSettings,
     KafkaSettings,
     SendstackSettings,
     Settings,
 )
-from bridge.core.records import OutboundRecord, Topics
+from bridge.core.records import DEFAULT_SOURCE, OutboundRecord, Topics
 from bridge.core.retry import Backoff, FailureBudget
 from bridge.core.session import RotationPolicy
-from bridge.core.standby import RecentRecords
 from bridge.journal_metrics import JournalMetrics
-from bridge.metrics import RoleMetrics, StreamMetrics
+from bridge.metrics import (
+    AccountLabelled,
+    IntakeMetrics,
+    OutputMetrics,
+    StreamMetrics,
+)
 from bridge.ports import RecordSink
+from bridge.stream_standby import HotStandby
 from bridge.workers.session_keeper import SessionKeeper
 from bridge.workers.stream_pump import PumpOptions, StreamPump
-from bridge.workers.stream_roles import (
-    ROLE_VALUES,
-    AccountGate,
-    AccountOf,
-    ProgressReporter,
-    StreamRoles,
-    Takeover,
-)
 
 log = structlog.get_logger("bridge.app")
 
@@ -88,32 +76,34 @@ def topics_of(settings: Settings) -> Topics:
     )
 
 
-class StreamApp:
-    """The ``stream`` process: Sendstack tracking socket → Kafka."""
+class AccountStream:
+    """One account's intake: its session keeper and its stream pump."""
 
     def __init__(
-        self, settings: Settings, *, registry: CollectorRegistry | None = None
+        self,
+        account: Account,
+        settings: Settings,
+        *,
+        http: httpx.AsyncClient,
+        clock: SystemClock,
+        sink: RecordSink,
+        metrics: IntakeMetrics,
+        tagged: bool,
     ) -> None:
-        self.settings = settings
-        self.registry = registry if registry is not None else CollectorRegistry()
-        self.metrics = StreamMetrics(self.registry)
-        self.clock = SystemClock()
         s = settings
         sendstack = s.require(SendstackSettings)
-        kafka = s.require(KafkaSettings)
-        self.topics = topics_of(s)
-        self._http = httpx.AsyncClient(timeout=sendstack.http_timeout_seconds)
+        self.account = account
         source = HttpSessionSource(
-            self._http,
-            base_url=sendstack.base_url,
-            app_id=sendstack.app_id,
-            app_secret=sendstack.app_secret,
+            http,
+            base_url=account.base_url or sendstack.base_url,
+            app_id=account.app_id,
+            app_secret=account.app_secret,
             header_style=sendstack.session_header_style,
             send_source=sendstack.send_source_header,
         )
         self.keeper = SessionKeeper(
             source,
-            clock=self.clock,
+            clock=clock,
             policy=RotationPolicy(
                 margin=s.session.refresh_before_seconds,
                 jitter=s.session.refresh_jitter_seconds,
@@ -126,8 +116,102 @@ class StreamApp:
                 max_failures=s.session.auth_max_failures,
                 window=s.session.auth_failure_window_seconds,
             ),
-            metrics=self.metrics,
+            metrics=metrics,
         )
+        st = s.stream
+        if account.stream_url is not None:
+            st = dataclasses.replace(st, url=account.stream_url)
+        self.pump = StreamPump(
+            self.keeper,
+            stream_connector(st),
+            stream_codec(st.codec, st.mapping_file, max_frame_bytes=st.max_frame_bytes),
+            sink,
+            topics=account.topics,
+            clock=clock,
+            options=PumpOptions(
+                reconnect=Backoff(
+                    initial=st.reconnect_initial_seconds,
+                    maximum=st.reconnect_max_seconds,
+                ),
+                dedupe_capacity=st.dedupe_capacity,
+                overlap_max=st.rotation_overlap_max_seconds,
+                stale_after=st.stale_after_seconds,
+                single_session=st.single_session,
+                # One account keeps the records it always made; several say
+                # whose each record is.
+                source=account.source if tagged else DEFAULT_SOURCE,
+                account=account.name if tagged else None,
+            ),
+            metrics=metrics,
+        )
+        metrics.session_expires_in.set_function(self.keeper.expires_in)
+
+    def workers(self, suffix: str) -> dict[str, Worker]:
+        """Its two loops, named with *suffix* (the account, when several)."""
+        return {
+            f"session-keeper{suffix}": self.keeper.run,
+            f"stream-pump{suffix}": self.pump.run,
+        }
+
+
+def accounts_of(settings: Settings) -> tuple[Account, ...]:
+    """The account of ``BRIDGE_SENDSTACK_APP_ID``, then those of
+    ``BRIDGE_STREAM_ACCOUNTS_DIR``."""
+    sendstack = settings.require(SendstackSettings)
+    primary = Account(
+        name=settings.ha.account,
+        app_id=sendstack.app_id,
+        app_secret=sendstack.app_secret,
+        topics=topics_of(settings),
+    )
+    directory = settings.stream.accounts_dir
+    if directory is None:
+        return (primary,)
+    return read_accounts(Path(directory), primary)
+
+
+class StreamApp:
+    """The ``stream`` process: Sendstack tracking sockets → Kafka."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        registry: CollectorRegistry | None = None,
+        accounts: Sequence[Account] = (),
+    ) -> None:
+        """*accounts*: as `accounts_of` reads them (read here if not given)."""
+        self.settings = settings
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.clock = SystemClock()
+        s = settings
+        sendstack = s.require(SendstackSettings)
+        kafka = s.require(KafkaSettings)
+        accounts = tuple(accounts) or accounts_of(s)
+        # With BRIDGE_STREAM_ACCOUNTS_DIR, records and intake metrics say
+        # their account; without, they look as they always did.
+        self.tagged = s.stream.accounts_dir is not None
+        intake: Callable[[str], IntakeMetrics]
+        if self.tagged:
+            self.output = OutputMetrics(self.registry)
+            labelled = AccountLabelled()
+            self.registry.register(labelled)
+            intake = labelled.add
+        else:
+            self.metrics = StreamMetrics(self.registry)
+            self.output = self.metrics
+            intake = lambda _account: self.metrics  # noqa: E731 - one account
+        self.topics = accounts[0].topics
+        self._http = httpx.AsyncClient(timeout=sendstack.http_timeout_seconds)
+        topic_kinds: dict[str, str] = {}
+        for account in accounts:
+            t = account.topics
+            topic_kinds |= {
+                t.positions: "position",
+                t.device_status: "device_status",
+                t.events: "event",
+                t.dead_letter: "dead_letter",
+            }
         kafka_sink = functools.partial(
             KafkaRecordSink,
             functools.partial(build_producer, **producer_settings(kafka)),
@@ -137,13 +221,8 @@ class StreamApp:
                 initial=s.buffer.publish_retry_initial_seconds,
                 maximum=s.buffer.publish_retry_max_seconds,
             ),
-            metrics=self.metrics.sink,
-            topic_kinds={
-                self.topics.positions: "position",
-                self.topics.device_status: "device_status",
-                self.topics.events: "event",
-                self.topics.dead_letter: "dead_letter",
-            },
+            metrics=self.output.sink,
+            topic_kinds=topic_kinds,
             linger=kafka.linger_ms / 1000,
         )
         self.journal: JournaledSink | None = None
@@ -157,40 +236,46 @@ class StreamApp:
             self.kafka = kafka_sink(on_batch_ack=self._batch_acked)
             self.sink = self.kafka
         self.standby: HotStandby | None = None
-        pump_sink: RecordSink = self.sink
         if s.ha.enabled:
-            self.standby = HotStandby(s.ha, kafka, self.sink, self.registry, self.clock)
-            pump_sink = self.standby.gate
-        st = s.stream
-        self.pump = StreamPump(
-            self.keeper,
-            stream_connector(st),
-            stream_codec(st.codec, st.mapping_file, max_frame_bytes=st.max_frame_bytes),
-            pump_sink,
-            topics=self.topics,
-            clock=self.clock,
-            options=PumpOptions(
-                reconnect=Backoff(
-                    initial=st.reconnect_initial_seconds,
-                    maximum=st.reconnect_max_seconds,
-                ),
-                dedupe_capacity=st.dedupe_capacity,
-                overlap_max=st.rotation_overlap_max_seconds,
-                stale_after=st.stale_after_seconds,
-                single_session=st.single_session,
-            ),
-            metrics=self.metrics,
-        )
-        if self.standby is not None:
-            pump = self.pump
-            self.standby.socket_open = lambda: pump.statistics().connected
+            self.standby = HotStandby(
+                s.ha,
+                kafka,
+                [a.name for a in accounts],
+                self.sink,
+                self.registry,
+                self.clock,
+                socket_open=lambda name: self.streams[name].pump.statistics().connected,
+            )
+        self.streams = {
+            account.name: AccountStream(
+                account,
+                s,
+                http=self._http,
+                clock=self.clock,
+                sink=self.sink
+                if self.standby is None
+                else self.standby.gates[account.name],
+                metrics=intake(account.name),
+                tagged=self.tagged,
+            )
+            for account in accounts
+        }
         self.lifecycle = Lifecycle(s, self.registry, self.readiness, clock=self.clock)
         self.lifecycle.close_last(self._http.aclose)
         if self.standby is not None:
             self.lifecycle.close_last(self.standby.close)
         self.ops = self.lifecycle.ops
-        self.metrics.session_expires_in.set_function(self.keeper.expires_in)
-        self._end_to_end = self.metrics.end_to_end
+        self._end_to_end = self.output.end_to_end
+
+    @property
+    def keeper(self) -> SessionKeeper:
+        """The first account's session keeper."""
+        return next(iter(self.streams.values())).keeper
+
+    @property
+    def pump(self) -> StreamPump:
+        """The first account's stream pump."""
+        return next(iter(self.streams.values())).pump
 
     def _journaled(
         self, j: JournalSettings, kafka_sink: functools.partial[KafkaRecordSink]
@@ -235,26 +320,40 @@ class StreamApp:
                 return
 
     def readiness(self) -> Mapping[str, bool]:
-        """Ready: a valid session, an open socket and a connected producer.
+        """Ready: a valid session and an open socket for every account, and a
+        writable journal (else a connected producer).
 
-        Details (not checks): the session policy rotations follow.
+        Details (not checks): the session policy rotations follow, the role,
+        and with several accounts each one's checks and role.
         """
+        streams = self.streams.values()
         policy = self.pump.session_policy()
         checks = {
-            "session_valid": self.keeper.current() is not None,
-            "socket_open": self.pump.statistics().connected,
+            "session_valid": all(a.keeper.current() is not None for a in streams),
+            "socket_open": all(a.pump.statistics().connected for a in streams),
         }
         details: dict[str, object] = {
             "session_policy": policy.policy,
             "session_policy_basis": policy.basis,
             "session_policy_cause": policy.cause,
         }
+        roles = {} if self.standby is None else self.standby.roles_now()
         if self.standby is not None:
             # A replica counts once the group has assigned it (a role, maybe
             # none): a rolling update then stops the next pod only after this
             # one can take over.
             checks["in_coordination_group"] = self.standby.election.generation > 0
-            details["role"] = self.standby.gate.role
+            details["role"] = roles[self.standby.accounts[0]]
+        if self.tagged:
+            details["accounts"] = {
+                name: {
+                    "session_valid": a.keeper.current() is not None,
+                    "socket_open": a.pump.statistics().connected,
+                    "session_policy": a.pump.session_policy().policy,
+                    **({"role": roles[name]} if roles else {}),
+                }
+                for name, a in self.streams.items()
+            }
         if self.journal is None:
             checks["producer_connected"] = self.kafka.statistics().connected
         else:
@@ -266,14 +365,16 @@ class StreamApp:
 
     async def run(self, stop: asyncio.Event) -> int:
         """Run until ``stop`` is set, then shut down within the grace period."""
+        workers: dict[str, Worker] = {}
+        for name, account in self.streams.items():
+            workers |= account.workers(f"[{name}]" if self.tagged else "")
         return await self.lifecycle.run(
             stop,
             start=self._start_journal
             if self.journal is not None
             else lambda: until_kafka_answers(self.kafka.start, stop=stop),
             workers={
-                "session-keeper": self.keeper.run,
-                "stream-pump": self.pump.run,
+                **workers,
                 **(self.standby.workers(stop) if self.standby is not None else {}),
             },
             drain=self._drain,
@@ -304,20 +405,26 @@ class StreamApp:
     async def _drain(self, deadline: Deadline, tasks: Tasks) -> Mapping[str, object]:
         # No session request after the signal: each failed one counts toward
         # Sendstack's lockout, and nothing left to do needs a new session.
-        tasks["session-keeper"].cancel()
+        for name, task in tasks.items():
+            if name.startswith("session-keeper"):
+                task.cancel()
         if self.standby is not None:
             # Hand over first: the standby's socket is open and its buffer
             # covers what we stop publishing from here on.
             await self.standby.hand_over(deadline.left())
-        await self.pump.stop()
-        pump = tasks["stream-pump"]
-        if not self.pump.statistics().connected:
-            # Parked waiting for a session or a reconnect: nothing to drain.
-            pump.cancel()
-        # wait() rather than awaiting the task: a cancelled pump is not an error.
-        await asyncio.wait({pump}, timeout=deadline.left())
-        if not pump.done():
-            pump.cancel()
+        pumps = set()
+        for name, account in self.streams.items():
+            await account.pump.stop()
+            pump = tasks[f"stream-pump[{name}]" if self.tagged else "stream-pump"]
+            if not account.pump.statistics().connected:
+                # Parked waiting for a session or a reconnect: nothing to drain.
+                pump.cancel()
+            pumps.add(pump)
+        # wait() rather than awaiting the tasks: a cancelled pump is no error.
+        await asyncio.wait(pumps, timeout=deadline.left())
+        for pump in pumps:
+            if not pump.done():
+                pump.cancel()
         if self.journal is not None:
             return await self._drain_journal(deadline)
         flushed = await self.kafka.flush(deadline.left())
@@ -367,160 +474,3 @@ class StreamApp:
             "acked": stats.acked,
             "journaled": stats.in_flight_records,
         }
-
-
-class HotStandby:
-    """This replica's part in the hot standby (``BRIDGE_HA_ENABLED``): the gate
-    between the pump and ``target``, the election, the progress log and its
-    reporter, and their metrics."""
-
-    def __init__(
-        self,
-        ha: HaSettings,
-        kafka: KafkaSettings,
-        target: RecordSink,
-        registry: CollectorRegistry,
-        clock: SystemClock,
-    ) -> None:
-        self._ha = ha
-        self._kafka = kafka
-        self.accounts = (ha.account,)
-        account = ha.account
-        self.metrics = RoleMetrics(registry)
-        self.progress = KafkaProgressLog(
-            functools.partial(
-                AIOKafkaConsumer,
-                **client_settings(kafka),
-                group_id=None,
-                enable_auto_commit=False,
-                auto_offset_reset="earliest",
-            ),
-            functools.partial(build_producer, **producer_settings(kafka)),
-            topic=ha.coordination_topic,
-            accounts=self.accounts,
-            window=ha.buffer_seconds,
-        )
-        # Set while the pump's socket has been open without a break: the
-        # group gives a takeover to the member whose buffer reaches back most.
-        self._socket_since: float | None = None
-        assignor = StandbyAssignor(lambda: (*self.election.claim(), self._socket_since))
-        self.election = KafkaElection(
-            functools.partial(
-                AIOKafkaConsumer,
-                **client_settings(kafka),
-                partition_assignment_strategy=(assignor,),
-                group_id=ha.group_id,
-                session_timeout_ms=ha.session_timeout_ms,
-                heartbeat_interval_ms=ha.heartbeat_interval_ms,
-                enable_auto_commit=False,
-                auto_offset_reset="latest",
-            ),
-            topic=ha.coordination_topic,
-            accounts=self.accounts,
-            fence_after=(ha.session_timeout_ms - ha.heartbeat_interval_ms) / 1000,
-        )
-        self.gate = AccountGate(
-            account,
-            target,
-            RecentRecords(max_age=ha.buffer_seconds, max_bytes=ha.buffer_bytes),
-            clock,
-        )
-        self.roles = StreamRoles(
-            {account: self.gate},
-            self.progress,
-            catch_up_within=ha.catch_up_seconds,
-            on_takeover=self._took_over,
-        )
-        self.reporter = ProgressReporter(
-            self.progress,
-            AccountOf(self.accounts),
-            clock,
-            interval=ha.progress_interval_ms / 1000,
-        )
-        gate, m = self.gate, self.metrics
-        # Series at 0 from the start, so increase() sees a pod's first takeover.
-        m.takeovers.labels(account)
-        m.takeover_published.labels(account)
-        m.role.labels(account).set_function(lambda: ROLE_VALUES[gate.role])
-        m.standby_records.labels(account).set_function(lambda: len(gate.recent))
-        m.standby_bytes.labels(account).set_function(lambda: gate.recent.bytes)
-        m.standby_age.labels(account).set_function(
-            lambda: gate.recent.oldest_age(clock.monotonic())
-        )
-        self._clock = clock
-        # Whether the pump's socket is open; the app sets it once the pump exists.
-        self.socket_open: Callable[[], bool] = lambda: False
-
-    def _took_over(self, done: Takeover) -> None:
-        if not done.resumed:  # a rebalance that gave the account back is not one
-            self.metrics.takeovers.labels(done.account).inc()
-        self.metrics.takeover_seconds.observe(done.seconds)
-        self.metrics.takeover_published.labels(done.account).inc(done.published)
-
-    def workers(self, stop: asyncio.Event) -> dict[str, Worker]:
-        """The tasks it runs beside the pump."""
-        return {
-            "election": lambda: self._elect(stop),
-            "progress": lambda: self._follow(stop),
-            "progress-reporter": self._report,
-            "socket-watch": self._watch_socket,
-        }
-
-    async def _watch_socket(self) -> None:
-        # Sampled, not hooked into the pump: a few hundred ms of error only
-        # makes the group prefer one standby over another a little less well.
-        while True:
-            if not self.socket_open():
-                self._socket_since = None
-            elif self._socket_since is None:
-                self._socket_since = self._clock.time()
-            await self._clock.sleep(0.05)
-
-    async def _elect(self, stop: asyncio.Event) -> None:
-        # Join only once the socket is open: a member must tell the group
-        # since when it reads, or the group may give the first leadership to
-        # the replica whose socket opened later (what arrived in between is
-        # then lost). Kafka may be down at start: this replica stays a
-        # standby (holding records) until it joins.
-        while self._socket_since is None:
-            await self._clock.sleep(0.05)
-        await until_kafka_answers(self._ensure_topic, stop=stop)
-        await until_kafka_answers(lambda: self.election.start(self.roles), stop=stop)
-        await self.election.run()
-
-    async def _ensure_topic(self) -> None:
-        await ensure_topic(
-            self._kafka,
-            self._ha.coordination_topic,
-            len(self.accounts),
-            # Progress older than any buffer is of no use to anyone.
-            config={"retention.ms": "3600000"},
-        )
-
-    async def _follow(self, stop: asyncio.Event) -> None:
-        await until_kafka_answers(self.progress.start, stop=stop)
-        await self.progress.run()
-
-    async def _report(self) -> None:
-        before = 0
-        while True:
-            await self._clock.sleep(self._ha.progress_interval_ms / 1000)
-            await self.reporter.report()
-            self.metrics.progress_digests.inc(self.reporter.published - before)
-            before = self.reporter.published
-
-    async def hand_over(self, within: float) -> None:
-        """Stop publishing and leave the group, so a standby takes over now."""
-        try:
-            async with asyncio.timeout(max(0.0, within)):
-                await self.election.stop()
-        except TimeoutError:
-            log.warning("hand_over_timed_out")
-        await self.roles.stop()
-        self.gate.depose()
-
-    async def close(self) -> None:
-        """Leave the group if still in it, stop reading progress (after the
-        drain reported the last one)."""
-        await self.election.stop()
-        await self.progress.stop()

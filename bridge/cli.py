@@ -12,11 +12,14 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from bridge import __version__
 from bridge.config import REQUIREMENTS, Settings, load_settings, render_check_config
 from bridge.errors import ConfigError
+
+if TYPE_CHECKING:  # only for annotations: adapters load with their subcommand
+    from bridge.adapters.account_files import Account
 
 
 class Runnable(Protocol):
@@ -285,14 +288,26 @@ def _run(command: str) -> int:
         return 2
     from bridge.logs import configure_logging
 
+    secrets = [settings.sendstack.app_secret] if settings.sendstack else []
+    accounts: tuple[Account, ...] = ()
+    if command == "stream":
+        from bridge.app import accounts_of
+
+        try:
+            accounts = accounts_of(settings)
+        except ConfigError as exc:
+            print(exc, file=sys.stderr)
+            return 2
+        # Every account's secret is masked in the logs, not only the first.
+        secrets += [a.app_secret for a in accounts]
     configure_logging(
         settings.log.level,
         settings.log.format,
-        secrets=[settings.sendstack.app_secret] if settings.sendstack else [],
+        secrets=secrets,
         query_keys=[settings.stream.session_query_key],
     )
     try:
-        return asyncio.run(_serve(command, settings))
+        return asyncio.run(_serve(command, settings, accounts))
     except BaseException as exc:
         failure = _journal_failure(exc)
         if failure is None:
@@ -325,7 +340,7 @@ def _journal_failure(exc: BaseException) -> BaseException | None:
     return None
 
 
-def _build(command: str, settings: Settings) -> Runnable:
+def _build(command: str, settings: Settings, accounts: tuple[Account, ...]) -> Runnable:
     # Imported lazily: each subcommand loads only the adapters it runs.
     if command == "webhooks":
         from bridge.app_webhooks import WebhookApp
@@ -337,12 +352,14 @@ def _build(command: str, settings: Settings) -> Runnable:
         return CommandApp(settings)
     from bridge.app import StreamApp
 
-    return StreamApp(settings)
+    return StreamApp(settings, accounts=accounts)
 
 
-async def _serve(command: str, settings: Settings) -> int:
+async def _serve(
+    command: str, settings: Settings, accounts: tuple[Account, ...]
+) -> int:
     # Built inside the running loop: clients and primitives bind to it.
-    app = _build(command, settings)
+    app = _build(command, settings, accounts)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 

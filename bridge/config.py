@@ -735,6 +735,21 @@ class StreamSettings:
             "refuses or replaces a second socket (`bridge_stream_session_policy`)."
         ),
     )
+    accounts_dir: str | None = setting(
+        name="BRIDGE_STREAM_ACCOUNTS_DIR",
+        kind=_PATH,
+        default=None,
+        description=(
+            "More Sendstack accounts to stream, beside the one of "
+            "`BRIDGE_SENDSTACK_APP_ID` (named by `BRIDGE_HA_ACCOUNT`): one "
+            "subdirectory per account, named for it, holding `app_id` and "
+            "`app_secret` files (a mounted Secret); optional `base_url`, "
+            "`stream_url` and `topic_positions`/`topic_device_status`/"
+            "`topic_events`/`topic_dead_letter` files override the shared ones. "
+            "Every record then carries its account in `ce_source` and the "
+            "`bridge_account` header."
+        ),
+    )
 
 
 @settings_group
@@ -979,7 +994,11 @@ class HaSettings:
         name="BRIDGE_HA_ACCOUNT",
         kind=_text(r"[A-Za-z0-9._-]{1,64}", what="an account name"),
         default="default",
-        description="The account's name on the coordination topic (its record key).",
+        description=(
+            "The name of the account of `BRIDGE_SENDSTACK_APP_ID`: its key on the "
+            "coordination topic, and, beside `BRIDGE_STREAM_ACCOUNTS_DIR`'s "
+            "accounts, its `ce_source` and `bridge_account` header."
+        ),
     )
     coordination_topic: str = setting(
         name="BRIDGE_HA_COORDINATION_TOPIC",

@@ -7,9 +7,11 @@ so dashboards see zero series instead of missing ones.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 from bridge.core.close_codes import CLOSE_REASONS, SINGLE_SESSION_CAUSES
 
@@ -89,8 +91,13 @@ class SinkMetrics:
             self.published.labels(kind)
 
 
-class StreamMetrics:
-    """Metrics of the ``stream`` path."""
+class IntakeMetrics:
+    """Metrics of one account's intake: its session, socket and frames.
+
+    A process streaming several accounts keeps one set per account, each in
+    its own registry, and shows them with an ``account`` label
+    (`AccountLabelled`).
+    """
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.frames = Counter(
@@ -117,14 +124,6 @@ class StreamMetrics:
             ["origin", "reason"],
             registry=registry,
         )
-        # The Kafka sink's metrics, under the names they always had.
-        self.sink = SinkMetrics(registry, kinds=(*ITEM_KINDS, "dead_letter"))
-        self.published = self.sink.published
-        self.kafka_send_seconds = self.sink.kafka_send_seconds
-        self.kafka_errors = self.sink.kafka_errors
-        self.buffer_records = self.sink.buffer_records
-        self.buffer_bytes = self.sink.buffer_bytes
-        self.buffer_full_seconds = self.sink.buffer_full_seconds
         self.ws_connects = Counter(
             "bridge_ws_connects_total",
             "Websocket connection attempts, by outcome.",
@@ -191,13 +190,6 @@ class StreamMetrics:
             ["reason"],
             registry=registry,
         )
-        self.end_to_end = Histogram(
-            "bridge_stream_end_to_end_seconds",
-            "Event time (upstream) to Kafka acknowledgement (observed once per "
-            "batch, for its first record).",
-            buckets=_LATENCY_BUCKETS,
-            registry=registry,
-        )
         self.session_policy = Gauge(
             "bridge_stream_session_policy",
             "The upstream's session policy the stream follows: 1 for the current "
@@ -235,6 +227,68 @@ class StreamMetrics:
             self.rotations.labels(outcome)
         for reason in ("rejected", "locked_out", "unavailable", "protocol"):
             self.auth_failures.labels(reason)
+
+
+class OutputMetrics:
+    """Metrics of the stream's way to Kafka, shared by all its accounts."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        # The Kafka sink's metrics, under the names they always had.
+        self.sink = SinkMetrics(registry, kinds=(*ITEM_KINDS, "dead_letter"))
+        self.published = self.sink.published
+        self.kafka_send_seconds = self.sink.kafka_send_seconds
+        self.kafka_errors = self.sink.kafka_errors
+        self.buffer_records = self.sink.buffer_records
+        self.buffer_bytes = self.sink.buffer_bytes
+        self.buffer_full_seconds = self.sink.buffer_full_seconds
+        self.end_to_end = Histogram(
+            "bridge_stream_end_to_end_seconds",
+            "Event time (upstream) to Kafka acknowledgement (observed once per "
+            "batch, for its first record).",
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+
+
+class StreamMetrics(IntakeMetrics, OutputMetrics):
+    """Metrics of a ``stream`` process with one account: intake and output in
+    one registry, unlabelled."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        IntakeMetrics.__init__(self, registry)
+        OutputMetrics.__init__(self, registry)
+
+
+class AccountLabelled(Collector):
+    """Shows each account's `IntakeMetrics` (one registry per account) in the
+    process registry, every sample with an ``account`` label."""
+
+    def __init__(self) -> None:
+        self._registries: dict[str, CollectorRegistry] = {}
+
+    def add(self, account: str) -> IntakeMetrics:
+        """New metrics for *account*, in a registry of its own."""
+        registry = self._registries[account] = CollectorRegistry()
+        return IntakeMetrics(registry)
+
+    def collect(self) -> Iterator[Metric]:
+        families: dict[str, Metric] = {}
+        for account, registry in self._registries.items():
+            for family in registry.collect():
+                merged = families.get(family.name)
+                if merged is None:
+                    merged = families[family.name] = Metric(
+                        family.name, family.documentation, family.type, family.unit
+                    )
+                for sample in family.samples:
+                    merged.add_sample(
+                        sample.name,
+                        {"account": account, **sample.labels},
+                        sample.value,
+                        sample.timestamp,
+                        sample.exemplar,
+                    )
+        yield from families.values()
 
 
 def dlq_reason_label(reason: str) -> str:

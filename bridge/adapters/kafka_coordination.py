@@ -125,7 +125,10 @@ class StandbyAssignor(AbstractPartitionAssignor):  # type: ignore[misc]  # untyp
     group leader's member then assigns each account to:
 
     1. the member that led it until now, if its socket is open (no move, no
-       takeover backlog);
+       takeover backlog) and it leads fewer than its share so far (the
+       accounts over the members with an open socket, rounded up): a replica
+       that joins takes over its share, from a buffer that began before the
+       old leader stopped, so the move leaves no gap;
     2. otherwise, among members with an open socket, the one with the fewest
        accounts so far, then the oldest buffer (the widest takeover window);
     3. otherwise (no socket open anywhere) the member with the fewest accounts.
@@ -135,22 +138,27 @@ class StandbyAssignor(AbstractPartitionAssignor):  # type: ignore[misc]  # untyp
 
     Args:
         state: This member's ``(partitions it led until now, wall time that
-            leadership began or None, wall time its socket has been open
-            since or None)``, read at each join.
+            leadership began or None, for each partition the wall time its
+            account's socket has been open since, or None)``, read at each
+            join. (Members of an older version sent one time for all.)
     """
 
     name = "sendstack-standby"
     version = 1
 
     def __init__(
-        self, state: Callable[[], tuple[frozenset[int], float | None, float | None]]
+        self,
+        state: Callable[
+            [], tuple[frozenset[int], float | None, Mapping[int, float | None]]
+        ],
     ) -> None:
         self._state = state
 
     def metadata(self, topics: Iterable[str]) -> ConsumerProtocolMemberMetadata:
         led, led_at, since = self._state()
+        opened = {str(p): t for p, t in sorted(since.items()) if t is not None}
         user_data = json.dumps(
-            {"led": sorted(led), "led_at": led_at, "since": since}
+            {"led": sorted(led), "led_at": led_at, "since": opened}
         ).encode()
         return ConsumerProtocolMemberMetadata(self.version, sorted(topics), user_data)
 
@@ -164,8 +172,13 @@ class StandbyAssignor(AbstractPartitionAssignor):  # type: ignore[misc]  # untyp
         topics = sorted({t for meta in members.values() for t in meta.subscription})
         for topic in topics:
             subscribed = sorted(m for m in members if topic in members[m].subscription)
-            for partition in sorted(cluster.partitions_for_topic(topic) or ()):
-                member = _choose(partition, subscribed, claims, owned)
+            partitions = sorted(cluster.partitions_for_topic(topic) or ())
+            reading = sum(
+                1 for m in subscribed if any(claims[m].opened(p) for p in partitions)
+            )
+            share = -(-len(partitions) // max(1, reading))
+            for partition in partitions:
+                member = _choose(partition, subscribed, claims, owned, share)
                 owned[member].setdefault(topic, []).append(partition)
         return {
             member: ConsumerProtocolMemberAssignment(
@@ -181,7 +194,13 @@ class StandbyAssignor(AbstractPartitionAssignor):  # type: ignore[misc]  # untyp
 class _Claim(NamedTuple):
     led: frozenset[int]
     led_at: float
-    since: float | None
+    # Per partition: since when its account's socket has been open.
+    since: Mapping[int, float]
+    # One time for every partition (a member of the older version).
+    since_all: float | None = None
+
+    def opened(self, partition: int) -> float | None:
+        return self.since.get(partition, self.since_all)
 
 
 def _claim(user_data: bytes) -> _Claim:
@@ -189,13 +208,12 @@ def _claim(user_data: bytes) -> _Claim:
         data = json.loads(user_data or b"{}")
         led = frozenset(int(p) for p in data.get("led", ()))
         led_at, since = data.get("led_at"), data.get("since")
-        return _Claim(
-            led,
-            0.0 if led_at is None else float(led_at),
-            None if since is None else float(since),
-        )
+        led_at = 0.0 if led_at is None else float(led_at)
+        if isinstance(since, dict):
+            return _Claim(led, led_at, {int(p): float(t) for p, t in since.items()})
+        return _Claim(led, led_at, {}, None if since is None else float(since))
     except (ValueError, TypeError, AttributeError):
-        return _Claim(frozenset(), 0.0, None)  # older or foreign: no claim
+        return _Claim(frozenset(), 0.0, {})  # foreign: no claim
 
 
 def _choose(
@@ -203,16 +221,17 @@ def _choose(
     members: Sequence[str],
     claims: Mapping[str, _Claim],
     owned: Mapping[str, Mapping[str, list[int]]],
+    share: int,
 ) -> str:
     def load(member: str) -> int:
         return sum(len(parts) for parts in owned[member].values())
 
-    open_ = [m for m in members if claims[m].since is not None]
-    claimants = [m for m in open_ if partition in claims[m].led]
+    open_ = [m for m in members if claims[m].opened(partition) is not None]
+    claimants = [m for m in open_ if partition in claims[m].led and load(m) < share]
     if claimants:  # it led this account until now: keep it there
         return max(claimants, key=lambda m: (claims[m].led_at, m))
     pool = open_ or list(members)
-    return min(pool, key=lambda m: (load(m), claims[m].since or 0.0, m))
+    return min(pool, key=lambda m: (load(m), claims[m].opened(partition) or 0.0, m))
 
 
 class KafkaElection:

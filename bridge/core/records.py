@@ -44,15 +44,28 @@ from bridge.core.codec import (
 )
 
 __all__ = [
+    "ACCOUNT_HEADER",
     "DATA_SCHEMAS",
     "DEFAULT_SOURCE",
     "OutboundRecord",
     "Topics",
+    "account_source",
     "ce_type",
     "dead_letter_record",
     "iso_ms",
     "to_record",
 ]
+
+#: The header naming the Sendstack account a record came from, when one
+#: deployment streams several (its value is the account's name).
+ACCOUNT_HEADER: Final = "bridge_account"
+
+
+def account_source(account: str) -> str:
+    """The ``ce_source`` of an account's records, when a deployment streams
+    several."""
+    return f"/sendstack/accounts/{account}/tracking"
+
 
 #: Default ``ce_source``: where the bridge got the items from.
 DEFAULT_SOURCE: Final = "/sendstack/tracking"
@@ -246,6 +259,7 @@ def to_record(
     *,
     received_at: str,
     source: str = DEFAULT_SOURCE,
+    account: bytes | None = None,
 ) -> OutboundRecord:
     """Build the CloudEvents (binary mode) record for one item.
 
@@ -255,6 +269,9 @@ def to_record(
         received_at: When the bridge received the frame, ISO-8601 UTC with ms
             and ``Z`` (see :func:`iso_ms`); the ``ce_bridgereceivedat`` header.
         source: The ``ce_source`` attribute.
+        account: The Sendstack account the item came from, as the
+            ``bridge_account`` header (:data:`ACCOUNT_HEADER`), when a
+            deployment streams several; None adds no header.
 
     Returns:
         The record; its value is ``item.data`` as JSON.
@@ -295,25 +312,20 @@ def to_record(
     # orjson's bytes keep its 4 KiB output buffer; an exact copy keeps the
     # sink's buffer (up to 10,000 records) at the size it accounts for.
     value = bytes(memoryview(orjson.dumps(item.data)))
-    return fast_record(
-        topic,
-        key,
-        value,
-        (
-            _SPECVERSION,
-            ("ce_id", event_id),
-            source_pair,
-            type_pair,
-            ("ce_time", event_time),
-            ("ce_subject", key),
-            schema_pair,
-            _CONTENT_TYPE_JSON,
-            ("ce_partitionkey", key),
-            received_pair,
-        ),
-        item.event_id,
-        item.event_time_ms,
-        # OutboundRecord.size, without walking the headers.
+    headers: tuple[tuple[str, bytes], ...] = (
+        _SPECVERSION,
+        ("ce_id", event_id),
+        source_pair,
+        type_pair,
+        ("ce_time", event_time),
+        ("ce_subject", key),
+        schema_pair,
+        _CONTENT_TYPE_JSON,
+        ("ce_partitionkey", key),
+        received_pair,
+    )
+    # OutboundRecord.size, without walking the headers.
+    size = (
         _FIXED_SIZE
         + len(value)
         + 3 * len(key)
@@ -322,7 +334,13 @@ def to_record(
         + len(source_pair[1])
         + len(type_pair[1])
         + len(schema_pair[1])
-        + len(received_pair[1]),
+        + len(received_pair[1])
+    )
+    if account is not None:
+        headers += ((ACCOUNT_HEADER, account),)
+        size += len(ACCOUNT_HEADER) + len(account)
+    return fast_record(
+        topic, key, value, headers, item.event_id, item.event_time_ms, size
     )
 
 

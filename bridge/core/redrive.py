@@ -33,7 +33,13 @@ from typing import Final, Literal
 import orjson
 
 from bridge.core.codec import FrameCodec, FrameRejection
-from bridge.core.records import OutboundRecord, Topics, to_record
+from bridge.core.records import (
+    ACCOUNT_HEADER,
+    OutboundRecord,
+    Topics,
+    account_source,
+    to_record,
+)
 from bridge.core.webhooks import Malformed, WebhookTopics, parse, plan
 
 __all__ = [
@@ -152,6 +158,10 @@ def plan_dead_letter(
         return _plan_webhook(letter, webhook_topics)
     decoded = codec.decode(letter.value)
     live = _published_ids(letter)
+    # A letter of one of several accounts: its records say whose, as live.
+    account = letter.headers.get(ACCOUNT_HEADER)
+    if account is not None:
+        source = account_source(account.decode("utf-8", "replace"))
     records: list[OutboundRecord] = []
     skipped = 0
     for item in decoded.items:
@@ -159,7 +169,13 @@ def plan_dead_letter(
             skipped += 1
             continue
         records.append(
-            to_record(item, topics, received_at=letter.received_at, source=source)
+            to_record(
+                item,
+                topics,
+                received_at=letter.received_at,
+                source=source,
+                account=account,
+            )
         )
     kind: OutcomeKind = "redriven" if decoded.rejection is None else "still_failing"
     return Outcome(kind, tuple(records), skipped, decoded.rejection)

@@ -27,7 +27,7 @@ from bridge.errors import (
     UpstreamProtocolError,
     UpstreamUnavailable,
 )
-from bridge.metrics import StreamMetrics
+from bridge.metrics import IntakeMetrics
 from bridge.ports import Clock, SessionSource
 
 log = structlog.get_logger("bridge.session")
@@ -53,7 +53,7 @@ class SessionKeeper:
         policy: RotationPolicy,
         backoff: Backoff,
         budget: FailureBudget,
-        metrics: StreamMetrics,
+        metrics: IntakeMetrics,
     ) -> None:
         self._source = source
         self._clock = clock

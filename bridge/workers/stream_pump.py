@@ -56,7 +56,13 @@ from bridge.core.close_codes import (
 )
 from bridge.core.codec import FrameCodec
 from bridge.core.dedupe import RecentIds
-from bridge.core.records import Topics, dead_letter_record, iso_ms, to_record
+from bridge.core.records import (
+    ACCOUNT_HEADER,
+    Topics,
+    dead_letter_record,
+    iso_ms,
+    to_record,
+)
 from bridge.core.retry import Backoff
 from bridge.core.session import Session
 from bridge.errors import (
@@ -65,7 +71,7 @@ from bridge.errors import (
     UpstreamError,
     UpstreamUnavailable,
 )
-from bridge.metrics import WS_STATES, StreamMetrics, dlq_reason_label
+from bridge.metrics import WS_STATES, IntakeMetrics, dlq_reason_label
 from bridge.ports import (
     Clock,
     RecordSink,
@@ -99,6 +105,9 @@ class PumpOptions:
     stale_after: float = 0.0
     single_session: bool = False
     source: str = "/sendstack/tracking"
+    # The account's name, for the bridge_account header of every record
+    # (dead letters included) when one process streams several.
+    account: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,7 +185,7 @@ class StreamPump:
         topics: Topics,
         clock: Clock,
         options: PumpOptions,
-        metrics: StreamMetrics,
+        metrics: IntakeMetrics,
     ) -> None:
         self._keeper = keeper
         self._connector = connector
@@ -185,6 +194,7 @@ class StreamPump:
         self._topics = topics
         self._clock = clock
         self._opts = options
+        self._account = None if options.account is None else options.account.encode()
         self._metrics = metrics
         self._seen = RecentIds(options.dedupe_capacity)
         self._open: set[UpstreamConnection] = set()
@@ -543,7 +553,7 @@ class StreamPump:
         received_at = iso_ms(self._clock.time())
         ids: list[str] = []
         seen, send = self._seen, self._sink.send
-        topics, source = self._topics, self._opts.source
+        topics, source, account = self._topics, self._opts.source, self._account
         counts = dict.fromkeys(self._m_items, 0)
         try:
             for item in decoded.items:
@@ -555,7 +565,13 @@ class StreamPump:
                     continue
                 counts[item.kind] += 1
                 await send(
-                    to_record(item, topics, received_at=received_at, source=source)
+                    to_record(
+                        item,
+                        topics,
+                        received_at=received_at,
+                        source=source,
+                        account=account,
+                    )
                 )
                 self._unyielded += 1
                 if self._unyielded >= _YIELD_EVERY:
@@ -596,6 +612,9 @@ class StreamPump:
                 received_at=received_at,
                 origin="stream",
                 published_ids=ids,
+                extra_headers=()
+                if self._account is None
+                else ((ACCOUNT_HEADER, self._account),),
             )
         )
         return ids

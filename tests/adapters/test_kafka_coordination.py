@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import sys
@@ -567,18 +568,19 @@ class _Cluster:
 
 def _member(
     led: list[int],
-    since: float | None,
+    since: float | dict[int, float | None] | None,
     led_at: float | None = None,
     topic: str = "coord",
 ) -> ConsumerProtocolMemberMetadata:
-    state = (frozenset(led), led_at if led else None, since)
+    opened = since if isinstance(since, dict) else dict.fromkeys(range(3), since)
+    state = (frozenset(led), led_at if led else None, opened)
     return StandbyAssignor(lambda: state).metadata([topic])
 
 
 def _assigned(
     members: dict[str, ConsumerProtocolMemberMetadata], partitions: int = 1
 ) -> dict[str, list[int]]:
-    result = StandbyAssignor(lambda: (frozenset(), None, None)).assign(
+    result = StandbyAssignor(lambda: (frozenset(), None, {})).assign(
         _Cluster({"coord": partitions}), members
     )
     return {
@@ -633,3 +635,41 @@ def test_assignor_gives_a_twice_claimed_account_to_the_newer_claim() -> None:
             "successor": _member([0], since=20.0, led_at=160.0),
         }
     ) == {"fenced": [], "successor": [0]}
+
+
+def test_assignor_judges_each_account_by_its_own_socket() -> None:
+    """A member whose socket for one account is down keeps leading the others,
+    and that account goes to the member whose socket for it is open."""
+    got = _assigned(
+        {
+            "a": _member([0, 1], since={0: 5.0, 1: None}, led_at=50.0),
+            "b": _member([], since={0: 9.0, 1: 9.0}),
+        },
+        partitions=2,
+    )
+    assert got == {"a": [0], "b": [1]}
+
+
+def test_assignor_reads_the_older_versions_one_socket_time() -> None:
+    """A member of the older version sent one time for all accounts: it counts
+    as open for each, so a rolling upgrade keeps the leader where it is."""
+    older = ConsumerProtocolMemberMetadata(
+        1, ["coord"], json.dumps({"led": [0], "led_at": 10.0, "since": 5.0}).encode()
+    )
+    assert _assigned({"old": older, "new": _member([], since=1.0)}) == {
+        "old": [0],
+        "new": [],
+    }
+
+
+def test_assignor_hands_a_joining_member_its_share_of_the_accounts() -> None:
+    """A member that led all three accounts keeps two and the member that
+    joined with open sockets takes one: accounts spread over the replicas."""
+    got = _assigned(
+        {
+            "old": _member([0, 1, 2], since=5.0, led_at=10.0),
+            "new": _member([], since=20.0),
+        },
+        partitions=3,
+    )
+    assert got == {"old": [0, 1], "new": [2]}

@@ -18,6 +18,7 @@ from bridge.core.codec import (
     TraccarJsonCodec,
 )
 from bridge.core.records import (
+    ACCOUNT_HEADER,
     DATA_SCHEMAS,
     DEFAULT_SOURCE,
     OutboundRecord,
@@ -119,6 +120,26 @@ def test_custom_topics_and_source() -> None:
         )
         assert record.topic == topic
         assert dict(record.headers)["ce_source"] == source.encode()
+
+
+def test_an_account_adds_its_header_and_counts_in_the_size() -> None:
+    """With an account the record gains a bridge_account header, and its size
+    still equals the size computed from its parts; without, no header."""
+    item = item_of("positions", POSITION)
+    plain = to_record(item, TOPICS, received_at=RECEIVED_AT)
+    tagged = to_record(item, TOPICS, received_at=RECEIVED_AT, account=b"beta")
+    assert ACCOUNT_HEADER not in dict(plain.headers)
+    assert dict(tagged.headers)[ACCOUNT_HEADER] == b"beta"
+    assert tagged.headers[:-1] == plain.headers
+    rebuilt = OutboundRecord(
+        topic=tagged.topic,
+        key=tagged.key,
+        value=tagged.value,
+        headers=tagged.headers,
+        dedupe_id=tagged.dedupe_id,
+        event_time_ms=tagged.event_time_ms,
+    )
+    assert tagged.size == rebuilt.size
 
 
 def test_default_topics_and_source() -> None:

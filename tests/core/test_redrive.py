@@ -83,6 +83,21 @@ def test_items_published_live_are_not_published_again() -> None:
     assert outcome.already_published == 1
 
 
+def test_a_dead_letter_of_one_of_several_accounts_keeps_its_account() -> None:
+    """A letter with a bridge_account header gives records with that header
+    and that account's ce_source, as the live records had."""
+    dead = letter(FRAME)
+    dead = DeadLetter(0, 0, dead.value, {**dead.headers, "bridge_account": b"beta"})
+    outcome = plan(dead)
+    assert [dict(r.headers)["bridge_account"] for r in outcome.records] == [
+        b"beta",
+        b"beta",
+    ]
+    assert {dict(r.headers)["ce_source"] for r in outcome.records} == {
+        b"/sendstack/accounts/beta/tracking"
+    }
+
+
 def test_a_still_failing_frame_is_reported_with_what_it_understood() -> None:
     """Understood items are published; the rest is reported, not re-queued."""
     raw = orjson.dumps({"positions": [POSITION], "geofences": []})

@@ -8,6 +8,7 @@ emulator (each replica holds its own session and socket).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import signal
@@ -293,3 +294,149 @@ async def test_kafka_frozen_past_the_buffer_loses_nothing_with_two_replicas(
     )
     assert fenced >= 1, "the leader should have fenced itself"
     assert not missing, f"{len(missing)} items lost"
+
+
+ACCOUNTS = ("alpha", "beta", "gamma")
+
+
+async def _roles(replica: Replica, client: httpx.AsyncClient) -> dict[str, float]:
+    """``bridge_stream_role`` per account from /metrics ({} if not answering)."""
+    try:
+        text = (await client.get(f"http://127.0.0.1:{replica.port}/metrics")).text
+    except httpx.TransportError:
+        return {}
+    roles: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith('bridge_stream_role{account="'):
+            account = line.split('"', 2)[1]
+            roles[account] = float(line.rsplit(" ", 1)[1])
+    return roles
+
+
+async def _leaders(
+    replicas: list[Replica], client: httpx.AsyncClient, within: float
+) -> dict[str, str]:
+    """Each account's one leading replica (by name), once every account has one."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        led: dict[str, list[str]] = defaultdict(list)
+        for r in replicas:
+            for account, role in (await _roles(r, client)).items():
+                if role == 2:
+                    led[account].append(r.name)
+        if all(len(led[a]) == 1 for a in ACCOUNTS):
+            return {a: led[a][0] for a in ACCOUNTS}
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"not every account had one leader within {within} s")
+
+
+def _account_dir(root: Path, name: str, emu: Emulator) -> None:
+    """An account's directory as a mounted Secret would look."""
+    path = root / name
+    path.mkdir(parents=True)
+    for key, value in {
+        "app_id": emu.config.app_id,
+        "app_secret": emu.config.app_secret,
+        "base_url": emu.base_url,
+        "stream_url": emu.ws_url,
+    }.items():
+        (path / key).write_text(value + "\n")
+
+
+async def test_three_accounts_over_two_replicas_survive_a_replica_kill(
+    broker: Broker, tmp_path: Path
+) -> None:
+    """Three accounts over two replicas: the group spreads their leaders, and
+    when the replica leading two is SIGKILLed, all three keep flowing with no
+    gap; every record says its account in ce_source and bridge_account."""
+    topics = await fresh_topics(broker.bootstrap)
+    coordination = unique_topic("coord")
+    await create_topics(broker.bootstrap, [coordination], partitions=len(ACCOUNTS))
+    group = unique_topic("group")
+    async with contextlib.AsyncExitStack() as stack:
+        # One emulator per account (an emulator serves one app), ~70 items/s each.
+        emus = {
+            name: await stack.enter_async_context(
+                Emulator(
+                    EmulatorConfig(
+                        devices=350,
+                        report_interval_seconds=5.0,
+                        max_frames_per_second=4.0,
+                        app_id=f"app-{name}",
+                        app_secret=f"secret-of-{name}-0123456789",
+                    )
+                )
+            )
+            for name in ACCOUNTS
+        }
+        client = await stack.enter_async_context(httpx.AsyncClient(timeout=1.0))
+        accounts_dir = tmp_path / "accounts"
+        for name in ACCOUNTS[1:]:
+            _account_dir(accounts_dir, name, emus[name])
+        base = {
+            **bridge_env(emus["alpha"], broker.bootstrap, topics),
+            "BRIDGE_HA_ACCOUNT": "alpha",
+            "BRIDGE_STREAM_ACCOUNTS_DIR": str(accounts_dir),
+        }
+        replicas = [
+            Replica(n, _env(base, coordination, group), tmp_path / f"{n}.log")
+            for n in ("a", "b")
+        ]
+        stack.push_async_callback(_stop_all, replicas)
+        replicas[0].start()
+        first = await _leaders(replicas[:1], client, 30)
+        assert set(first.values()) == {"a"}
+        replicas[1].start()
+        await replicas[1].ready(client, 30)
+        spread = await _leaders(replicas, client, 30)
+        while sorted(Counter(spread.values()).values()) != [1, 2]:
+            spread = await _leaders(replicas, client, 30)  # the rebalance
+        busiest = max(replicas, key=lambda r: list(spread.values()).count(r.name))
+        other = next(r for r in replicas if r is not busiest)
+        await asyncio.sleep(2.0)
+        assert busiest.proc is not None
+        busiest.proc.send_signal(signal.SIGKILL)
+        busiest.proc.wait()
+        after = await _leaders([other], client, 30)
+        await asyncio.sleep(2.0)
+        busiest.start()  # back, as the standby of all three, then its share
+        await busiest.ready(client, 30)
+        await asyncio.sleep(3.0)
+        for emu in emus.values():
+            emu.pause()
+        await asyncio.sleep(3.0)
+        written = {name: emu.written_seqs() for name, emu in emus.items()}
+        consumed = await read_all(broker.bootstrap, topics.all)
+    by_account: dict[str, Counter[int]] = defaultdict(Counter)
+    sources: dict[str, set[bytes]] = defaultdict(set)
+    for topic in topics.data:
+        for record in consumed.records.get(topic, []):
+            headers = dict(record.headers)
+            account = headers["bridge_account"].decode()
+            sources[account].add(headers["ce_source"])
+            value = orjson.loads(record.value or b"{}")
+            by_account[account][int(value["attributes"]["seq"])] += 1
+    lines = []
+    for name in ACCOUNTS:
+        missing = written[name] - set(by_account[name])
+        duplicates = sum(n - 1 for n in by_account[name].values() if n > 1)
+        lines.append(
+            f"{name}: {len(written[name])} written, {len(missing)} lost,"
+            f" {duplicates} duplicates"
+        )
+        assert not missing, f"{name}: {len(missing)} lost, e.g. {sorted(missing)[:5]}"
+        assert sources[name] == {f"/sendstack/accounts/{name}/tracking".encode()}
+    print(f"leaders {spread} → after the kill {after}; " + "; ".join(lines))
+    assert set(after.values()) == {other.name}
+
+
+async def _stop_all(replicas: list[Replica]) -> None:
+    for r in replicas:
+        if r.proc is not None and r.proc.poll() is None:
+            r.proc.send_signal(signal.SIGTERM)
+    for r in replicas:
+        if r.proc is not None:
+            try:
+                r.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                r.proc.kill()

@@ -4,7 +4,7 @@
 every variable a user may put under ``config`` or ``<component>.config``: all
 of `bridge.config.KNOWN_VARIABLES` except credentials (they come from the
 Secret), their ``*_FILE`` variants, the listeners, the stream's journal, hot
-standby and session policy, which the chart sets itself.
+standby, session policy and accounts directory, which the chart sets itself.
 ``tests/deploy/test_helm_chart.py`` fails when the list drifts from
 ``bridge/config.py``; after adding or removing a variable there, run::
 
@@ -22,7 +22,8 @@ SCHEMA = CHART / "values.schema.json"
 
 # Variables the chart sets itself, from `ops.port`, `webhooks.port`,
 # `stream.journal` (whose directory must be where the chart mounts the volume),
-# `stream.ha` and `stream.singleSession` (checked against `stream.replicas`).
+# `stream.ha` and `stream.singleSession` (checked against `stream.replicas`),
+# `stream.accounts` (the mounted directory; its names suffix the HA group).
 CHART_OWNED = frozenset(
     {
         "BRIDGE_OPS_HOST",
@@ -36,6 +37,7 @@ CHART_OWNED = frozenset(
         "BRIDGE_JOURNAL_FLUSH_INTERVAL_MS",
         "BRIDGE_JOURNAL_WHEN_FULL",
         "BRIDGE_STREAM_SINGLE_SESSION",
+        "BRIDGE_STREAM_ACCOUNTS_DIR",
         "BRIDGE_HA_ENABLED",
         "BRIDGE_HA_ACCOUNT",
         "BRIDGE_HA_COORDINATION_TOPIC",

@@ -190,8 +190,10 @@ _BUILDERS: dict[str, Callable[[CollectorRegistry], object]] = {
     "CommandMetrics": lambda registry: bridge.metrics.CommandMetrics(
         registry, ("book_delivery",)
     ),
-    # Part of StreamMetrics (same names), which is built on the same registry.
+    # Parts of StreamMetrics (same names), which is built on the same registry.
     "SinkMetrics": lambda registry: None,
+    "IntakeMetrics": lambda registry: None,
+    "OutputMetrics": lambda registry: None,
 }
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml
 
+from bridge.app import accounts_of
 from bridge.config import KNOWN_VARIABLES, REQUIREMENTS, load_settings
 from bridge.errors import ConfigError
 from tests.deploy.chart_schema import settable_variables
@@ -363,6 +365,10 @@ def test_schema_config_names_are_exactly_the_settable_variables() -> None:
         ({"stream": {"ha": {"bufferSeconds": 0}}}, "/stream/ha/bufferSeconds"),
         ({"stream": {"antiAffinity": {"type": "soft"}}}, "/stream/antiAffinity/type"),
         ({"stream": {"config": {"BRIDGE_JOURNAL_DIR": "/x"}}}, "BRIDGE_JOURNAL_DIR"),
+        (
+            {"stream": {"config": {"BRIDGE_STREAM_ACCOUNTS_DIR": "/x"}}},
+            "BRIDGE_STREAM_ACCOUNTS_DIR",
+        ),
         ({"config": {"BRIDGE_JOURNAL_ENABLED": "false"}}, "BRIDGE_JOURNAL_ENABLED"),
         ({"stream": {"journal": {"volume": "hostPath"}}}, "/stream/journal/volume"),
         ({"stream": {"journal": {"size": "2 GB"}}}, "/stream/journal/size"),
@@ -1151,3 +1157,393 @@ def test_notes_say_whether_a_standby_covers_rollouts() -> None:
     assert "rollouts and drains leave no gap" in notes["defaults"]
     assert "Hot standby: OFF (1 replica(s))" in notes["single-replica"]
     assert "frames sent meanwhile are not replayed" in notes["single-replica"]
+
+
+# --------------------------------------------------------------------------
+# Several Sendstack accounts (stream.accounts)
+
+ACCOUNTS_DIR = "/etc/sendstack-bridge/accounts"
+ACCOUNTS_CONFIGMAP = f"{FULLNAME}-stream-accounts"
+TWO_ACCOUNTS: dict[str, Any] = {
+    "config": {"BRIDGE_KAFKA_BOOTSTRAP_SERVERS": "kafka-0.kafka:9092"},
+    "credentials": {"existingSecret": "sendstack-primary"},
+    "webhooks": {"enabled": True},
+    "commands": {"enabled": True},
+    "stream": {
+        "ha": {"account": "logistics-eu"},
+        "accounts": [
+            {
+                "name": "partner.acme",
+                "existingSecret": "sendstack-partners",
+                "appIdKey": "acme-id",
+                "appSecretKey": "acme-secret",
+                "topics": {"positions": "acme.positions", "deadLetter": "acme.dlq"},
+            },
+            {"name": "logistics-uk", "existingSecret": "sendstack-uk"},
+        ],
+    },
+}
+
+
+def _with_stream(values: dict[str, Any], **stream: Any) -> dict[str, Any]:
+    """*values* with the keys of *stream* replacing those of ``values["stream"]``."""
+    return {**values, "stream": {**values.get("stream", {}), **stream}}
+
+
+def _stream_of(objects: list[Manifest]) -> tuple[Manifest, dict[str, str]]:
+    """The stream's StatefulSet among *objects*, and its environment."""
+    (stream,) = [m for m in objects if m["kind"] == "StatefulSet"]
+    configmaps = {m["metadata"]["name"]: m for m in objects if m["kind"] == "ConfigMap"}
+    return stream, _container_env(stream, configmaps)
+
+
+def _suffix(names: str) -> str:
+    return "-" + hashlib.sha256(names.encode()).hexdigest()[:8]
+
+
+def test_accounts_are_a_projected_volume_where_the_variable_points() -> None:
+    """Two accounts: the variable, a read-only projected volume of their Secrets' keys
+    and the ConfigMap's topics, a checksum, nothing on the other workloads."""
+    objects = render(TWO_ACCOUNTS)
+    stream, env = _stream_of(objects)
+    assert env["BRIDGE_STREAM_ACCOUNTS_DIR"] == ACCOUNTS_DIR
+    pod = stream["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == "accounts"]
+    assert mount == {"name": "accounts", "mountPath": ACCOUNTS_DIR, "readOnly": True}
+    volume = _pod_volume(stream, "accounts")
+    assert volume is not None
+    assert volume["projected"]["defaultMode"] == 0o440
+    assert volume["projected"]["sources"] == [
+        {
+            "secret": {
+                "name": "sendstack-partners",
+                "items": [
+                    {"key": "acme-id", "path": "partner.acme/app_id"},
+                    {"key": "acme-secret", "path": "partner.acme/app_secret"},
+                ],
+            }
+        },
+        {
+            "secret": {
+                "name": "sendstack-uk",
+                "items": [
+                    {"key": "app_id", "path": "logistics-uk/app_id"},
+                    {"key": "app_secret", "path": "logistics-uk/app_secret"},
+                ],
+            }
+        },
+        {
+            "configMap": {
+                "name": ACCOUNTS_CONFIGMAP,
+                "items": [
+                    {
+                        "key": "partner.acme.topic_dead_letter",
+                        "path": "partner.acme/topic_dead_letter",
+                    },
+                    {
+                        "key": "partner.acme.topic_positions",
+                        "path": "partner.acme/topic_positions",
+                    },
+                ],
+            }
+        },
+    ]
+    (configmap,) = [m for m in objects if m["metadata"]["name"] == ACCOUNTS_CONFIGMAP]
+    assert configmap["data"] == {
+        "partner.acme.topic_dead_letter": "acme.dlq",
+        "partner.acme.topic_positions": "acme.positions",
+    }
+    assert component_of(configmap) == "stream"
+    assert "checksum/accounts" in stream["spec"]["template"]["metadata"]["annotations"]
+    for version in KUBE_VERSIONS:
+        _validate_core(stream, version)
+        _validate_core(configmap, version)
+    others = [m for m in objects if m["kind"] == "Deployment"]
+    assert sorted(component_of(d) for d in others) == ["commands", "webhooks"]
+    for deployment in others:
+        assert "accounts" not in str(deployment["spec"]["template"]["spec"]["volumes"])
+        assert "BRIDGE_STREAM_ACCOUNTS_DIR" not in str(deployment)
+
+
+def test_accounts_without_topics_need_no_configmap() -> None:
+    """Accounts on the shared topics: Secret sources only, no accounts ConfigMap."""
+    values = _with_stream(
+        TWO_ACCOUNTS, accounts=[{"name": "uk", "existingSecret": "sendstack-uk"}]
+    )
+    objects = render(values)
+    stream, _ = _stream_of(objects)
+    volume = _pod_volume(stream, "accounts")
+    assert volume is not None
+    assert [list(s) for s in volume["projected"]["sources"]] == [["secret"]]
+    assert ACCOUNTS_CONFIGMAP not in str(objects)
+
+
+def test_helm_lint_strict_is_clean_with_accounts() -> None:
+    """``helm lint --strict`` reports no error and no warning with two accounts."""
+    report = helm.lint(
+        CHART,
+        TWO_ACCOUNTS,
+        strict=True,
+        namespace=NAMESPACE,
+        kube_version=f"v{KUBE_VERSIONS[-1]}.0",
+    )
+    assert report["errors"] == []
+    assert [m for m in report["messages"] if m["severity"] >= 2] == []
+
+
+def _mount_as_kubernetes(
+    objects: list[Manifest], stream: Manifest, env: dict[str, str], root: Path
+) -> dict[str, str]:
+    """*env* with the stream's credential and accounts volumes written under *root*
+    (an existing Secret's key holds ``<secret>/<key>``), paths pointed there."""
+    configmaps = {m["metadata"]["name"]: m for m in objects if m["kind"] == "ConfigMap"}
+    mounts = {m["name"]: m["mountPath"] for m in container_of(stream)["volumeMounts"]}
+    replaced: dict[str, str] = {}
+    for name in ("credentials", "accounts"):
+        volume = _pod_volume(stream, name)
+        assert volume is not None
+        if "secret" in volume:
+            sources = [{"secret": {**volume["secret"], "name": "primary"}}]
+        else:
+            sources = volume["projected"]["sources"]
+        for source in sources:
+            ((kind, spec),) = source.items()
+            for item in spec["items"]:
+                if kind == "configMap":
+                    content = configmaps[spec["name"]]["data"][item["key"]]
+                else:
+                    content = f"{spec['name']}/{item['key']}\n"
+                path = root / name / item["path"]
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(content)
+        replaced[mounts[name]] = str(root / name)
+    return {
+        variable: next(
+            (
+                local + value.removeprefix(mount)
+                for mount, local in replaced.items()
+                if value == mount or value.startswith(mount + "/")
+            ),
+            value,
+        )
+        for variable, value in env.items()
+    }
+
+
+def container_of(workload: Manifest) -> dict[str, Any]:
+    (container,) = workload["spec"]["template"]["spec"]["containers"]
+    result: dict[str, Any] = container
+    return result
+
+
+def test_the_stream_reads_the_accounts_as_mounted(tmp_path: Path) -> None:
+    """bridge.config and the stream's account reader accept the mounted volume: the
+    primary first, then the names sorted, with their Secrets' keys and topics."""
+    objects = render(TWO_ACCOUNTS)
+    stream, env = _stream_of(objects)
+    env = _mount_as_kubernetes(objects, stream, env, tmp_path)
+    settings = load_settings(env, require=REQUIREMENTS["stream"])
+    accounts = accounts_of(settings)
+    assert [a.name for a in accounts] == [
+        "logistics-eu",
+        "logistics-uk",
+        "partner.acme",
+    ]
+    assert [a.app_id for a in accounts[1:]] == [
+        "sendstack-uk/app_id",
+        "sendstack-partners/acme-id",
+    ]
+    assert accounts[2].app_secret.reveal() == "sendstack-partners/acme-secret"
+    shared, uk, acme = (a.topics for a in accounts)
+    assert uk == shared
+    assert acme.positions == "acme.positions"
+    assert acme.dead_letter == "acme.dlq"
+    assert (acme.events, acme.device_status) == (shared.events, shared.device_status)
+
+
+def test_accounts_suffix_the_default_group_and_topic() -> None:
+    """With accounts, the default group and topic end in the hash of the ordered names;
+    named ones are kept as given."""
+    _, env = _stream_of(render(TWO_ACCOUNTS))
+    suffix = _suffix("logistics-eu,logistics-uk,partner.acme")
+    assert env["BRIDGE_HA_ACCOUNT"] == "logistics-eu"
+    assert env["BRIDGE_HA_GROUP_ID"] == f"{NAMESPACE}.{FULLNAME}-stream{suffix}"
+    assert env["BRIDGE_HA_COORDINATION_TOPIC"] == (
+        f"{NAMESPACE}.{FULLNAME}-coordination{suffix}"
+    )
+    ha = {"account": "logistics-eu", "coordinationTopic": "t.coord", "groupId": "g"}
+    _, env = _stream_of(render(_with_stream(TWO_ACCOUNTS, ha=ha)))
+    assert env["BRIDGE_HA_COORDINATION_TOPIC"] == "t.coord"
+    assert env["BRIDGE_HA_GROUP_ID"] == "g"
+
+
+def _ha_names(values: dict[str, Any]) -> tuple[str, str, dict[str, str]]:
+    """The group, the topic and the pod template's annotations *values* render."""
+    stream, env = _stream_of(render(values))
+    return (
+        env["BRIDGE_HA_GROUP_ID"],
+        env["BRIDGE_HA_COORDINATION_TOPIC"],
+        stream["spec"]["template"]["metadata"]["annotations"],
+    )
+
+
+@pytest.mark.parametrize(
+    ("change", "moves"),
+    [
+        ({"accounts": TWO_ACCOUNTS["stream"]["accounts"][:1]}, True),
+        (
+            {
+                "accounts": [
+                    *TWO_ACCOUNTS["stream"]["accounts"],
+                    {"name": "logistics-fr", "existingSecret": "sendstack-fr"},
+                ]
+            },
+            True,
+        ),
+        (
+            {
+                "accounts": [
+                    TWO_ACCOUNTS["stream"]["accounts"][0],
+                    {"name": "logistics-gb", "existingSecret": "sendstack-uk"},
+                ]
+            },
+            True,
+        ),
+        ({"ha": {"account": "logistics-de"}}, True),  # the primary's name
+        ({"accounts": TWO_ACCOUNTS["stream"]["accounts"][::-1]}, False),
+        (
+            {
+                "accounts": [
+                    {**TWO_ACCOUNTS["stream"]["accounts"][0], "topics": {}},
+                    TWO_ACCOUNTS["stream"]["accounts"][1],
+                ]
+            },
+            False,
+        ),
+    ],
+    ids=["removed", "added", "renamed", "primary-renamed", "reordered", "topics"],
+)
+def test_changing_the_account_list_moves_group_and_topic(
+    change: dict[str, Any], moves: bool
+) -> None:
+    """Another set of names (or primary) gets another group and topic; the list's order
+    or topics alone keep them, and every change rolls the pods."""
+    group, topic, annotations = _ha_names(TWO_ACCOUNTS)
+    new_group, new_topic, new_annotations = _ha_names(
+        _with_stream(TWO_ACCOUNTS, **change)
+    )
+    assert (new_group != group, new_topic != topic) == (moves, moves)
+    assert new_annotations != annotations
+
+
+@pytest.mark.parametrize(
+    ("accounts", "complaint"),
+    [
+        (
+            [
+                {"name": "acme", "existingSecret": "a"},
+                {"name": "acme", "existingSecret": "b"},
+            ],
+            'stream.accounts: "acme" is listed twice (entries 0 and 1)',
+        ),
+        (
+            [{"name": "default", "existingSecret": "a"}],
+            'stream.accounts[0].name "default" is stream.ha.account',
+        ),
+    ],
+    ids=["duplicate", "the-primary"],
+)
+def test_render_refuses_accounts_that_clash(
+    accounts: list[dict[str, Any]], complaint: str
+) -> None:
+    """A name listed twice or the primary's name: a render error that says so."""
+    with helm.Chart.load(CHART) as chart, pytest.raises(helm.HelmRenderError) as error:
+        chart.render(
+            {"stream": {"accounts": accounts}}, name=RELEASE, namespace=NAMESPACE
+        )
+    assert complaint in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("account", "complaint"),
+    [
+        ({"name": "acme corp", "existingSecret": "a"}, "/stream/accounts/0/name"),
+        ({"name": "", "existingSecret": "a"}, "/stream/accounts/0/name"),
+        ({"name": "..data", "existingSecret": "a"}, "/stream/accounts/0/name"),
+        ({"name": "a" * 65, "existingSecret": "a"}, "/stream/accounts/0/name"),
+        ({"name": "acme"}, "missing property 'existingSecret'"),
+        (
+            {"name": "acme", "existingSecret": "A_B"},
+            "/stream/accounts/0/existingSecret",
+        ),
+        (
+            {"name": "acme", "existingSecret": "a", "topics": {"positions": "a b"}},
+            "/stream/accounts/0/topics/positions",
+        ),
+        (
+            {"name": "acme", "existingSecret": "a", "topics": {"position": "p"}},
+            "'position' not allowed",
+        ),
+        (
+            {"name": "acme", "existingSecret": "a", "appId": "x"},
+            "'appId' not allowed",
+        ),
+    ],
+    ids=[
+        "space",
+        "empty",
+        "dot",
+        "too-long",
+        "no-secret",
+        "secret-name",
+        "topic",
+        "topic-kind",
+        "unknown-key",
+    ],
+)
+def test_schema_refuses_bad_accounts(account: dict[str, Any], complaint: str) -> None:
+    """A name the bridge would refuse or skip, a bad Secret, topic or key: refused."""
+    values = {"stream": {"accounts": [account]}}
+    with helm.Chart.load(CHART) as chart, pytest.raises(helm.HelmValuesError) as error:
+        chart.validate_schema(values)
+    assert complaint in str(error.value)
+
+
+def test_accounts_without_ha_still_name_the_primary() -> None:
+    """With HA off, accounts still set BRIDGE_HA_ACCOUNT, the primary's name."""
+    ha = {"enabled": False, "account": "logistics-eu"}
+    values = _with_stream(TWO_ACCOUNTS, replicas=1, ha=ha)
+    _, env = _stream_of(render(values))
+    assert _ha_env(env) == {
+        "BRIDGE_HA_ENABLED": "false",
+        "BRIDGE_HA_ACCOUNT": "logistics-eu",
+    }
+    assert env["BRIDGE_STREAM_ACCOUNTS_DIR"] == ACCOUNTS_DIR
+
+
+def test_no_accounts_changes_nothing() -> None:
+    """An empty stream.accounts renders exactly the defaults: no variable, volume,
+    ConfigMap, checksum or suffix."""
+    with helm.Chart.load(CHART) as chart:
+        empty = chart.render(
+            {"stream": {"accounts": []}}, name=RELEASE, namespace=NAMESPACE
+        )
+    assert empty == _rendered("defaults")
+    stream = _stream("defaults")
+    assert "BRIDGE_STREAM_ACCOUNTS_DIR" not in _env_of("defaults", stream)
+    assert _pod_volume(stream, "accounts") is None
+    assert (
+        "checksum/accounts" not in stream["spec"]["template"]["metadata"]["annotations"]
+    )
+    assert ACCOUNTS_CONFIGMAP not in by_name("defaults", "ConfigMap")
+    assert _ha_env(_env_of("defaults", stream)) == HA_DEFAULTS
+
+
+def test_notes_list_the_accounts_in_partition_order() -> None:
+    """NOTES.txt lists the accounts, primary first, and the suffixed group."""
+    with helm.Chart.load(CHART) as chart:
+        rendered = chart.render(TWO_ACCOUNTS, name=RELEASE, namespace=NAMESPACE)
+    notes = rendered["sendstack-bridge/templates/NOTES.txt"]
+    assert "logistics-eu, logistics-uk, partner.acme" in notes
+    assert _suffix("logistics-eu,logistics-uk,partner.acme") in notes

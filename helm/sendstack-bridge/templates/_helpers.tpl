@@ -128,6 +128,10 @@ ops and webhook listeners). Empty values are left out. Called with
 {{- $_ := set $env "BRIDGE_HA_CATCH_UP_SECONDS" ($ha.catchUpSeconds | float64 | toString) -}}
 {{- else -}}
 {{- $_ := set $env "BRIDGE_HA_ENABLED" "false" -}}
+{{- if $root.Values.stream.accounts -}}
+{{- /* The primary's name is in its records, with or without HA. */ -}}
+{{- $_ := set $env "BRIDGE_HA_ACCOUNT" $ha.account -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}
 {{- toYaml $env -}}
@@ -140,7 +144,7 @@ report there what Kafka acknowledged and a standby skips, on takeover, what
 was reported: two releases sharing a topic would skip each other's records.
 */}}
 {{- define "sendstack-bridge.coordinationTopic" -}}
-{{- .Values.stream.ha.coordinationTopic | default (printf "%s.%s-coordination" .Release.Namespace (include "sendstack-bridge.fullname" .)) -}}
+{{- .Values.stream.ha.coordinationTopic | default (printf "%s.%s-coordination%s" .Release.Namespace (include "sendstack-bridge.fullname" .) (include "sendstack-bridge.accountsSuffix" .)) -}}
 {{- end -}}
 
 {{/*
@@ -149,7 +153,62 @@ else one per release and namespace, so that two releases never elect a single
 leader between them.
 */}}
 {{- define "sendstack-bridge.haGroupId" -}}
-{{- .Values.stream.ha.groupId | default (printf "%s.%s-stream" .Release.Namespace (include "sendstack-bridge.fullname" .)) -}}
+{{- .Values.stream.ha.groupId | default (printf "%s.%s-stream%s" .Release.Namespace (include "sendstack-bridge.fullname" .) (include "sendstack-bridge.accountsSuffix" .)) -}}
+{{- end -}}
+
+{{/*
+The stream's accounts in the order every replica numbers them (partition i of
+the coordination topic is account i): stream.ha.account (the credentials'
+app), then the names of stream.accounts sorted, comma-joined.
+*/}}
+{{- define "sendstack-bridge.accountNames" -}}
+{{- $names := list -}}
+{{- range .Values.stream.accounts -}}
+{{- $names = append $names (toString .name) -}}
+{{- end -}}
+{{- prepend (sortAlpha $names) .Values.stream.ha.account | join "," -}}
+{{- end -}}
+
+{{/*
+With stream.accounts: "-" and the first 8 hex digits of the sha256 of
+accountNames, appended to the default coordination topic and group. Another
+list of accounts numbers the partitions differently (and needs another
+partition count), so its replicas must not share the old ones' topic or
+group: a rollout that changes the list runs the old and the new pods in two
+groups, both leading, until it ends (duplicates with the same ce_id, no gap).
+Empty without stream.accounts: the names stay as they were.
+*/}}
+{{- define "sendstack-bridge.accountsSuffix" -}}
+{{- if .Values.stream.accounts -}}
+{{- printf "-%s" (include "sendstack-bridge.accountNames" . | sha256sum | trunc 8) -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Where the stream's accounts are mounted (BRIDGE_STREAM_ACCOUNTS_DIR): one
+directory per entry of stream.accounts.
+*/}}
+{{- define "sendstack-bridge.accountsDir" -}}
+/etc/sendstack-bridge/accounts
+{{- end -}}
+
+{{/*
+The per-account topic overrides of stream.accounts, as a YAML list of
+(key in the -stream-accounts ConfigMap, path in the accounts volume, topic);
+empty topics are left out (the account uses the shared one).
+*/}}
+{{- define "sendstack-bridge.accountTopicFiles" -}}
+{{- $files := dict "positions" "topic_positions" "deviceStatus" "topic_device_status" "events" "topic_events" "deadLetter" "topic_dead_letter" -}}
+{{- range $account := .Values.stream.accounts -}}
+{{- range $value, $file := $files -}}
+{{- $topic := index ($account.topics | default dict) $value | default "" | toString -}}
+{{- if $topic }}
+- key: {{ printf "%s.%s" $account.name $file | quote }}
+  path: {{ printf "%s/%s" $account.name $file | quote }}
+  topic: {{ $topic | quote }}
+{{- end -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}
 
 {{/*
@@ -221,6 +280,24 @@ triples, as YAML; the SASL pair only with credentials.kafkaSasl.
 {{- end -}}
 {{- $stream := .Values.stream -}}
 {{- if $stream.enabled -}}
+{{- /* The schema checks names too; again here for --skip-schema-validation. */ -}}
+{{- $seen := dict -}}
+{{- range $i, $account := $stream.accounts -}}
+{{- $name := toString (default "" $account.name) -}}
+{{- if not (regexMatch "^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$" $name) -}}
+{{- fail (printf "stream.accounts[%d].name %q: an account's name is 1-64 of A-Z a-z 0-9 . _ - and does not start with a dot (it names a directory, a label and the records' ce_source)" $i $name) -}}
+{{- end -}}
+{{- if eq $name (toString $stream.ha.account) -}}
+{{- fail (printf "stream.accounts[%d].name %q is stream.ha.account, the name of the primary account (credentials.*): give this account another name, or change stream.ha.account" $i $name) -}}
+{{- end -}}
+{{- if hasKey $seen $name -}}
+{{- fail (printf "stream.accounts: %q is listed twice (entries %d and %d): each account needs a name of its own" $name (index $seen $name) $i) -}}
+{{- end -}}
+{{- $_ := set $seen $name $i -}}
+{{- if not $account.existingSecret -}}
+{{- fail (printf "stream.accounts[%d] (%q): existingSecret is required, the name of a Secret holding the account's app id and secret (keys appIdKey and appSecretKey, app_id and app_secret by default)" $i $name) -}}
+{{- end -}}
+{{- end -}}
 {{- $replicas := int $stream.replicas -}}
 {{- /* The schema refuses this too; checked again for --skip-schema-validation. */ -}}
 {{- if and (gt $replicas 1) (not $stream.ha.enabled) (not $stream.singleSession) -}}

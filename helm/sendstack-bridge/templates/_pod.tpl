@@ -11,6 +11,11 @@ included under `template:`. Called with (dict "root" $ "component" "stream").
 {{- $credentials := include "sendstack-bridge.credentialFiles" $root | fromYamlArray -}}
 {{- $stream := eq $component "stream" -}}
 {{- $journal := and $stream $root.Values.stream.journal.enabled -}}
+{{- $accounts := and $stream $root.Values.stream.accounts -}}
+{{- $accountTopics := list -}}
+{{- if $accounts -}}
+{{- $accountTopics = include "sendstack-bridge.accountTopicFiles" $root | fromYamlArray -}}
+{{- end -}}
 metadata:
   labels:
     {{- include "sendstack-bridge.componentSelectorLabels" . | nindent 4 }}
@@ -22,6 +27,10 @@ metadata:
     checksum/config: {{ include "sendstack-bridge.componentConfig" . | sha256sum }}
     {{- if and $stream $root.Values.stream.mapping }}
     checksum/mapping: {{ $root.Values.stream.mapping | sha256sum }}
+    {{- end }}
+    {{- if $accounts }}
+    # Which Secrets and keys, and topics: not the Secrets' content.
+    checksum/accounts: {{ toJson $root.Values.stream.accounts | sha256sum }}
     {{- end }}
     {{- if not $root.Values.credentials.existingSecret }}
     checksum/credentials: {{ include (print $root.Template.BasePath "/secret.yaml") $root | sha256sum }}
@@ -75,6 +84,10 @@ spec:
         - name: BRIDGE_STREAM_MAPPING_FILE
           value: /etc/sendstack-bridge/mapping/mapping.yaml
         {{- end }}
+        {{- if $accounts }}
+        - name: BRIDGE_STREAM_ACCOUNTS_DIR
+          value: {{ include "sendstack-bridge.accountsDir" $root }}
+        {{- end }}
       livenessProbe:
         httpGet:
           path: /livez
@@ -98,6 +111,11 @@ spec:
         {{- if and $stream $root.Values.stream.mapping }}
         - name: mapping
           mountPath: /etc/sendstack-bridge/mapping
+          readOnly: true
+        {{- end }}
+        {{- if $accounts }}
+        - name: accounts
+          mountPath: {{ include "sendstack-bridge.accountsDir" $root }}
           readOnly: true
         {{- end }}
         {{- if $journal }}
@@ -126,6 +144,33 @@ spec:
     - name: mapping
       configMap:
         name: {{ $fullname }}-stream-mapping
+    {{- end }}
+    {{- if $accounts }}
+    # A directory per account of stream.accounts (BRIDGE_STREAM_ACCOUNTS_DIR):
+    # app_id and app_secret from its Secret, topic_* from the chart's
+    # -stream-accounts ConfigMap.
+    - name: accounts
+      projected:
+        defaultMode: 0440
+        sources:
+          {{- range $root.Values.stream.accounts }}
+          - secret:
+              name: {{ .existingSecret }}
+              items:
+                - key: {{ .appIdKey | default "app_id" | quote }}
+                  path: {{ printf "%s/app_id" .name | quote }}
+                - key: {{ .appSecretKey | default "app_secret" | quote }}
+                  path: {{ printf "%s/app_secret" .name | quote }}
+          {{- end }}
+          {{- with $accountTopics }}
+          - configMap:
+              name: {{ $fullname }}-stream-accounts
+              items:
+                {{- range . }}
+                - key: {{ .key | quote }}
+                  path: {{ .path | quote }}
+                {{- end }}
+          {{- end }}
     {{- end }}
     {{- if and $journal (eq $root.Values.stream.journal.volume "emptyDir") }}
     # Survives a restart of the container (crash, OOM kill), not the pod's

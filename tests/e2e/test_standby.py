@@ -163,15 +163,7 @@ async def two_replicas(
         try:
             yield Pair(emu, client, replicas, topics, broker.bootstrap)
         finally:
-            for r in replicas:
-                if r.proc is not None and r.proc.poll() is None:
-                    r.proc.send_signal(signal.SIGTERM)
-            for r in replicas:
-                if r.proc is not None:
-                    try:
-                        r.proc.wait(timeout=20)
-                    except subprocess.TimeoutExpired:
-                        r.proc.kill()
+            await _stop_all(replicas)
 
 
 async def _drain(pair: Pair, settle: float) -> tuple[set[int], Counter[int], Consumed]:
@@ -431,6 +423,7 @@ async def test_three_accounts_over_two_replicas_survive_a_replica_kill(
 
 
 async def _stop_all(replicas: list[Replica]) -> None:
+    """SIGTERM every running replica; SIGKILL one still running after 20 s."""
     for r in replicas:
         if r.proc is not None and r.proc.poll() is None:
             r.proc.send_signal(signal.SIGTERM)

@@ -610,6 +610,46 @@ def summarize(rounds: list[Round]) -> dict[str, dict[str, float]]:
     return out
 
 
+def ratio_lines(rounds: list[Round]) -> list[str]:
+    """Journal on vs off, each round against the same round's off phase.
+
+    The per-round ratios show the noise: a median over alternating rounds on
+    this shared 2-vCPU machine, with their range.
+    """
+    rows: list[tuple[str, ...]] = [
+        (
+            "journal",
+            "records/s on/off",
+            "per round",
+            "CPU-us/record",
+            "CPU on/off",
+            "per round",
+        )
+    ]
+    off = {r.round: r for r in rounds if r.mode == "off"}
+    for mode in MODES:
+        rs = [r for r in rounds if r.mode == mode and r.round in off]
+        rate = [r.records_per_s / off[r.round].records_per_s for r in rs]
+        cpu = [r.cpu_s_per_100k / off[r.round].cpu_s_per_100k for r in rs]
+        us = statistics.median(r.cpu_s_per_100k * 10 for r in rs)
+        rows.append(
+            (
+                mode,
+                f"{statistics.median(rate):.2f}x",
+                ", ".join(f"{x:.2f}" for x in rate),
+                f"{us:.1f}",
+                f"{statistics.median(cpu):.2f}x",
+                ", ".join(f"{x:.2f}" for x in cpu),
+            )
+        )
+    return [
+        "journal on vs off, each round against its own off phase (median; the "
+        "per-round values show the noise); CPU-us/record: the bridge's CPU per "
+        "record Kafka acknowledged",
+        *table(rows),
+    ]
+
+
 def q_cell(d: dict[str, Any], key: str) -> str:
     q = d[key]
     if q is None:
@@ -673,6 +713,7 @@ def render(
             f"{r.bridge_cpu_util:.0%} / {r.measured_cpu_busy:.0%} / "
             f"{r.harness_cpu_busy:.0%}; {r.limited_by}{match}{flag}"
         )
+    lines += ["", *ratio_lines(rounds)]
     n_noisy = sum(r.noisy for r in rounds)
     if n_noisy:
         lines.append(

@@ -153,3 +153,21 @@ async def test_a_close_that_says_the_session_is_bad_reports_it_to_the_holder() -
         await until(lambda: rig.connector.connections)
         rig.connector.connections[0].drop(4001, "session expired")
         await until(lambda: rig.holder.rejected == [1])
+
+
+async def test_an_accounts_records_and_dead_letters_say_whose_they_are() -> None:
+    """With an account set, every record the pump makes, a dead letter
+    included, carries the bridge_account header and the given ce_source."""
+    source = "/sendstack/accounts/beta/tracking"
+    async with running_pump(account="beta", source=source) as rig:
+        await rig.holder.issue(1)
+        await until(lambda: rig.connector.connections)
+        socket = rig.connector.connections[0]
+        socket.push(position(1))
+        socket.push(b"{not json")
+        await until(lambda: len(rig.sink.records) == 2)
+    data, letter = rig.sink.records
+    assert letter.topic == "dlq"
+    assert dict(data.headers)["ce_source"] == source.encode()
+    assert dict(data.headers)["bridge_account"] == b"beta"
+    assert dict(letter.headers)["bridge_account"] == b"beta"

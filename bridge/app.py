@@ -56,10 +56,11 @@ from bridge.metrics import (
     OutputMetrics,
     StreamMetrics,
 )
-from bridge.ports import RecordSink
+from bridge.ports import RecordSink, SessionGrant, SessionSource
 from bridge.stream_standby import HotStandby
 from bridge.workers.session_keeper import SessionKeeper
 from bridge.workers.stream_pump import PumpOptions, StreamPump
+from bridge.workers.stream_roles import LIVE_ROLES
 
 log = structlog.get_logger("bridge.app")
 
@@ -76,6 +77,25 @@ def topics_of(settings: Settings) -> Topics:
     )
 
 
+class HeldSessionSource:
+    """A cold standby's ``SessionSource``: it asks Sendstack only while this
+    replica leads the account. The upstream allows one session: a standby's
+    request, or a deposed leader's re-login after the new leader's session
+    ended its own, would end the leader's session."""
+
+    def __init__(
+        self, inner: SessionSource, may_request: Callable[[], bool], clock: SystemClock
+    ) -> None:
+        self._inner = inner
+        self._may_request = may_request
+        self._clock = clock
+
+    async def obtain(self) -> SessionGrant:
+        while not self._may_request():
+            await self._clock.sleep(0.05)
+        return await self._inner.obtain()
+
+
 class AccountStream:
     """One account's intake: its session keeper and its stream pump."""
 
@@ -89,11 +109,14 @@ class AccountStream:
         sink: RecordSink,
         metrics: IntakeMetrics,
         tagged: bool,
+        may_request: Callable[[], bool] | None = None,
     ) -> None:
+        """*may_request*: a cold standby's keeper asks for a session only
+        while it says yes (None: always)."""
         s = settings
         sendstack = s.require(SendstackSettings)
         self.account = account
-        source = HttpSessionSource(
+        source: SessionSource = HttpSessionSource(
             http,
             base_url=account.base_url or sendstack.base_url,
             app_id=account.app_id,
@@ -101,6 +124,8 @@ class AccountStream:
             header_style=sendstack.session_header_style,
             send_source=sendstack.send_source_header,
         )
+        if may_request is not None:
+            source = HeldSessionSource(source, may_request, clock)
         self.keeper = SessionKeeper(
             source,
             clock=clock,
@@ -245,21 +270,33 @@ class StreamApp:
                 self.registry,
                 self.clock,
                 socket_open=lambda name: self.streams[name].pump.statistics().connected,
+                cold=s.stream.single_session,
             )
-        self.streams = {
-            account.name: AccountStream(
+        standby = self.standby
+        # A cold standby (the upstream allows one session): an account's
+        # keeper asks for a session only while this replica leads it, and a
+        # deposed leader closes its socket (see _cold).
+        self.cold = standby is not None and s.stream.single_session
+
+        def account_stream(account: Account) -> AccountStream:
+            gate = None if standby is None else standby.gates[account.name]
+            return AccountStream(
                 account,
                 s,
                 http=self._http,
                 clock=self.clock,
-                sink=self.sink
-                if self.standby is None
-                else self.standby.gates[account.name],
+                sink=self.sink if gate is None else gate,
                 metrics=intake(account.name),
                 tagged=self.tagged,
+                may_request=(lambda: gate.role in LIVE_ROLES)
+                if gate is not None and self.cold
+                else None,
             )
-            for account in accounts
-        }
+
+        self._account_stream = account_stream
+        self.streams = {account.name: account_stream(account) for account in accounts}
+        self._accounts = {account.name: account for account in accounts}
+        self._stopping = asyncio.Event()  # the drain began
         self.lifecycle = Lifecycle(s, self.registry, self.readiness, clock=self.clock)
         self.lifecycle.close_last(self._http.aclose)
         if self.standby is not None:
@@ -326,7 +363,14 @@ class StreamApp:
         Details (not checks): the session policy rotations follow, the role,
         and with several accounts each one's checks and role.
         """
-        streams = self.streams.values()
+        roles = {} if self.standby is None else self.standby.roles_now()
+        # A cold standby holds no session or socket for the accounts it does
+        # not lead: it is ready as a standby all the same.
+        streams = [
+            a
+            for name, a in self.streams.items()
+            if not self.cold or roles[name] in LIVE_ROLES
+        ]
         policy = self.pump.session_policy()
         checks = {
             "session_valid": all(a.keeper.current() is not None for a in streams),
@@ -337,7 +381,6 @@ class StreamApp:
             "session_policy_basis": policy.basis,
             "session_policy_cause": policy.cause,
         }
-        roles = {} if self.standby is None else self.standby.roles_now()
         if self.standby is not None:
             # A replica counts once the group has assigned it (a role, maybe
             # none): a rolling update then stops the next pod only after this
@@ -367,7 +410,11 @@ class StreamApp:
         """Run until ``stop`` is set, then shut down within the grace period."""
         workers: dict[str, Worker] = {}
         for name, account in self.streams.items():
-            workers |= account.workers(f"[{name}]" if self.tagged else "")
+            suffix = f"[{name}]" if self.tagged else ""
+            if self.cold:
+                workers[f"cold-standby{suffix}"] = functools.partial(self._cold, name)
+            else:
+                workers |= account.workers(suffix)
         return await self.lifecycle.run(
             stop,
             start=self._start_journal
@@ -379,6 +426,57 @@ class StreamApp:
             },
             drain=self._drain,
         )
+
+    async def _cold(self, name: str) -> None:
+        """One account of a cold standby: its keeper and pump, restarted fresh
+        after each leadership term.
+
+        They run from the start, but the keeper asks for no session until
+        this replica leads the account (`HeldSessionSource`), so a standby
+        holds no socket. A leader deposed by a rebalance keeps its socket
+        until the rebalance ends: if the account came back (an eager
+        rebalance revokes everything) there is no gap; if it went to another
+        replica, this one closes its socket then, so that an upstream which
+        refuses a second socket lets the new leader in.
+        """
+        assert self.standby is not None  # noqa: S101 - only with HA
+        standby, index = self.standby, self.standby.accounts.index(name)
+        gate = standby.gates[name]
+        while not self._stopping.is_set():
+            stream = self.streams[name]
+            keeper = asyncio.create_task(stream.keeper.run())
+            pump = asyncio.create_task(stream.pump.run())
+            deposed_in: int | None = None  # the generation it was deposed in
+            try:
+                while not (pump.done() or keeper.done()):
+                    await self.clock.sleep(0.05)
+                    if self._stopping.is_set():
+                        break
+                    if (
+                        gate.role in LIVE_ROLES
+                        or not stream.pump.statistics().connected
+                    ):
+                        deposed_in = None
+                        continue
+                    if deposed_in is None:
+                        deposed_in = standby.election.generation
+                    settled = (
+                        standby.election.generation > deposed_in
+                        and index not in standby.election.claim()[0]
+                    )
+                    if settled:
+                        break
+                for task in (keeper, pump):
+                    if task.done() and not task.cancelled():
+                        task.result()  # a worker's failure ends the process
+            finally:
+                keeper.cancel()
+                await stream.pump.stop()
+                await asyncio.wait({pump}, timeout=5.0)
+                pump.cancel()
+                await asyncio.gather(keeper, pump, return_exceptions=True)
+            log.info("cold_standby_disconnected", account=name, role=gate.role)
+            self.streams[name] = self._account_stream(self._accounts[name])
 
     async def _start_journal(self) -> None:
         # Only local disk: reading starts whether or not Kafka answers.
@@ -408,10 +506,18 @@ class StreamApp:
         for name, task in tasks.items():
             if name.startswith("session-keeper"):
                 task.cancel()
+        self._stopping.set()
         if self.standby is not None:
             # Hand over first: the standby's socket is open and its buffer
             # covers what we stop publishing from here on.
             await self.standby.hand_over(deadline.left())
+        if self.cold:
+            # Deposed by the hand-over, each account's loop closes its socket.
+            cold = {t for n, t in tasks.items() if n.startswith("cold-standby")}
+            await asyncio.wait(cold, timeout=deadline.left())
+            for task in cold:
+                task.cancel()
+            return await self._drain_sink(deadline)
         pumps = set()
         for name, account in self.streams.items():
             await account.pump.stop()
@@ -425,6 +531,9 @@ class StreamApp:
         for pump in pumps:
             if not pump.done():
                 pump.cancel()
+        return await self._drain_sink(deadline)
+
+    async def _drain_sink(self, deadline: Deadline) -> Mapping[str, object]:
         if self.journal is not None:
             return await self._drain_journal(deadline)
         flushed = await self.kafka.flush(deadline.left())

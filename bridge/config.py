@@ -732,7 +732,9 @@ class StreamSettings:
             "Set if the upstream allows only one session at a time: the old "
             "connection is closed before the new one opens (a short gap). "
             "Unset, the bridge falls back to that by itself when the upstream "
-            "refuses or replaces a second socket (`bridge_stream_session_policy`)."
+            "refuses or replaces a second socket (`bridge_stream_session_policy`). "
+            "With `BRIDGE_HA_ENABLED` the standby is then cold: it connects only "
+            "when it takes over (a gap of about the HA session timeout)."
         ),
     )
     accounts_dir: str | None = setting(
@@ -1837,19 +1839,6 @@ def _check_across_groups(c: _Checker[Settings]) -> None:
     # A frame that cannot be parsed is dead-lettered whole, so the buffer
     # must be able to hold the largest frame or the stream would stall.
     c.at_least("buffer.max_bytes", "stream.max_frame_bytes")
-    # A hot standby holds a session and a socket of its own; an upstream that
-    # allows one session at a time would end the leader's with every standby's.
-    if (
-        c.ok("ha.enabled", "stream.single_session")
-        and c.value.ha.enabled
-        and c.value.stream.single_session
-    ):
-        c.add(
-            "ha.enabled",
-            f"a hot standby needs a second session, and "
-            f"{c.name('stream.single_session')} says the upstream allows one; "
-            "run a single replica (a cold standby is not built yet)",
-        )
     # aiokafka waits for a group join with the request timeout, and the
     # coordinator may hold a join up to a session timeout.
     if (

@@ -58,6 +58,9 @@ class HotStandby:
         accounts: The accounts' names, in the order every replica uses (the
             coordination topic's partitions).
         socket_open: Whether an account's socket is open now.
+        cold: A cold standby (``BRIDGE_STREAM_SINGLE_SESSION``): it opens an
+            account's socket only once it leads it, so it joins the group
+            without one.
     """
 
     def __init__(
@@ -69,6 +72,8 @@ class HotStandby:
         registry: CollectorRegistry,
         clock: SystemClock,
         socket_open: Callable[[str], bool],
+        *,
+        cold: bool = False,
     ) -> None:
         self._ha = ha
         self._kafka = kafka
@@ -92,6 +97,8 @@ class HotStandby:
         # most.
         self._socket_since: dict[str, float | None] = dict.fromkeys(self.accounts)
         self._socket_open = socket_open
+        # The upstream allows one session: the standby holds no socket.
+        self.cold = cold
         assignor = StandbyAssignor(lambda: (*self.election.claim(), self._since()))
         self.election = KafkaElection(
             functools.partial(
@@ -186,7 +193,8 @@ class HotStandby:
         # lost). One is enough: an account whose credentials fail here must
         # not keep the others from being led. Kafka may be down at start:
         # this replica stays a standby (holding records) until it joins.
-        while all(t is None for t in self._socket_since.values()):
+        # A cold standby opens no socket before it leads: it joins at once.
+        while not self.cold and all(t is None for t in self._socket_since.values()):
             await self._clock.sleep(0.05)
         await until_kafka_answers(self._ensure_topic, stop=stop)
         await until_kafka_answers(lambda: self.election.start(self.roles), stop=stop)

@@ -524,15 +524,6 @@ INVALID_CASES: list[tuple[str, dict[str, str], list[str]]] = [
         ],
     ),
     (
-        "hot standby with a single-session upstream",
-        {"BRIDGE_HA_ENABLED": "true", "BRIDGE_STREAM_SINGLE_SESSION": "true"},
-        [
-            "BRIDGE_HA_ENABLED: a hot standby needs a second session, and "
-            "BRIDGE_STREAM_SINGLE_SESSION says the upstream allows one; run a "
-            "single replica (a cold standby is not built yet)"
-        ],
-    ),
-    (
         "hot standby whose Kafka requests end before a group join may",
         {"BRIDGE_HA_ENABLED": "true", "BRIDGE_KAFKA_REQUEST_TIMEOUT_MS": "2000"},
         [

@@ -52,6 +52,9 @@ from bridge.ports import Clock, ProgressLog, RecordSink, SinkStatistics
 log = structlog.get_logger("bridge.roles")
 
 Role = Literal["standby", "taking_over", "leading", "fenced"]
+#: The roles in which this replica reads for Kafka: a cold standby's socket
+#: is open in these only.
+LIVE_ROLES: frozenset[Role] = frozenset({"taking_over", "leading", "fenced"})
 # "fenced": it led, then lost the group coordinator; it keeps journaling.
 ROLE_VALUES: Mapping[Role, int] = {
     "standby": 0,

@@ -479,23 +479,27 @@ def test_single_session_needs_no_special_rollout() -> None:
     _validate_core(stream, KUBE_VERSIONS[-1])
 
 
-@pytest.mark.parametrize(
-    "stream",
-    [
-        {"singleSession": True},
-        {"singleSession": True, "replicas": 2, "ha": {"enabled": False}},
-        {"singleSession": True, "replicas": 1},
-    ],
-    ids=["defaults", "two-without-ha", "one-with-ha"],
-)
-def test_single_session_refuses_a_standby(stream: dict[str, Any]) -> None:
-    """stream.singleSession with 2 replicas or HA on: a render error that says why."""
+def test_single_session_with_ha_runs_a_cold_standby() -> None:
+    """stream.singleSession with the default two replicas and HA: it renders,
+    with both the single-session flag and the hot standby's variables set
+    (the daemon then keeps the standby cold)."""
+    objects = render({"stream": {"singleSession": True}})
+    (stream,) = [m for m in objects if m["kind"] == "StatefulSet"]
+    configmaps = {m["metadata"]["name"]: m for m in objects if m["kind"] == "ConfigMap"}
+    env = _container_env(stream, configmaps)
+    assert stream["spec"]["replicas"] == 2
+    assert env["BRIDGE_STREAM_SINGLE_SESSION"] == "true"
+    assert env["BRIDGE_HA_ENABLED"] == "true"
+    _validate_core(stream, KUBE_VERSIONS[-1])
+
+
+def test_single_session_still_needs_ha_for_two_replicas() -> None:
+    """stream.singleSession with 2 replicas and HA off: refused like any two
+    replicas without an election (each would publish every item)."""
+    stream = {"singleSession": True, "replicas": 2, "ha": {"enabled": False}}
     with helm.Chart.load(CHART) as chart, pytest.raises(helm.HelmRenderError) as error:
         chart.render({"stream": stream}, name=RELEASE, namespace=NAMESPACE)
-    message = str(error.value)
-    assert "stream.singleSession is true" in message
-    assert "a standby cannot hold a socket of its own" in message
-    assert "Set stream.replicas: 1" in message
+    assert "stream.ha.enabled is false" in str(error.value)
 
 
 # --------------------------------------------------------------------------

@@ -27,6 +27,7 @@ import orjson
 import pytest
 
 from bridgelab.emulator import Emulator, EmulatorConfig
+from bridgelab.emulator.config import SessionPolicy
 from bridgelab.tansu import create_topics, free_port
 from tests.e2e.harness import StreamTopics, bridge_env, fresh_topics, journal_dir
 from tests.e2e.verifier import Consumed, read_all
@@ -139,15 +140,19 @@ class Pair:
 
 @asynccontextmanager
 async def two_replicas(
-    broker: Broker, tmp_path: Path, **overrides: str
+    broker: Broker,
+    tmp_path: Path,
+    fleet: EmulatorConfig | None = None,
+    **overrides: str,
 ) -> AsyncIterator[Pair]:
     """Two stream processes with the hot standby (each its own journal), on a
-    fleet of 1,000 devices at ~200 items/s; SIGTERMed when the block ends."""
+    fleet of 1,000 devices at ~200 items/s (or *fleet*); SIGTERMed when the
+    block ends."""
     topics = await fresh_topics(broker.bootstrap)
     coordination = unique_topic("coord")
     await create_topics(broker.bootstrap, [coordination], partitions=1)
     group = unique_topic("group")
-    fleet = EmulatorConfig(
+    fleet = fleet or EmulatorConfig(
         devices=1000, report_interval_seconds=5.0, max_frames_per_second=4.0
     )
     async with Emulator(fleet) as emu, httpx.AsyncClient(timeout=1.0) as client:
@@ -286,6 +291,68 @@ async def test_kafka_frozen_past_the_buffer_loses_nothing_with_two_replicas(
     )
     assert fenced >= 1, "the leader should have fenced itself"
     assert not missing, f"{len(missing)} items lost"
+
+
+@pytest.mark.parametrize(
+    ("policy", "stop"),
+    [("revoke-4001", signal.SIGKILL), ("refuse-409", signal.SIGTERM)],
+    ids=["new-session-ends-old-leader-killed", "second-socket-refused-leader-stopped"],
+)
+async def test_a_cold_standby_connects_only_when_it_takes_over(
+    broker: Broker, tmp_path: Path, policy: SessionPolicy, stop: signal.Signals
+) -> None:
+    """With a single-session upstream (either way it enforces it) the standby
+    holds no session or socket; when the leader is killed or stopped it
+    connects on takeover: what the upstream sent meanwhile reached no socket
+    (the gap, printed), and nothing written to the new leader's socket is lost."""
+    fleet = EmulatorConfig(
+        devices=1000,
+        report_interval_seconds=5.0,
+        max_frames_per_second=4.0,
+        session_policy=policy,
+    )
+    async with two_replicas(
+        broker, tmp_path, fleet, BRIDGE_STREAM_SINGLE_SESSION="true"
+    ) as pair:
+        await pair.start_one_after_the_other()
+        await asyncio.sleep(2.0)
+        emu = pair.emu
+        opened = [c for c in emu.connections() if c["state"] == "open"]
+        assert len(opened) == 1, "the cold standby must hold no socket"
+        sessions_before = len({c["session_id"] for c in emu.connections()})
+        leader = await _leader(pair.replicas, pair.client, 10)
+        standby = next(r for r in pair.replicas if r is not leader)
+        before = {c["id"] for c in emu.connections()}
+        old_written = emu.written_seqs()
+        assert leader.proc is not None
+        killed_at = time.monotonic()
+        leader.proc.send_signal(stop)
+        assert leader.proc.wait(timeout=30) in (0, -signal.SIGKILL)
+        await _leader([standby], pair.client, 30)
+        for _ in range(1500):  # 30 s
+            if any(
+                c["id"] not in before and c["written_items"] for c in emu.connections()
+            ):
+                break
+            await asyncio.sleep(0.02)
+        else:
+            raise AssertionError("the new leader never received a frame")
+        gap = time.monotonic() - killed_at
+        await asyncio.sleep(3.0)
+        new_ids = [c["id"] for c in emu.connections() if c["id"] not in before]
+        new_written = set().union(*(emu.written_seqs(i) for i in new_ids))
+        written, seqs, _ = await _drain(pair, 0.0)
+    lost_after = new_written - set(seqs)
+    unsent = set(range(max(old_written) + 1, min(new_written))) - written
+    print(
+        f"cold takeover ({policy}, {stop.name}): first frame on the new leader's"
+        f" socket {gap:.2f} s after the signal; {len(unsent)} items sent to no"
+        " socket meanwhile;"
+        f" {len(new_written)} written to the new socket, {len(lost_after)} lost"
+    )
+    assert sessions_before == 1, "a second session held a socket before the takeover"
+    assert not lost_after, f"{len(lost_after)} items lost after the takeover"
+    assert unsent, "a cold takeover leaves a gap; the test should see it"
 
 
 ACCOUNTS = ("alpha", "beta", "gamma")

@@ -300,11 +300,8 @@ triples, as YAML; the SASL pair only with credentials.kafkaSasl.
 {{- end -}}
 {{- $replicas := int $stream.replicas -}}
 {{- /* The schema refuses this too; checked again for --skip-schema-validation. */ -}}
-{{- if and (gt $replicas 1) (not $stream.ha.enabled) (not $stream.singleSession) -}}
+{{- if and (gt $replicas 1) (not $stream.ha.enabled) -}}
 {{- fail (printf "stream.replicas is %d but stream.ha.enabled is false: every replica would publish every item (set stream.ha.enabled: true, or stream.replicas: 1)" $replicas) -}}
-{{- end -}}
-{{- if and $stream.singleSession (or (gt $replicas 1) $stream.ha.enabled) -}}
-{{- fail (printf "stream.singleSession is true (Sendstack allows one session at a time), so a standby cannot hold a socket of its own: its session would end the leader's (a cold standby is not built yet). Set stream.replicas: 1 (now %d) and stream.ha.enabled: false (now %t)" $replicas $stream.ha.enabled) -}}
 {{- end -}}
 {{- if $stream.ha.enabled -}}
 {{- $ha := $stream.ha -}}

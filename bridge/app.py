@@ -56,7 +56,7 @@ from bridge.metrics import (
     OutputMetrics,
     StreamMetrics,
 )
-from bridge.ports import RecordSink, SessionGrant, SessionSource
+from bridge.ports import Clock, RecordSink, SessionGrant, SessionSource
 from bridge.stream_standby import HotStandby
 from bridge.workers.session_keeper import SessionKeeper
 from bridge.workers.stream_pump import PumpOptions, StreamPump
@@ -84,7 +84,7 @@ class HeldSessionSource:
     ended its own, would end the leader's session."""
 
     def __init__(
-        self, inner: SessionSource, may_request: Callable[[], bool], clock: SystemClock
+        self, inner: SessionSource, may_request: Callable[[], bool], clock: Clock
     ) -> None:
         self._inner = inner
         self._may_request = may_request

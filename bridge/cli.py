@@ -173,6 +173,19 @@ def _check_config(command: str) -> int:
     if settings is None:
         return 2
     print(render_check_config(settings))
+    if command == "stream" and settings.stream.accounts_dir is not None:
+        # The accounts directory is read at start: check it now as well.
+        from bridge.app import accounts_of
+
+        try:
+            accounts = accounts_of(settings)
+        except ConfigError as exc:
+            print(exc, file=sys.stderr)
+            return 2
+        print("[accounts] in coordination-partition order")
+        for index, account in enumerate(accounts):
+            where = "" if account.stream_url is None else f"  ({account.stream_url})"
+            print(f"  {index}  {account.name}  app_id {account.app_id}{where}")
     return 0
 
 

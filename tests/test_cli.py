@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
@@ -51,6 +52,32 @@ def test_check_config_prints_a_valid_configuration_with_the_secret_redacted() ->
     assert "7302915" in result.stdout
     assert "ZK4P0QW7TRV2M9XBC81LJ6DHS5NA3EYU" not in result.stdout + result.stderr
     assert "***" in result.stdout
+
+
+def test_check_config_reads_the_accounts_directory(tmp_path: Path) -> None:
+    """check-config lists the accounts in partition order (no secret shown),
+    and a broken accounts directory exits 2 naming the problem."""
+    good = tmp_path / "good" / "beta"
+    good.mkdir(parents=True)
+    (good / "app_id").write_text("app-beta\n")
+    (good / "app_secret").write_text("S3CRET-OF-BETA\n")
+    env = {
+        "BRIDGE_SENDSTACK_APP_ID": "app-main",
+        "BRIDGE_SENDSTACK_APP_SECRET": "S3CRET-OF-MAIN",
+        "BRIDGE_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9092",
+        "BRIDGE_HA_ACCOUNT": "main",
+        "BRIDGE_STREAM_ACCOUNTS_DIR": str(tmp_path / "good"),
+    }
+    result = run_cli("check-config", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "  0  main  app_id app-main" in result.stdout
+    assert "  1  beta  app_id app-beta" in result.stdout
+    assert "S3CRET" not in result.stdout + result.stderr
+    (tmp_path / "bad" / "gamma").mkdir(parents=True)
+    env["BRIDGE_STREAM_ACCOUNTS_DIR"] = str(tmp_path / "bad")
+    result = run_cli("check-config", env=env)
+    assert result.returncode == 2
+    assert "gamma/app_id: required, missing or empty" in result.stderr
 
 
 def test_stream_with_a_bad_configuration_exits_2_without_starting() -> None:

@@ -347,17 +347,17 @@ class ProgressReporter:
 
 class AccountOf:
     """Which account a record belongs to: its ``bridge_account`` header, else
-    the only account."""
+    the first account (the one of ``BRIDGE_SENDSTACK_APP_ID``: records
+    journaled before more accounts were configured carry no header, and they
+    are its records)."""
 
     HEADER = "bridge_account"
 
     def __init__(self, accounts: Sequence[str]) -> None:
-        self._default = accounts[0] if len(accounts) == 1 else None
+        self._default = accounts[0]
 
     def __call__(self, record: OutboundRecord) -> str:
         for name, value in record.headers:
             if name == self.HEADER:
                 return value.decode("utf-8", "replace")
-        if self._default is None:
-            raise ValueError("a record without a bridge_account header")
         return self._default

@@ -164,12 +164,12 @@ async def test_reporter_sends_acked_digests_per_account_and_survives_failures() 
     assert reporter.published == 4
 
 
-def test_account_of_a_record_is_its_header_or_the_only_account() -> None:
-    """The bridge_account header names the account; one account needs none."""
+def test_account_of_a_record_is_its_header_or_the_first_account() -> None:
+    """The bridge_account header names the account; a record without one (one
+    account, or journaled before more were configured) is the first's."""
     assert AccountOf(["solo"])(rec(1)) == "solo"
     assert AccountOf(["a", "b"])(rec(1, "b")) == "b"
-    with pytest.raises(ValueError, match="bridge_account"):
-        AccountOf(["a", "b"])(rec(1))
+    assert AccountOf(["a", "b"])(rec(1)) == "a"
 
 
 async def test_a_fenced_leader_keeps_journaling_and_resumes_without_a_takeover() -> (

@@ -119,6 +119,16 @@ FLUSH_INTERVAL_MS: int = _default(JournalSettings, "flush_interval_ms")
 JOURNAL_MAX_BYTES: int = _default(JournalSettings, "max_bytes")
 
 
+def pacing(a: argparse.Namespace) -> dict[str, Any]:
+    """The JournaledSink pacing arguments the flags set (none: its defaults)."""
+    out: dict[str, Any] = {}
+    if a.pace_seconds is not None:
+        out["pace_seconds"] = a.pace_seconds
+    if a.pace_bytes is not None:
+        out["pace_bytes"] = a.pace_bytes or None
+    return out
+
+
 def log(msg: str) -> None:
     """Progress goes to stderr; the result tables to stdout."""
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
@@ -194,9 +204,16 @@ class Rig:
     """One pass's sink: the Kafka sink alone, or journaled, as bridge.app builds it."""
 
     def __init__(
-        self, mode: str, bootstrap: str, topic: str, acks: Acks, directory: Path
+        self,
+        mode: str,
+        bootstrap: str,
+        topic: str,
+        acks: Acks,
+        directory: Path,
+        pacing: dict[str, Any] | None = None,
     ) -> None:
         self.mode = mode
+        self.registry = CollectorRegistry()
         self.acks = acks
         self.journal: JournaledSink | None = None
         self._dir = directory
@@ -236,11 +253,16 @@ class Rig:
             max_bytes=JOURNAL_MAX_BYTES,
             durability="fsync" if mode == "fsync" else "interval",
             flush_interval=flush_interval(mode),
-            metrics=JournalMetrics(CollectorRegistry()),
+            metrics=JournalMetrics(self.registry),
             connect=lambda: built[0].start(),
             disconnect=lambda: built[0].stop(),
+            **(pacing or {}),
         )
         self.kafka = built[0]
+
+    def counter(self, name: str) -> float:
+        """A ``bridge_journal_*`` counter's value (0 for off)."""
+        return self.registry.get_sample_value(f"bridge_journal_{name}_total") or 0.0
 
     @property
     def sink(self) -> JournaledSink | KafkaRecordSink:
@@ -319,7 +341,7 @@ async def rig(
     await create_topics(broker.bootstrap, [topic], a.partitions)
     directory = Path(tempfile.mkdtemp(prefix="journal-kafka-", dir=a.dir))
     acks = Acks()
-    r = Rig(mode, broker.bootstrap, topic, acks, directory)
+    r = Rig(mode, broker.bootstrap, topic, acks, directory, pacing(a))
     try:
         await r.start()
         prime = addressed(pool, topic, PRIME, offset=len(pool) // 2)
@@ -347,6 +369,9 @@ class Throughput:
     fed_s: float  # until the last send returned
     retried: int
     from_disk: int  # records the journal read back from disk (window full)
+    written: int = 0  # records the journal wrote to disk (not acked first)
+    paced: int = 0  # sends that waited for Kafka's acks (pacing)
+    paced_s: float = 0.0  # the time they waited
 
     @property
     def per_s(self) -> float:
@@ -365,6 +390,8 @@ async def throughput_pass(
         sink = r.sink
         acks = r.acks
         acks.expect(n)
+        written0, paced0 = r.counter("committed"), r.counter("paced")
+        paced_s0 = r.counter("paced_seconds")
         with quiet_heap():
             cpu0 = time.process_time()
             t0 = time.perf_counter()
@@ -383,6 +410,9 @@ async def throughput_pass(
             fed,
             r.kafka.statistics().retried,
             0 if r.journal is None else r.journal.replayed,
+            int(r.counter("committed") - written0),
+            int(r.counter("paced") - paced0),
+            r.counter("paced_seconds") - paced_s0,
         )
         if acks.count != n:
             raise RuntimeError(f"{mode}: {acks.count} acks for {n} records")
@@ -457,6 +487,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--partitions", type=int, default=4)
     p.add_argument("--dir", default=None, help="where the journals go")
     p.add_argument("--no-pin", action="store_true", help="no CPU affinity")
+    p.add_argument(
+        "--pace-seconds",
+        type=float,
+        default=None,
+        help="JournaledSink pace_seconds (default: the sink's; 0: no pacing)",
+    )
+    p.add_argument(
+        "--pace-bytes",
+        type=int,
+        default=None,
+        help="JournaledSink pace_bytes (default: the sink's; 0: the window)",
+    )
     a = p.parse_args(argv)
     if min(a.records, a.rounds, a.pool, a.devices, a.partitions) < 1:
         p.error("every count must be at least 1")
@@ -481,7 +523,11 @@ async def run(a: argparse.Namespace, broker: Broker) -> tuple[Any, Any]:
     for _ in range(a.rounds):
         for mode in MODES:
             t = await throughput_pass(mode, pool, a.records, broker, a)
-            log(f"{mode}: {t.per_s:,.0f} rec/s, {t.cpu_us:.1f} CPU-us/rec")
+            log(
+                f"{mode}: {t.per_s:,.0f} rec/s, {t.cpu_us:.1f} CPU-us/rec, "
+                f"written {t.written:,}, from disk {t.from_disk:,}, "
+                f"paced {t.paced:,} ({t.paced_s:.2f} s)"
+            )
             passes.append(t)
     median = {
         m: statistics.median(t.per_s for t in passes if t.mode == m) for m in MODES
@@ -525,17 +571,19 @@ def report(
         f"\nJournal vs Kafka sink alone, Tansu; {a.records:,} position records "
         f"per pass (~530 B, {a.devices:,} keys), 1 topic x {a.partitions} "
         f"partitions, acks=all, linger {LINGER_MS} ms, flush interval "
-        f"{FLUSH_INTERVAL_MS} ms; {pinning.note}"
+        f"{FLUSH_INTERVAL_MS} ms; pacing {pacing(a) or 'JournaledSink defaults'}; "
+        f"{pinning.note}"
     )
     print("\n(a) throughput: first send to Kafka's ack of the last record")
     print(
         f"{'pass':>4}  {'mode':<32}{'records/s':>11}{'CPU-us/rec':>12}{'fed s':>8}"
-        f"{'from disk':>11}"
+        f"{'written':>9}{'from disk':>11}{'paced':>8}{'paced s':>9}"
     )
     for i, t in enumerate(passes, 1):
         print(
             f"{i:>4}  {LABELS[t.mode]:<32}{t.per_s:>11,.0f}{t.cpu_us:>12.2f}"
-            f"{t.fed_s:>8.2f}{t.from_disk:>11,}"
+            f"{t.fed_s:>8.2f}{t.written:>9,}{t.from_disk:>11,}{t.paced:>8,}"
+            f"{t.paced_s:>9.2f}"
         )
     by = {m: [t for t in passes if t.mode == m] for m in MODES}
     rate = {m: statistics.median(t.per_s for t in v) for m, v in by.items()}

@@ -78,6 +78,17 @@ class JournalMetrics:
             "Time sends spent waiting for room in a full journal.",
             registry=registry,
         )
+        self.paced = Counter(
+            "bridge_journal_paced_total",
+            "Sends that waited (pace_seconds at most) for Kafka's acks to make "
+            "room instead of spilling to disk.",
+            registry=registry,
+        )
+        self.paced_seconds = Counter(
+            "bridge_journal_paced_seconds_total",
+            "Time sends spent waiting for Kafka's acks (pacing).",
+            registry=registry,
+        )
         self.corrupt = Counter(
             "bridge_journal_corrupt_entries_total",
             "Journal entries that failed their check and were skipped.",

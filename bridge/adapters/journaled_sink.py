@@ -19,9 +19,35 @@ every record is journaled, as when each was written before being forwarded.
   ``max_bytes``, ``when_full`` and the metrics count encoded bytes), gives it
   the next sequence number, appends it to the pending group commit and, in
   the same step, to the forwarder's in-memory window (at most
-  ``window_bytes``); it returns at once. It waits only when the journal is
-  full (``when_full="block"``, counted) or when the pending group is over
-  ``max_pending_bytes`` (the disk is slower than the stream).
+  ``window_bytes``); it returns at once. It waits when the journal is full
+  (``when_full="block"``, counted), when the pending group is over
+  ``max_pending_bytes`` (the disk is slower than the stream), and briefly
+  when pacing (next point).
+* Pacing: a record over the forwarder's window, left to the disk, costs
+  its encoding and write and then a read back and decoding, exactly when
+  the bridge is the bottleneck (a burst faster than Kafka acknowledges).
+  So, while Kafka acknowledges (the inner sink started and ``connected``,
+  and no paced wait timed out since the acks last caught up), a ``send``
+  that would take the unacknowledged bytes past ``pace_bytes`` (default
+  :data:`PACE_BYTES`; ``None``: the window), or overflow the window, and
+  would otherwise go to the window, first waits up to ``pace_seconds`` for
+  acks (or the forwarder) to make room; the sender is woken by the ack or
+  forwarded record that makes it (checked only while one waits). With room
+  the record is windowed as usual: nothing is read back, and with the
+  unacknowledged bytes bounded most records are acknowledged before their
+  group's commit, so not written either. If the wait times out (Kafka
+  stalled or much slower than the stream), the record goes on as without
+  pacing (to the window while it has room, else to the disk) and no later
+  send waits until the unacknowledged bytes fall to half ``pace_bytes``: a
+  stalled Kafka costs the pump one wait of ``pace_seconds`` and the journal
+  absorbs the rest. It never waits while Kafka is down (the inner sink not
+  started or not connected), while the forwarder reads from disk, or while
+  an earlier record waits for its commit. Counted in
+  ``bridge_journal_paced_total`` and ``bridge_journal_paced_seconds_total``.
+  Caveat: while acks keep making room within ``pace_seconds``, the pump
+  reads the socket at Kafka's pace (a Kafka slower than the stream for
+  long, but still acknowledging, backs up the socket rather than the
+  journal); ``pace_seconds=0`` turns pacing off.
 * Order per sequence is strict. A record is not windowed at ``send`` while
   the forwarder has committed records to read from disk first, while the
   window is full, or while an earlier record waits un-windowed (a later one
@@ -104,6 +130,9 @@ BatchAckCallback = Callable[[Sequence[OutboundRecord]], None]
 _T = TypeVar("_T")
 _Entry = tuple[int, int, OutboundRecord]  # seq, encoded size, record
 
+#: Default pacing threshold on the unacknowledged (encoded) bytes.
+PACE_BYTES = 1024 * 1024
+
 
 class JournaledSink:
     """``RecordSink`` that journals on disk and forwards to an inner sink.
@@ -131,6 +160,10 @@ class JournaledSink:
             the forwarder awaits it before forwarding.
         disconnect: Stops the inner sink; :meth:`stop` calls it once the
             forwarder is stopped, if ``connect`` had succeeded.
+        pace_seconds: The longest a ``send`` waits for Kafka's acks before
+            the journal takes the record to disk (pacing; 0: never waits).
+        pace_bytes: Unacknowledged bytes past which a ``send`` is paced
+            (``None``: only when the window would overflow).
     """
 
     def __init__(
@@ -149,6 +182,8 @@ class JournaledSink:
         wall_clock: Callable[[], float] = time.time,
         connect: Callable[[], Awaitable[None]] | None = None,
         disconnect: Callable[[], Awaitable[None]] | None = None,
+        pace_seconds: float = 0.02,
+        pace_bytes: int | None = PACE_BYTES,
     ) -> None:
         if durability not in ("interval", "fsync"):
             raise ValueError(f"durability must be interval or fsync: {durability!r}")
@@ -156,6 +191,8 @@ class JournaledSink:
             raise ValueError(f"when_full must be block or drop_oldest: {when_full!r}")
         if max_bytes <= 0 or max_pending_bytes <= 0 or read_chunk <= 0:
             raise ValueError("max_bytes, max_pending_bytes and read_chunk must be > 0")
+        if pace_bytes is not None and pace_bytes <= 0:
+            raise ValueError(f"pace_bytes must be > 0 (or None): {pace_bytes!r}")
         self._store = store
         self._max_bytes = max_bytes
         self._durability = durability
@@ -168,6 +205,15 @@ class JournaledSink:
         self._wall = wall_clock
         self._connect = connect
         self._disconnect = disconnect
+        # Pacing: a send that would take the unacknowledged bytes past
+        # pace_bytes (or overflow the window) waits up to pace_seconds for
+        # Kafka's acks while Kafka is acknowledging; see the module docstring.
+        self._pace_seconds = max(0.0, pace_seconds)
+        self._pace_bytes = window_bytes if pace_bytes is None else pace_bytes
+        self._pace_off = False  # a paced wait timed out: not until acks catch up
+        self._pacing = 0  # senders waiting (paced)
+        self._pace_need = 0  # the largest waiting record's size
+        self._paced_room = asyncio.Event()
         self._inner_started = connect is None
         self._executor: ThreadPoolExecutor | None = None
         # Entries not acknowledged (nor dropped): pending and committed.
@@ -208,6 +254,9 @@ class JournaledSink:
         self.corrupt = 0
         self.replayed = 0
         self.quarantined = 0
+        self.paced = 0  # sends that waited for Kafka's acks (pacing)
+        self.paced_seconds = 0.0
+        self.pace_timeouts = 0  # of those, the ones Kafka did not answer in time
         self.last_open: OpenState | None = None
         self._failure: BaseException | None = None
         self._work = asyncio.Event()  # something to commit
@@ -328,7 +377,13 @@ class JournaledSink:
         if self._failure is None:
             self._failure = exc
             log.error("journal_failed", exc_info=exc)
-        for event in (self._room, self._committed, self._drained, self._hurry):
+        for event in (
+            self._room,
+            self._committed,
+            self._drained,
+            self._hurry,
+            self._paced_room,
+        ):
             event.set()
 
     @property
@@ -369,6 +424,11 @@ class JournaledSink:
             and self._bytes + size > self._max_bytes
         ):
             await self._wait_for_room(size)
+        if (
+            self._bytes + size > self._pace_bytes
+            or self._window_bytes + size > self._window_max
+        ) and self._may_pace():
+            await self._pace(size)
         seq = self._next_seq
         self._next_seq = seq + 1
         pending = self._pending
@@ -399,6 +459,74 @@ class JournaledSink:
             self._wake_forwarder.set()
         elif self._unwindowed_from is None:
             self._unwindowed_from = seq
+
+    def _may_pace(self) -> bool:
+        """Whether a send over the pacing threshold should wait for Kafka.
+
+        Only when the record would otherwise go to the window (no earlier
+        one waits for its commit, the forwarder does not read from disk),
+        while Kafka acknowledges: the inner sink is started and connected
+        and no paced wait timed out since the acks last caught up.
+        """
+        return (
+            self._pace_seconds > 0
+            and not self._pace_off
+            and self._entries > 0
+            and self._unwindowed_from is None
+            and self._failure is None
+            and self._inner_started
+            and not self._reading_disk()
+            and self.inner.statistics().connected
+        )
+
+    def _over_pace(self, size: int) -> bool:
+        return self._entries > 0 and (
+            self._bytes + size > self._pace_bytes
+            or self._window_bytes + size > self._window_max
+        )
+
+    def _pace_wake(self) -> None:
+        """A paced sender waits: wake it if the room it needs is there."""
+        if not self._over_pace(self._pace_need):
+            self._paced_room.set()
+
+    async def _pace(self, size: int) -> None:
+        """Wait up to ``pace_seconds`` for acks (or the forwarder) to make room.
+
+        On time out, Kafka is stalled or slower than the stream: later sends
+        do not wait until the unacknowledged bytes fall to half the pacing
+        threshold (the journal absorbs the rest, as without pacing).
+        """
+        self.paced += 1
+        metrics = self._metrics
+        if metrics is not None:
+            metrics.paced.inc()
+        loop = asyncio.get_running_loop()
+        since = loop.time()
+        self._pacing += 1
+        self._pace_need = max(self._pace_need, size)
+        try:
+            async with asyncio.timeout(self._pace_seconds):
+                while self._over_pace(size) and self._failure is None:
+                    self._paced_room.clear()
+                    await self._paced_room.wait()
+        except TimeoutError:
+            self._pace_off = True
+            self.pace_timeouts += 1
+            log.info(
+                "journal_pacing_timed_out",
+                seconds=self._pace_seconds,
+                unacked_bytes=self._bytes,
+            )
+        finally:
+            self._pacing -= 1
+            if not self._pacing:
+                self._pace_need = 0
+            elapsed = loop.time() - since
+            self.paced_seconds += elapsed
+            if metrics is not None:
+                metrics.paced_seconds.inc(elapsed)
+        self._raise_if_failed()
 
     async def _wait_for_commit(self) -> None:
         self._hurry.set()
@@ -670,6 +798,8 @@ class JournaledSink:
                 entry = window.popleft()
                 seq, size, record = entry
                 self._window_bytes -= size
+                if self._pacing:
+                    self._pace_wake()
                 if seq < self._forward_seq or seq < self._dropped_below:
                     continue
                 self._forward_seq = seq + 1
@@ -766,5 +896,9 @@ class JournaledSink:
         self._entries -= entries
         self._bytes -= size_freed
         self._room.set()
+        if self._pacing:
+            self._pace_wake()
+        if self._pace_off and self._bytes <= self._pace_bytes // 2:
+            self._pace_off = False  # the acks caught up: pace again
         if not self._work.is_set():
             self._work.set()

@@ -650,3 +650,175 @@ async def test_restart_resends_exactly_the_committed_unacked_ones(
     assert await again.flush(5.0)
     await again.stop()
     assert stats(tmp_path).entries == 0
+
+
+# -- pacing ----------------------------------------------------------------------
+
+
+class BufferedSink(FakeSink):
+    """An inner sink like the Kafka sink: ``send`` waits while ``capacity``
+    records are unacknowledged; with ``ack_every`` set, the oldest ``ack_batch``
+    are acknowledged every ``ack_every`` seconds (a Kafka slower than the
+    sends), else never (a stalled Kafka). ``connected`` is what
+    ``statistics`` reports."""
+
+    def __init__(
+        self,
+        on_batch_ack: Callable[[Sequence[OutboundRecord]], None],
+        *,
+        capacity: int,
+        ack_every: float | None = None,
+        ack_batch: int = 10,
+        connected: bool = True,
+    ) -> None:
+        super().__init__(on_batch_ack)
+        self.capacity = capacity
+        self.ack_every = ack_every
+        self.ack_batch = ack_batch
+        self.connected = connected
+        self._room = asyncio.Event()
+        self._ticking = False
+
+    async def send(self, record: OutboundRecord) -> None:
+        while len(self.unacked) >= self.capacity:
+            self._room.clear()
+            await self._room.wait()
+        await super().send(record)
+        if self.ack_every is not None and not self._ticking:
+            self._ticking = True
+            asyncio.get_running_loop().call_later(self.ack_every, self._tick)
+
+    def _tick(self) -> None:
+        self.ack(self.unacked[: self.ack_batch])
+        self._room.set()
+        if self.unacked:
+            asyncio.get_running_loop().call_later(self.ack_every or 0, self._tick)
+        else:
+            self._ticking = False
+
+    def statistics(self) -> SinkStatistics:
+        return SinkStatistics(len(self.unacked), 0, 0, 0, self.connected)
+
+
+def buffered(
+    directory: Path, sink_options: dict[str, Any], **options: Any
+) -> tuple[JournaledSink, BufferedSink]:
+    """A ``JournaledSink`` on ``directory`` around a ``BufferedSink``."""
+    built: list[BufferedSink] = []
+
+    def build(ack: Callable[[Sequence[OutboundRecord]], None]) -> BufferedSink:
+        built.append(BufferedSink(ack, **sink_options))
+        return built[0]
+
+    options.setdefault("max_bytes", 64 * 1024 * 1024)
+    options.setdefault("flush_interval", 0.01)
+    return JournaledSink(JournalStore(directory), build, **options), built[0]
+
+
+async def timed_sends(sink: JournaledSink, numbers: range) -> list[float]:
+    """Send ``record(i)`` for each ``i``; how long each ``send`` took."""
+    loop = asyncio.get_running_loop()
+    took = []
+    for i in numbers:
+        t0 = loop.time()
+        await sink.send(record(i))
+        took.append(loop.time() - t0)
+    return took
+
+
+@pytest.mark.parametrize("pace_records", [None, 40])
+async def test_a_burst_faster_than_acks_is_paced_instead_of_read_back(
+    tmp_path: Path, pace_records: int | None
+) -> None:
+    """With a healthy inner sink that acks slower than the sends, sends wait for
+    its acks instead of spilling past the window (or the pacing threshold):
+    nothing is read back from disk and every record is acked, in order."""
+    size = encoded_size(record(999))
+    registry = CollectorRegistry()
+    sink, inner = buffered(
+        tmp_path,
+        {"capacity": 50, "ack_every": 0.002, "ack_batch": 25},
+        window_bytes=100 * size,
+        pace_bytes=None if pace_records is None else pace_records * size,
+        pace_seconds=5.0,  # room comes within ms; generous for a loaded machine
+        metrics=JournalMetrics(registry),
+    )
+    await sink.start()
+    await timed_sends(sink, range(1000))
+    assert await sink.flush(10.0)
+    assert sink.replayed == 0
+    assert sink.paced > 0
+    assert sink.pace_timeouts == 0
+    assert sink.statistics().acked == 1000
+    assert [number(r) for r in inner.sent] == list(range(1000))
+    assert registry.get_sample_value("bridge_journal_paced_total") == sink.paced
+    assert registry.get_sample_value("bridge_journal_paced_seconds_total") > 0
+    assert stats(tmp_path).entries == 0
+    await sink.stop()
+
+    # The same burst without pacing spills past the window and reads back.
+    unpaced, _ = buffered(
+        tmp_path / "unpaced",
+        {"capacity": 50, "ack_every": 0.002, "ack_batch": 25},
+        window_bytes=100 * size,
+        pace_seconds=0,
+    )
+    await unpaced.start()
+    await timed_sends(unpaced, range(1000))
+    assert await unpaced.flush(10.0)
+    assert unpaced.replayed > 0
+    assert unpaced.paced == 0
+    await unpaced.stop()
+
+
+async def test_a_stalled_kafka_costs_one_short_wait_then_the_journal_absorbs(
+    tmp_path: Path,
+) -> None:
+    """With an inner sink that never acks (Kafka stalled), one send waits about
+    pace_seconds, then the journal takes every later record without waiting."""
+    size = encoded_size(record(999))
+    sink, inner = buffered(
+        tmp_path,
+        {"capacity": 50},
+        window_bytes=100 * size,
+        pace_bytes=None,
+        pace_seconds=0.05,
+    )
+    await sink.start()
+    took = await timed_sends(sink, range(2000))
+    assert sink.paced == 1
+    assert sink.pace_timeouts == 1
+    assert 0.04 <= max(took) < 1.0  # the one paced send
+    assert sum(took) - max(took) < 1.0  # the 1999 others did not wait
+    assert 0.04 <= sink.paced_seconds < 1.0
+    await until(lambda: sink.committed_through == 1999)
+    assert stats(tmp_path).entries == 2000  # all journaled, none acked
+    assert len(inner.sent) == 50  # Kafka's buffer is full
+    await sink.stop()
+
+
+@pytest.mark.parametrize("down", ["not_started", "not_connected"])
+async def test_no_send_waits_while_kafka_is_down(tmp_path: Path, down: str) -> None:
+    """With the inner sink not started (connect still retrying) or not connected,
+    no send is paced: the journal takes the records at once."""
+    size = encoded_size(record(999))
+    never = asyncio.Event()
+
+    async def connect() -> None:
+        await never.wait()  # Kafka never answers
+
+    sink, _ = buffered(
+        tmp_path,
+        {"capacity": 50, "connected": down != "not_connected"},
+        window_bytes=100 * size,
+        pace_bytes=20 * size,
+        pace_seconds=5.0,
+        connect=connect if down == "not_started" else None,
+    )
+    await sink.start()
+    took = await timed_sends(sink, range(1000))
+    assert sink.paced == 0
+    assert sum(took) < 1.0
+    await until(lambda: sink.committed_through == 999)
+    assert stats(tmp_path).entries == 1000
+    await sink.stop()

@@ -366,6 +366,26 @@ def published(text: str) -> float:
     )
 
 
+#: The journal's counters shown per latency phase: written, read back, paced.
+JOURNAL_COUNTERS = {
+    "written": "bridge_journal_committed_total",
+    "read back": "bridge_journal_replayed_total",
+    "paced": "bridge_journal_paced_total",
+    "paced s": "bridge_journal_paced_seconds_total",
+}
+
+
+def journal_counters(text: str) -> dict[str, float]:
+    """The ``JOURNAL_COUNTERS`` in a scrape (absent: journal off)."""
+    names = {v: k for k, v in JOURNAL_COUNTERS.items()}
+    return {
+        names[s.name]: s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name in names
+    }
+
+
 @dataclass(frozen=True)
 class Quantile:
     value: float  # seconds, interpolated
@@ -439,6 +459,7 @@ class Latency:
     send: dict[str, Any]
     commit_mean_ms: float | None
     measured_cpu_busy: float
+    journal: dict[str, float] = field(default_factory=dict)  # counter deltas
 
     @property
     def noisy(self) -> bool:
@@ -522,7 +543,7 @@ async def latency_phase(
             await asyncio.sleep(opts.latency_warmup)
 
             async def snap() -> tuple[
-                float, dict[str, float], Any, float, dict[str, Hist]
+                float, dict[str, float], Any, float, dict[str, Hist], dict[str, float]
             ]:
                 cpu = st.cpu_of(procs, harness)
                 percpu = psutil.cpu_times(percpu=True)
@@ -530,9 +551,10 @@ async def latency_phase(
                 resp.raise_for_status()
                 t = time.monotonic()
                 hists = histograms(resp.text, (E2E, SEND, COMMIT))
-                return t, cpu, percpu, published(resp.text), hists
+                counters = journal_counters(resp.text)
+                return t, cpu, percpu, published(resp.text), hists, counters
 
-            t0, cpu0, pc0, n0, h0 = await snap()
+            t0, cpu0, pc0, n0, h0, j0 = await snap()
             fills: list[float] = []
             buffers: list[float] = []
             pollers = [
@@ -546,7 +568,7 @@ async def latency_phase(
                 ),
             ]
             await asyncio.sleep(opts.latency_duration)
-            t1, cpu1, pc1, n1, h1 = await snap()
+            t1, cpu1, pc1, n1, h1, j1 = await snap()
             for poller in pollers:
                 poller.cancel()
             await asyncio.gather(*pollers, return_exceptions=True)
@@ -568,6 +590,7 @@ async def latency_phase(
                 commit.total / commit.count * 1000 if commit.count else None
             ),
             measured_cpu_busy=busy_of(per_cpu, pinning.measured),
+            journal={k: v - j0.get(k, 0.0) for k, v in j1.items()},
         )
     finally:
         await sampler.stop()
@@ -771,6 +794,14 @@ def render(
                 notes.append(f"bridge buffer {x.buffer_fill_mean:.0%} full")
             if x.commit_mean_ms is not None:
                 notes.append(f"journal commit mean {x.commit_mean_ms:.2f} ms")
+            if x.journal:
+                notes.append(
+                    "journal "
+                    + ", ".join(
+                        f"{k} {v:,.2f}" if k == "paced s" else f"{k} {v:,.0f}"
+                        for k, v in x.journal.items()
+                    )
+                )
             if x.records_per_s < 0.95 * x.target_per_s:
                 notes.append("DID NOT KEEP UP with the asked rate")
             if x.noisy:

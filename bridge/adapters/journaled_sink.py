@@ -23,31 +23,31 @@ every record is journaled, as when each was written before being forwarded.
   (``when_full="block"``, counted), when the pending group is over
   ``max_pending_bytes`` (the disk is slower than the stream), and briefly
   when pacing (next point).
-* Pacing: a record over the forwarder's window, left to the disk, costs
-  its encoding and write and then a read back and decoding, exactly when
-  the bridge is the bottleneck (a burst faster than Kafka acknowledges).
-  So, while Kafka acknowledges (the inner sink started and ``connected``,
-  and no paced wait timed out since the acks last caught up), a ``send``
-  that would take the unacknowledged bytes past ``pace_bytes`` (default
-  :data:`PACE_BYTES`; ``None``: the window), or overflow the window, and
-  would otherwise go to the window, first waits up to ``pace_seconds`` for
-  acks (or the forwarder) to make room; the sender is woken by the ack or
-  forwarded record that makes it (checked only while one waits). With room
-  the record is windowed as usual: nothing is read back, and with the
-  unacknowledged bytes bounded most records are acknowledged before their
-  group's commit, so not written either. If the wait times out (Kafka
-  stalled or much slower than the stream), the record goes on as without
-  pacing (to the window while it has room, else to the disk) and no later
-  send waits until the unacknowledged bytes fall to half ``pace_bytes``: a
-  stalled Kafka costs the pump one wait of ``pace_seconds`` and the journal
-  absorbs the rest. It never waits while Kafka is down (the inner sink not
-  started or not connected), while the forwarder reads from disk, or while
-  an earlier record waits for its commit. Counted in
-  ``bridge_journal_paced_total`` and ``bridge_journal_paced_seconds_total``.
-  Caveat: while acks keep making room within ``pace_seconds``, the pump
-  reads the socket at Kafka's pace (a Kafka slower than the stream for
-  long, but still acknowledging, backs up the socket rather than the
-  journal); ``pace_seconds=0`` turns pacing off.
+* Pacing: a record over the forwarder's window, left to the disk, costs its
+  encoding and write and then a read back and decoding, exactly when the
+  bridge is the bottleneck (a burst faster than Kafka acknowledges). So,
+  while Kafka acknowledges (the inner sink started and ``connected``, and
+  pacing not ended for this episode, below), a ``send`` that would take the
+  unacknowledged bytes past ``pace_bytes`` (default :data:`PACE_BYTES`;
+  ``None``: the window), or overflow the window, and would otherwise go to
+  the window, first waits up to ``pace_seconds`` for acks (or the forwarder)
+  to make room; the sender is woken by the ack or forwarded record that
+  makes it (checked only while one waits). With room the record is windowed
+  as usual: nothing is read back, and with the unacknowledged bytes bounded,
+  in ``interval`` mode most records are acknowledged before their group's
+  commit, so not written either. If the wait times out (Kafka stalled or
+  much slower than the stream), the record goes on as without pacing (to the
+  window while it has room, else to the disk) and no later send waits until
+  the unacknowledged bytes fall to half ``pace_bytes`` (the episode's end):
+  a stalled Kafka costs the pump one wait of ``pace_seconds`` and the
+  journal absorbs the rest. Likewise once the sends of an episode were paced
+  ``pace_budget`` seconds in all: a Kafka that acknowledges, but slower than
+  the stream for long, lets the pump fall at most that far behind the socket
+  before the journal absorbs. It never waits while Kafka is down (the inner
+  sink not started or not connected), while the forwarder reads from disk,
+  or while an earlier record waits for its commit. Counted in
+  ``bridge_journal_paced_total`` and ``bridge_journal_paced_seconds_total``;
+  ``pace_seconds=0`` turns pacing off.
 * Order per sequence is strict. A record is not windowed at ``send`` while
   the forwarder has committed records to read from disk first, while the
   window is full, or while an earlier record waits un-windowed (a later one
@@ -164,6 +164,9 @@ class JournaledSink:
             the journal takes the record to disk (pacing; 0: never waits).
         pace_bytes: Unacknowledged bytes past which a ``send`` is paced
             (``None``: only when the window would overflow).
+        pace_budget: The most time sends spend paced in one episode (until
+            the acks catch up) before the journal absorbs the rest: the
+            bound on how far pacing lets the pump fall behind the socket.
     """
 
     def __init__(
@@ -184,6 +187,7 @@ class JournaledSink:
         disconnect: Callable[[], Awaitable[None]] | None = None,
         pace_seconds: float = 0.02,
         pace_bytes: int | None = PACE_BYTES,
+        pace_budget: float = 0.5,
     ) -> None:
         if durability not in ("interval", "fsync"):
             raise ValueError(f"durability must be interval or fsync: {durability!r}")
@@ -210,7 +214,9 @@ class JournaledSink:
         # Kafka's acks while Kafka is acknowledging; see the module docstring.
         self._pace_seconds = max(0.0, pace_seconds)
         self._pace_bytes = window_bytes if pace_bytes is None else pace_bytes
-        self._pace_off = False  # a paced wait timed out: not until acks catch up
+        self._pace_budget = pace_budget
+        self._pace_off = False  # a wait timed out or the budget is spent
+        self._paced_episode = 0.0  # seconds paced since the acks last caught up
         self._pacing = 0  # senders waiting (paced)
         self._pace_need = 0  # the largest waiting record's size
         self._paced_room = asyncio.Event()
@@ -493,9 +499,11 @@ class JournaledSink:
     async def _pace(self, size: int) -> None:
         """Wait up to ``pace_seconds`` for acks (or the forwarder) to make room.
 
-        On time out, Kafka is stalled or slower than the stream: later sends
-        do not wait until the unacknowledged bytes fall to half the pacing
-        threshold (the journal absorbs the rest, as without pacing).
+        On time out (Kafka stalled or much slower than the stream), or once
+        the sends of this episode were paced ``pace_budget`` seconds in all
+        (Kafka slower than the stream for long), later sends do not wait
+        until the unacknowledged bytes fall to half the pacing threshold
+        (the journal absorbs the rest, as without pacing).
         """
         self.paced += 1
         metrics = self._metrics
@@ -526,6 +534,14 @@ class JournaledSink:
             self.paced_seconds += elapsed
             if metrics is not None:
                 metrics.paced_seconds.inc(elapsed)
+            self._paced_episode += elapsed
+            if self._paced_episode >= self._pace_budget and not self._pace_off:
+                self._pace_off = True
+                log.info(
+                    "journal_pacing_budget_spent",
+                    seconds=round(self._paced_episode, 3),
+                    unacked_bytes=self._bytes,
+                )
         self._raise_if_failed()
 
     async def _wait_for_commit(self) -> None:
@@ -898,7 +914,10 @@ class JournaledSink:
         self._room.set()
         if self._pacing:
             self._pace_wake()
-        if self._pace_off and self._bytes <= self._pace_bytes // 2:
-            self._pace_off = False  # the acks caught up: pace again
+        if self._bytes <= self._pace_bytes // 2 and (
+            self._pace_off or self._paced_episode
+        ):
+            self._pace_off = False  # the acks caught up: a new episode
+            self._paced_episode = 0.0
         if not self._work.is_set():
             self._work.set()

@@ -822,3 +822,28 @@ async def test_no_send_waits_while_kafka_is_down(tmp_path: Path, down: str) -> N
     await until(lambda: sink.committed_through == 999)
     assert stats(tmp_path).entries == 1000
     await sink.stop()
+
+
+async def test_a_kafka_slower_than_the_stream_paces_the_pump_at_most_the_budget(
+    tmp_path: Path,
+) -> None:
+    """With an inner sink that acks, but slower than the sends for long, the pump
+    is paced at most about pace_budget seconds in all, then the journal absorbs
+    the rest without waiting."""
+    size = encoded_size(record(999))
+    sink, _ = buffered(
+        tmp_path,
+        {"capacity": 50, "ack_every": 0.005, "ack_batch": 1},
+        window_bytes=100 * size,
+        pace_bytes=None,
+        pace_seconds=1.0,  # each wait gets its room (an ack every 5 ms)
+        pace_budget=0.1,
+    )
+    await sink.start()
+    took = await timed_sends(sink, range(2000))
+    assert sink.paced > 1
+    assert sink.pace_timeouts == 0
+    assert 0.1 <= sink.paced_seconds < 0.5
+    assert sum(took) < 1.0
+    await until(lambda: sink.committed_through == 1999)
+    await sink.stop()

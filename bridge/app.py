@@ -341,6 +341,8 @@ class StreamApp:
             metrics=self.journal_metrics,
             connect=lambda: until_kafka_answers(self.kafka.start),
             disconnect=lambda: self.kafka.stop(),
+            pace_seconds=j.pace_ms / 1000,
+            pace_bytes=j.pace_bytes,
         )
         return journal, built[0]
 

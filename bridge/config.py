@@ -976,6 +976,27 @@ class JournalSettings:
             "upstream, counted); `drop_oldest`: delete the oldest records (counted)."
         ),
     )
+    pace_ms: int = setting(
+        name="BRIDGE_JOURNAL_PACE_MS",
+        kind=_integer(ge=0, le=1_000),
+        default=20,
+        description=(
+            "While Kafka acknowledges but lags by `BRIDGE_JOURNAL_PACE_BYTES`, a "
+            "record waits up to this long for its acks before the journal writes "
+            "it to disk (then to read it back): a burst costs less CPU. At most "
+            "0.5 s per episode, never while Kafka is down; 0: never waits."
+        ),
+    )
+    pace_bytes: int = setting(
+        name="BRIDGE_JOURNAL_PACE_BYTES",
+        kind=_integer(ge=65_536),
+        default=1_048_576,
+        description=(
+            "Bytes sent but not yet acknowledged past which records are paced "
+            "(`BRIDGE_JOURNAL_PACE_MS`); raise it for a Kafka far away (more "
+            "bytes in flight per round trip)."
+        ),
+    )
 
 
 @settings_group

@@ -274,6 +274,13 @@ class JournaledSink:
         self._tasks: list[asyncio.Task[None]] = []
         self._last_commit = 0.0
         self.inner = inner(self._on_batch_ack)
+        # The inner sink's non-blocking send, if it has one (the Kafka sink).
+        self._offer: Callable[[OutboundRecord], bool] | None = getattr(
+            self.inner, "offer", None
+        )
+        # The forwarder is inside the inner sink's send (maybe waiting for
+        # room): a record handed over directly now would overtake its own.
+        self._forwarding = False
         if metrics is not None:
             metrics.max_bytes.set(max_bytes)
             metrics.bind(
@@ -452,6 +459,26 @@ class JournaledSink:
         self._pending_bytes += size
         if self._pending_bytes >= self._max_pending:
             self._hurry.set()
+        # Nothing ahead of it on its way to Kafka: hand it to the inner sink
+        # here if it has room at once, without the forwarder's hop (most
+        # records while Kafka keeps up). Never waits: a full inner sink
+        # leaves it to the forwarder.
+        if (
+            self._offer is not None
+            and not self._window
+            and not self._forwarding
+            and self._unwindowed_from is None
+            and max(self._forward_seq, self._dropped_below) == seq
+            and self._inner_started
+            and not self._reading_disk()
+            and id(record) not in self._inflight
+        ):
+            # In flight before the offer: an inner sink may ack at once.
+            self._inflight[id(record)] = entry
+            if self._offer(record):
+                self._forward_seq = seq + 1
+                return
+            del self._inflight[id(record)]
         # Write-behind: to the forwarder now, unless an earlier record waits
         # for its commit (the order), the forwarder reads committed records
         # from disk (they go first) or the window is full.
@@ -819,11 +846,15 @@ class JournaledSink:
                 if seq < self._forward_seq or seq < self._dropped_below:
                     continue
                 self._forward_seq = seq + 1
-                if id(record) in inflight:
-                    await self._forward(seq, size, record)
-                    continue
-                inflight[id(record)] = entry
-                await send(record)
+                self._forwarding = True
+                try:
+                    if id(record) in inflight:
+                        await self._forward(seq, size, record)
+                        continue
+                    inflight[id(record)] = entry
+                    await send(record)
+                finally:
+                    self._forwarding = False
             elif max(self._forward_seq, self._dropped_below) <= self._spilled_upto:
                 await self._forward_from_disk(None)
             else:
@@ -857,11 +888,15 @@ class JournaledSink:
             self._metrics.replayed.inc(len(result.entries))
         inflight = self._inflight
         send = self.inner.send
-        for entry in result.entries:  # decoded: new objects, not in flight
-            if entry[0] >= self._dropped_below:
-                record = entry[2]
-                inflight[id(record)] = entry
-                await send(record)
+        self._forwarding = True
+        try:
+            for entry in result.entries:  # decoded: new objects, not in flight
+                if entry[0] >= self._dropped_below:
+                    record = entry[2]
+                    inflight[id(record)] = entry
+                    await send(record)
+        finally:
+            self._forwarding = False
 
     def _skipped_corrupt(self, corrupt: list[tuple[int, int]]) -> None:
         for _, size in corrupt:

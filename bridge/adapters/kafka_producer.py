@@ -234,6 +234,18 @@ class KafkaRecordSink:
             self._records >= self._max_records or self._bytes + size > self._max_bytes
         ):
             await self._wait_for_room(size)
+        self._accept(record, size)
+
+    def offer(self, record: OutboundRecord) -> bool:
+        """``send`` without waiting: False, and nothing done, when the buffer
+        has no room (or the sink is not started)."""
+        size = record.size
+        if self._producer is None or not self._has_room(size):
+            return False
+        self._accept(record, size)
+        return True
+
+    def _accept(self, record: OutboundRecord, size: int) -> None:
         self._records += 1
         self._bytes += size
         self._drained.clear()

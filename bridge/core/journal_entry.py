@@ -165,6 +165,19 @@ def _names_of(block: bytes, count: int) -> tuple[tuple[str, ...], int]:
     return found
 
 
+# Header names tuple -> what its names add to an entry beyond their lengths
+# in OutboundRecord.size: their block's framing and a value length each.
+_names_extra: dict[tuple[str, ...], int] = {}
+
+
+def _names_extra_of(names: tuple[str, ...]) -> int:
+    block, chars = _names_block(names)
+    if len(_names_extra) >= _CACHE_MAX:
+        _names_extra.clear()
+    extra = _names_extra[names] = len(block) - chars + 4 * len(names)
+    return extra
+
+
 # -- entries ---------------------------------------------------------------------------
 
 
@@ -181,6 +194,18 @@ def encoded_size(record: OutboundRecord) -> int:
     topic = _topics_out.get(record.topic)
     if topic is None:
         topic = _topic_bytes(record.topic)
+    names = record.known_header_names
+    if names is not None:
+        # The names' share of the entry is a constant of the tuple; the rest
+        # is the record's size (key, value, header values and name lengths),
+        # so nothing is walked. Small records only: no field can overflow.
+        size = record.size
+        dedupe_id = record.dedupe_id
+        if size < 0xFFFF and dedupe_id is not None and dedupe_id.isascii():
+            extra = _names_extra.get(names)
+            if extra is None:
+                extra = _names_extra_of(names)
+            return _BASE_SIZE + len(topic) + len(dedupe_id) + size + extra
     value = record.value
     size = _BASE_SIZE + len(topic) + len(value)
     long = len(topic) > 0xFFFF or len(value) > 0xFFFF_FFFF

@@ -132,26 +132,25 @@ _SCHEMA_PAIRS: Final[Mapping[Kind, tuple[str, bytes]]] = MappingProxyType(
 # items, so the last one is kept (a cache: results never depend on it).
 _source_pairs: dict[str, tuple[str, bytes]] = {}
 _received_pair: tuple[str, tuple[str, bytes]] = ("", ("ce_bridgereceivedat", b""))
+# The header names of every record to_record builds, in order (with the
+# account's last when it has one).
+_HEADER_NAMES: Final = (
+    "ce_specversion",
+    "ce_id",
+    "ce_source",
+    "ce_type",
+    "ce_time",
+    "ce_subject",
+    "ce_dataschema",
+    "content-type",
+    "ce_partitionkey",
+    "ce_bridgereceivedat",
+)
+_HEADER_NAMES_ACCOUNT: Final = (*_HEADER_NAMES, ACCOUNT_HEADER)
 # Header names, ce_specversion's and content-type's values: the same in every
 # record to_record builds.
 _FIXED_SIZE: Final = (
-    sum(
-        len(name)
-        for name in (
-            "ce_specversion",
-            "ce_id",
-            "ce_source",
-            "ce_type",
-            "ce_time",
-            "ce_subject",
-            "ce_dataschema",
-            "content-type",
-            "ce_partitionkey",
-            "ce_bridgereceivedat",
-        )
-    )
-    + len(_SPECVERSION[1])
-    + len(_CONTENT_TYPE_JSON[1])
+    sum(map(len, _HEADER_NAMES)) + len(_SPECVERSION[1]) + len(_CONTENT_TYPE_JSON[1])
 )
 
 
@@ -187,6 +186,17 @@ class OutboundRecord:
     event_time_ms: int | None
     # The size, once known (-1: not yet): to_record knows it for free.
     _size: int = field(default=-1, init=False, repr=False, compare=False)
+    # Its header names when the maker knows them as one constant tuple
+    # (to_record): the journal sizes an entry from it without walking the
+    # headers.
+    _names: tuple[str, ...] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
+
+    @property
+    def known_header_names(self) -> tuple[str, ...] | None:
+        """The header names as one shared tuple, if its maker gave them."""
+        return self._names
 
     @property
     def size(self) -> int:
@@ -214,6 +224,7 @@ _RECORD_FIELDS: Final = (
     "dedupe_id",
     "event_time_ms",
     "_size",
+    "_names",
 )
 if tuple(f.name for f in fields(OutboundRecord)) != _RECORD_FIELDS:
     raise TypeError(
@@ -227,6 +238,7 @@ if tuple(f.name for f in fields(OutboundRecord)) != _RECORD_FIELDS:
     _set_dedupe_id,
     _set_event_time_ms,
     _set_size,
+    _set_names,
 ) = (vars(OutboundRecord)[name].__set__ for name in _RECORD_FIELDS)
 _new_object = object.__new__
 
@@ -239,9 +251,11 @@ def fast_record(
     dedupe_id: str | None,
     event_time_ms: int | None,
     size: int,
+    names: tuple[str, ...] | None = None,
 ) -> OutboundRecord:
     """``OutboundRecord(...)`` with its size, without the frozen ``__init__``
-    (for the hot paths: the codec's records, the journal's reads)."""
+    (for the hot paths: the codec's records, the journal's reads). *names*:
+    the header names as a shared constant tuple, if known."""
     record: OutboundRecord = _new_object(OutboundRecord)
     _set_topic(record, topic)
     _set_key(record, key)
@@ -250,6 +264,7 @@ def fast_record(
     _set_dedupe_id(record, dedupe_id)
     _set_event_time_ms(record, event_time_ms)
     _set_size(record, size)
+    _set_names(record, names)
     return record
 
 
@@ -336,11 +351,13 @@ def to_record(
         + len(schema_pair[1])
         + len(received_pair[1])
     )
+    names: tuple[str, ...] = _HEADER_NAMES
     if account is not None:
         headers += ((ACCOUNT_HEADER, account),)
         size += len(ACCOUNT_HEADER) + len(account)
+        names = _HEADER_NAMES_ACCOUNT
     return fast_record(
-        topic, key, value, headers, item.event_id, item.event_time_ms, size
+        topic, key, value, headers, item.event_id, item.event_time_ms, size, names
     )
 
 

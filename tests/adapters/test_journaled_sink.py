@@ -847,3 +847,54 @@ async def test_a_kafka_slower_than_the_stream_paces_the_pump_at_most_the_budget(
     assert sum(took) < 1.0
     await until(lambda: sink.committed_through == 1999)
     await sink.stop()
+
+
+class OfferingSink(BufferedSink):
+    """A ``BufferedSink`` that also takes a record without waiting, as the
+    Kafka sink's ``offer`` does: only while it has room."""
+
+    offered = 0
+
+    def offer(self, record: OutboundRecord) -> bool:
+        if len(self.unacked) >= self.capacity:
+            return False
+        self.offered += 1
+        self.sent.append(record)
+        self.unacked.append(record)
+        if self.ack_every is not None and not self._ticking:
+            self._ticking = True
+            asyncio.get_running_loop().call_later(self.ack_every, self._tick)
+        return True
+
+
+async def test_records_go_straight_to_a_sink_with_room_and_keep_their_order(
+    tmp_path: Path,
+) -> None:
+    """With nothing ahead of it, a record goes to an inner sink that has room
+    at once (no forwarder hop); once the sink is full the forwarder takes
+    over, and across both ways every record reaches it once, in order."""
+    built: list[OfferingSink] = []
+
+    def build(ack: Callable[[Sequence[OutboundRecord]], None]) -> OfferingSink:
+        built.append(OfferingSink(ack, capacity=30, ack_every=0.003, ack_batch=10))
+        return built[0]
+
+    sink = JournaledSink(
+        JournalStore(tmp_path),
+        build,
+        max_bytes=64 * 1024 * 1024,
+        flush_interval=0.01,
+        pace_seconds=0.0,  # no waiting: the sink fills and the forwarder steps in
+    )
+    inner = built[0]
+    await sink.start()
+    for i in range(600):
+        await sink.send(record(i))
+        if i % 50 == 49:
+            await asyncio.sleep(0.001)
+    assert await sink.flush(10.0)
+    assert [number(r) for r in inner.sent] == list(range(600))
+    assert 0 < inner.offered < 600, "both ways should have been taken"
+    assert sink.statistics().acked == 600
+    assert stats(tmp_path).entries == 0
+    await sink.stop()

@@ -217,6 +217,26 @@ async def test_send_blocks_at_the_count_and_byte_bounds(broker: Broker) -> None:
         await sink.stop()
 
 
+async def test_offer_takes_a_record_only_while_there_is_room(broker: Broker) -> None:
+    """offer() refuses before start and at the bound, without waiting or
+    changing anything; what it took is delivered like what send() took."""
+    topic = unique_topic("offer")
+    await create_topics(broker.bootstrap, [topic])
+    sink = sink_for(broker.bootstrap, max_records=3)
+    assert not sink.offer(record(topic, b"k", 0))
+    await sink.start()
+    try:
+        taken = [sink.offer(record(topic, b"k", n)) for n in range(5)]
+        assert taken == [True, True, True, False, False]
+        assert sink.statistics().in_flight_records == 3
+        assert await sink.flush(10)
+        assert sink.offer(record(topic, b"k", 5))
+        assert await sink.flush(10)
+        assert sink.statistics().acked == 4
+    finally:
+        await sink.stop()
+
+
 async def test_a_record_larger_than_the_byte_bound_still_goes(broker: Broker) -> None:
     topic = unique_topic("big")
     await create_topics(broker.bootstrap, [topic])

@@ -17,6 +17,7 @@ from bridge.core.codec import (
     Item,
     TraccarJsonCodec,
 )
+from bridge.core.journal_entry import encode, encoded_size
 from bridge.core.records import (
     ACCOUNT_HEADER,
     DATA_SCHEMAS,
@@ -140,6 +141,9 @@ def test_an_account_adds_its_header_and_counts_in_the_size() -> None:
         event_time_ms=tagged.event_time_ms,
     )
     assert tagged.size == rebuilt.size
+    # The journal sizes both from their size and header names alone.
+    for record in (plain, tagged):
+        assert encoded_size(record) == len(encode(0, record))
 
 
 def test_default_topics_and_source() -> None:

@@ -412,7 +412,7 @@ class StreamApp:
         """Run until ``stop`` is set, then shut down within the grace period."""
         workers: dict[str, Worker] = {}
         for name, account in self.streams.items():
-            suffix = f"[{name}]" if self.tagged else ""
+            suffix = self._suffix(name)
             if self.cold:
                 workers[f"cold-standby{suffix}"] = functools.partial(self._cold, name)
             else:
@@ -428,6 +428,11 @@ class StreamApp:
             },
             drain=self._drain,
         )
+
+    def _suffix(self, name: str) -> str:
+        """What an account's worker names end with (nothing with one account,
+        as they always were)."""
+        return f"[{name}]" if self.tagged else ""
 
     async def _cold(self, name: str) -> None:
         """One account of a cold standby: its keeper and pump, restarted fresh
@@ -523,7 +528,7 @@ class StreamApp:
         pumps = set()
         for name, account in self.streams.items():
             await account.pump.stop()
-            pump = tasks[f"stream-pump[{name}]" if self.tagged else "stream-pump"]
+            pump = tasks[f"stream-pump{self._suffix(name)}"]
             if not account.pump.statistics().connected:
                 # Parked waiting for a session or a reconnect: nothing to drain.
                 pump.cancel()

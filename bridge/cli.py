@@ -168,6 +168,17 @@ def _load(command: str) -> Settings | None:
         return None
 
 
+def _accounts(settings: Settings) -> tuple[Account, ...] | None:
+    """The stream's accounts, or None after printing what is wrong."""
+    from bridge.app import accounts_of
+
+    try:
+        return accounts_of(settings)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return None
+
+
 def _check_config(command: str) -> int:
     settings = _load(command)
     if settings is None:
@@ -175,12 +186,8 @@ def _check_config(command: str) -> int:
     print(render_check_config(settings))
     if command == "stream" and settings.stream.accounts_dir is not None:
         # The accounts directory is read at start: check it now as well.
-        from bridge.app import accounts_of
-
-        try:
-            accounts = accounts_of(settings)
-        except ConfigError as exc:
-            print(exc, file=sys.stderr)
+        accounts = _accounts(settings)
+        if accounts is None:
             return 2
         print("[accounts] in coordination-partition order")
         for index, account in enumerate(accounts):
@@ -304,13 +311,10 @@ def _run(command: str) -> int:
     secrets = [settings.sendstack.app_secret] if settings.sendstack else []
     accounts: tuple[Account, ...] = ()
     if command == "stream":
-        from bridge.app import accounts_of
-
-        try:
-            accounts = accounts_of(settings)
-        except ConfigError as exc:
-            print(exc, file=sys.stderr)
+        read = _accounts(settings)
+        if read is None:
             return 2
+        accounts = read
         # Every account's secret is masked in the logs, not only the first.
         secrets += [a.app_secret for a in accounts]
     configure_logging(

@@ -70,12 +70,14 @@ from bridge.errors import ConfigError
 from bridge.secrets import MASK, Secret, redact_url, scrub
 
 __all__ = [
+    "ACCOUNT_NAME",
     "CONFIG_FILE_VARIABLE",
     "GROUP_NAMES",
     "KNOWN_VARIABLES",
     "REFERENCE_BEGIN",
     "REFERENCE_END",
     "REQUIREMENTS",
+    "TOPIC_NAME",
     "VARIABLES",
     "BufferSettings",
     "Compression",
@@ -99,6 +101,7 @@ __all__ = [
     "render_check_config",
     "render_reference_table",
     "replace_reference_section",
+    "url_kind",
 ]
 
 T = TypeVar("T")
@@ -327,6 +330,18 @@ def _parse_topic(raw: str) -> str:
 
 
 _TOPIC = ValueKind("Kafka topic name", _parse_topic)
+#: What a Kafka topic name may be, for files read beside the variables.
+TOPIC_NAME: Final = _TOPIC
+#: What an account's name may be: it is a record key, a label and a path.
+ACCOUNT_NAME: Final = _text(r"[A-Za-z0-9._-]{1,64}", what="an account name")
+
+
+def url_kind(schemes: tuple[str, ...]) -> ValueKind[str]:
+    """An absolute URL with one of *schemes* (for files read beside the
+    variables); its parse never echoes a query string."""
+    return _url(schemes)
+
+
 _SECRET = ValueKind("secret string", Secret, secret=True)
 _PATH = ValueKind("path", str)
 StreamCodec = Literal["mapping", "traccar-json"]
@@ -1015,7 +1030,7 @@ class HaSettings:
     )
     account: str = setting(
         name="BRIDGE_HA_ACCOUNT",
-        kind=_text(r"[A-Za-z0-9._-]{1,64}", what="an account name"),
+        kind=ACCOUNT_NAME,
         default="default",
         description=(
             "The name of the account of `BRIDGE_SENDSTACK_APP_ID`: its key on the "

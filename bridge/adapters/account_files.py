@@ -18,20 +18,16 @@ numbers the accounts (the coordination topic's partitions) alike.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Final
-from urllib.parse import urlsplit
 
+from bridge.config import ACCOUNT_NAME, TOPIC_NAME, ValueKind, url_kind
 from bridge.core.records import Topics, account_source
 from bridge.errors import ConfigError
 from bridge.secrets import Secret
 
-__all__ = ["ACCOUNT_NAME", "Account", "read_accounts"]
-
-#: What an account's name may be: it is a record key, a label and a path.
-ACCOUNT_NAME: Final = re.compile(r"[A-Za-z0-9._-]{1,64}")
+__all__ = ["Account", "read_accounts"]
 
 _TOPIC_FILES: Final = {
     "topic_positions": "positions",
@@ -39,9 +35,11 @@ _TOPIC_FILES: Final = {
     "topic_events": "events",
     "topic_dead_letter": "dead_letter",
 }
-_URL_FILES: Final = {"base_url": ("http", "https"), "stream_url": ("ws", "wss")}
+_URL_FILES: Final = {
+    "base_url": url_kind(("http", "https")),
+    "stream_url": url_kind(("ws", "wss")),
+}
 _KNOWN: Final = frozenset({"app_id", "app_secret", *_TOPIC_FILES, *_URL_FILES})
-_TOPIC_CHARS: Final = re.compile(r"[A-Za-z0-9._\-]{1,249}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -99,8 +97,7 @@ def read_accounts(directory: Path, primary: Account) -> tuple[Account, ...]:
 def _read_one(path: Path, shared: Topics, problems: list[str]) -> Account | None:
     before = len(problems)
     name = path.name
-    if ACCOUNT_NAME.fullmatch(name) is None:
-        problems.append(f"{path}: an account name is 1-64 of A-Z a-z 0-9 . _ -")
+    _check(ACCOUNT_NAME, name, path, problems)
     files: dict[str, str] = {}
     for item in sorted(path.iterdir()):
         if item.name.startswith(".."):
@@ -119,16 +116,12 @@ def _read_one(path: Path, shared: Topics, problems: list[str]) -> Account | None
         for required in ("app_id", "app_secret")
         if not files.get(required)
     )
-    for key, schemes in _URL_FILES.items():
-        url = files.get(key)
-        if url is not None and not _url_ok(url, schemes):
-            shown = url.partition("?")[0][:60]
-            listed = " or ".join(f"{s}://" for s in schemes)
-            problems.append(f"{path / key}: expected a {listed} URL, got {shown!r}")
+    for key, kind in _URL_FILES.items():
+        if key in files:
+            _check(kind, files[key], path / key, problems)
     overrides = {k: files[k] for k in _TOPIC_FILES if k in files}
     for key, topic in overrides.items():
-        if _TOPIC_CHARS.fullmatch(topic) is None or topic in {".", ".."}:
-            problems.append(f"{path / key}: expected a Kafka topic name")
+        _check(TOPIC_NAME, topic, path / key, problems)
     if len(problems) > before:
         return None
     topics = replace(shared, **{_TOPIC_FILES[k]: v for k, v in overrides.items()})
@@ -142,10 +135,10 @@ def _read_one(path: Path, shared: Topics, problems: list[str]) -> Account | None
     )
 
 
-def _url_ok(url: str, schemes: tuple[str, ...]) -> bool:
+def _check(kind: ValueKind[str], raw: str, where: Path, problems: list[str]) -> None:
+    """The configuration's own check of a value (its message never echoes a
+    secret or a query string)."""
     try:
-        parts = urlsplit(url)
-        _ = parts.port
-    except ValueError:
-        return False
-    return parts.scheme.lower() in schemes and bool(parts.hostname)
+        kind.parse(raw)
+    except ValueError as exc:
+        problems.append(f"{where}: {exc}")

@@ -94,7 +94,7 @@ def test_every_problem_is_listed_and_no_secret_shown(tmp_path: Path) -> None:
         "typo/app_secrte: unknown file",
         "bad-url/stream_url: expected a ws:// or wss:// URL",
         "bad-topic/topic_events: expected a Kafka topic name",
-        "bad name: an account name is",
+        "bad name: expected an account name",
         "account 'main' is listed twice",
         "account 'copy': its app_id is another account's",
         "stray.txt: expected a directory per account",

@@ -36,6 +36,10 @@ from bridge.adapters.journal_store import JournalError, JournalStore
 from bridge.adapters.journaled_sink import JournaledSink
 from bridge.adapters.kafka_client import producer_settings, until_kafka_answers
 from bridge.adapters.kafka_producer import KafkaRecordSink, build_producer
+from bridge.adapters.kafka_transactions import (
+    TransactionalProducer,
+    TransactionalRecordSink,
+)
 from bridge.adapters.mapping_files import stream_codec
 from bridge.adapters.ops_http import Readiness
 from bridge.adapters.upstream_connectors import stream_connector
@@ -60,11 +64,13 @@ from bridge.ports import Clock, RecordSink, SessionGrant, SessionSource
 from bridge.stream_standby import HotStandby
 from bridge.workers.session_keeper import SessionKeeper
 from bridge.workers.stream_pump import PumpOptions, StreamPump
-from bridge.workers.stream_roles import LIVE_ROLES
+from bridge.workers.stream_roles import LIVE_ROLES, AccountOf
 
 log = structlog.get_logger("bridge.app")
 
 BatchAck = Callable[[Sequence[OutboundRecord]], None]
+#: What publishes to Kafka: per-account transactions with fencing, or not.
+KafkaSink = KafkaRecordSink | TransactionalRecordSink
 
 
 def topics_of(settings: Settings) -> Topics:
@@ -237,28 +243,49 @@ class StreamApp:
                 t.events: "event",
                 t.dead_letter: "dead_letter",
             }
-        kafka_sink = functools.partial(
+        backoff = Backoff(
+            initial=s.buffer.publish_retry_initial_seconds,
+            maximum=s.buffer.publish_retry_max_seconds,
+        )
+        plain_sink = functools.partial(
             KafkaRecordSink,
             functools.partial(build_producer, **producer_settings(kafka)),
             max_records=s.buffer.max_records,
             max_bytes=s.buffer.max_bytes,
-            retry_backoff=Backoff(
-                initial=s.buffer.publish_retry_initial_seconds,
-                maximum=s.buffer.publish_retry_max_seconds,
-            ),
+            retry_backoff=backoff,
             metrics=self.output.sink,
             topic_kinds=topic_kinds,
             linger=kafka.linger_ms / 1000,
         )
+        fenced = s.ha.enabled and s.ha.transactional_id is not None
+        names = [a.name for a in accounts]
+
+        def kafka_sink(acked: BatchAck, release: BatchAck | None = None) -> KafkaSink:
+            if not fenced:
+                return plain_sink(on_batch_ack=acked)
+            return TransactionalRecordSink(
+                functools.partial(self._transactional_producer, kafka),
+                account_of=AccountOf(names),
+                max_records=s.buffer.max_records,
+                max_bytes=s.buffer.max_bytes,
+                commit_interval=s.ha.transaction_ms / 1000,
+                retry_backoff=backoff,
+                metrics=self.output.sink,
+                topic_kinds=topic_kinds,
+                on_batch_ack=acked,
+                on_released=functools.partial(self._released, release),
+                on_fenced=lambda account: self._standby().fenced(account),
+            )
+
         self.journal: JournaledSink | None = None
         self._journal_lock: JournalLock | None = None
         self.sink: RecordSink
-        self.kafka: KafkaRecordSink
+        self.kafka: KafkaSink
         if s.journal.enabled:
             self.journal, self.kafka = self._journaled(s.journal, kafka_sink)
             self.sink = self.journal
         else:
-            self.kafka = kafka_sink(on_batch_ack=self._batch_acked)
+            self.kafka = kafka_sink(self._batch_acked)
             self.sink = self.kafka
         self.standby: HotStandby | None = None
         if s.ha.enabled:
@@ -271,6 +298,9 @@ class StreamApp:
                 self.clock,
                 socket_open=lambda name: self.streams[name].pump.statistics().connected,
                 cold=s.stream.single_session,
+                fencing=self.kafka
+                if isinstance(self.kafka, TransactionalRecordSink)
+                else None,
             )
         standby = self.standby
         # A cold standby (the upstream allows one session): an account's
@@ -315,20 +345,21 @@ class StreamApp:
         return next(iter(self.streams.values())).pump
 
     def _journaled(
-        self, j: JournalSettings, kafka_sink: functools.partial[KafkaRecordSink]
-    ) -> tuple[JournaledSink, KafkaRecordSink]:
+        self, j: JournalSettings, kafka_sink: Callable[[BatchAck, BatchAck], KafkaSink]
+    ) -> tuple[JournaledSink, KafkaSink]:
         directory = journal_directory(j.dir, os.environ)
         self._journal_lock = JournalLock(directory)
         self.journal_metrics = JournalMetrics(self.registry)
 
-        built: list[KafkaRecordSink] = []
+        built: list[KafkaSink] = []
 
-        def inner(journal_acked: BatchAck) -> KafkaRecordSink:
+        def inner(journal_acked: BatchAck) -> KafkaSink:
             def acked(records: Sequence[OutboundRecord]) -> None:
                 journal_acked(records)
                 self._batch_acked(records)
 
-            built.append(kafka_sink(on_batch_ack=acked))
+            # Records let go to another leader leave the journal unreported.
+            built.append(kafka_sink(acked, journal_acked))
             return built[0]
 
         journal = JournaledSink(
@@ -345,6 +376,27 @@ class StreamApp:
             pace_bytes=j.pace_bytes,
         )
         return journal, built[0]
+
+    def _standby(self) -> HotStandby:
+        assert self.standby is not None  # noqa: S101 - fencing comes with HA
+        return self.standby
+
+    def _transactional_producer(
+        self, kafka: KafkaSettings, account: str
+    ) -> TransactionalProducer:
+        # One fixed id per account: whoever opens it next fences this holder.
+        producer: TransactionalProducer = build_producer(
+            **producer_settings(kafka),
+            transactional_id=f"{self.settings.ha.transactional_id}.{account}",
+        )
+        return producer
+
+    def _released(
+        self, release: BatchAck | None, account: str, records: Sequence[OutboundRecord]
+    ) -> None:
+        if release is not None:
+            release(records)
+        self._standby().released(account, len(records))
 
     def _batch_acked(self, records: Sequence[OutboundRecord]) -> None:
         if self.standby is not None:

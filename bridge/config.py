@@ -1101,6 +1101,29 @@ class HaSettings:
             "before it publishes anyway (duplicates rather than a gap)."
         ),
     )
+    transactional_id: str | None = setting(
+        name="BRIDGE_HA_TRANSACTIONAL_ID",
+        kind=_text(r"[A-Za-z0-9._-]{1,200}", what="a transactional.id prefix"),
+        default=None,
+        description=(
+            "Fence a deposed leader with Kafka transactions: each account's "
+            "producer uses `<this>.<account>` as its `transactional.id`, opened "
+            "only while leading, so a successor's takeover makes the old "
+            "leader's sends fail. Needs a Kafka with transactions (not Tansu), "
+            "`BRIDGE_KAFKA_ACKS=all`, and consumers reading with "
+            "`isolation.level=read_committed`. Unset: no fencing."
+        ),
+    )
+    transaction_ms: int = setting(
+        name="BRIDGE_HA_TRANSACTION_MS",
+        kind=_integer(ge=1, le=60_000),
+        default=100,
+        description=(
+            "With `BRIDGE_HA_TRANSACTIONAL_ID`: how often each account's "
+            "transaction commits (records are acknowledged, and visible to "
+            "read_committed consumers, only then)."
+        ),
+    )
 
 
 @settings_group
@@ -1845,7 +1868,13 @@ def _check_buffer(c: _Checker[BufferSettings]) -> None:
 
 
 def _check_ha(c: _Checker[HaSettings]) -> None:
-    """Heartbeats fit in a session; the buffer outlives a takeover."""
+    """Heartbeats fit in a session; the buffer outlives a takeover; fencing
+    is part of the hot standby."""
+    if c.value.transactional_id is not None and not c.value.enabled:
+        c.add(
+            "transactional_id",
+            f"fences a deposed leader: it needs {c.name('enabled')}=true",
+        )
     c.at_least("session_timeout_ms", "heartbeat_interval_ms", times=3)
     # A dead leader is noticed after the session timeout; what it had not
     # reported by then must still be in the standby's buffer.
@@ -1883,6 +1912,18 @@ def _check_across_groups(c: _Checker[Settings]) -> None:
         and c.value.ha.enabled
     ):
         c.at_least("kafka.request_timeout_ms", "ha.session_timeout_ms")
+    # A transactional producer is idempotent, and that needs acks=all.
+    if (
+        c.value.kafka is not None
+        and c.ok("ha.transactional_id", "kafka.acks")
+        and c.value.ha.transactional_id is not None
+        and c.value.kafka.acks != "all"
+    ):
+        c.add(
+            "kafka.acks",
+            f"must be all when {c.name('ha.transactional_id')} is set "
+            f"(a transactional producer needs acks=all), got {c.value.kafka.acks}",
+        )
 
 
 _CHECKS: Mapping[type, Callable[[_Checker[Any]], None]] = MappingProxyType(

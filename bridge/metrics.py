@@ -344,6 +344,20 @@ class RoleMetrics:
             ["account"],
             registry=registry,
         )
+        self.fenced = Counter(
+            "bridge_ha_fenced_total",
+            "Times Kafka fenced this replica's transactional producer for the "
+            "account: another replica took it over while this one still published.",
+            ["account"],
+            registry=registry,
+        )
+        self.fenced_records = Counter(
+            "bridge_ha_fenced_records_total",
+            "Journaled records this replica let go to the account's new leader "
+            "instead of publishing them (fenced, or led elsewhere after a restart).",
+            ["account"],
+            registry=registry,
+        )
         self.progress_digests = Counter(
             "bridge_stream_progress_digests_total",
             "Acknowledged records this replica reported on the coordination topic.",

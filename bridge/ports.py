@@ -321,6 +321,22 @@ class Election(Protocol):
         ...
 
 
+class Fencing(Protocol):
+    """Kafka transactions per account (``BRIDGE_HA_TRANSACTIONAL_ID``): a new
+    leader's producer fences the old leader's, so a deposed leader that has
+    not heard of it yet cannot publish beside its successor."""
+
+    async def claim(self, account: str, within: float) -> bool:
+        """Take the account's transactional id (fencing its other holder);
+        False if that did not happen within ``within`` seconds (it goes on
+        trying; nothing is published unfenced meanwhile)."""
+        ...
+
+    def disown(self, account: str) -> None:
+        """Another replica leads the account: let go of what waits for it."""
+        ...
+
+
 class ProgressLog(Protocol):
     """The leaders' progress messages (digests of acknowledged records)."""
 

@@ -34,7 +34,7 @@ from bridge.bootstrap import Worker
 from bridge.config import HaSettings, KafkaSettings
 from bridge.core.standby import RecentRecords
 from bridge.metrics import RoleMetrics
-from bridge.ports import RecordSink
+from bridge.ports import Fencing, RecordSink
 from bridge.workers.stream_roles import (
     ROLE_VALUES,
     AccountGate,
@@ -61,6 +61,8 @@ class HotStandby:
         cold: A cold standby (``BRIDGE_STREAM_SINGLE_SESSION``): it opens an
             account's socket only once it leads it, so it joins the group
             without one.
+        fencing: Kafka transactions (``BRIDGE_HA_TRANSACTIONAL_ID``): the
+            sink whose per-account producers a takeover claims.
     """
 
     def __init__(
@@ -74,8 +76,10 @@ class HotStandby:
         socket_open: Callable[[str], bool],
         *,
         cold: bool = False,
+        fencing: Fencing | None = None,
     ) -> None:
         self._ha = ha
+        self.fencing = fencing
         self._kafka = kafka
         self.accounts = tuple(accounts)
         self.metrics = RoleMetrics(registry)
@@ -129,6 +133,7 @@ class HotStandby:
             self.progress,
             catch_up_within=ha.catch_up_seconds,
             on_takeover=self._took_over,
+            fencing=fencing,
         )
         self.reporter = ProgressReporter(
             self.progress,
@@ -145,6 +150,8 @@ class HotStandby:
         # Series at 0 from the start, so increase() sees a pod's first takeover.
         m.takeovers.labels(account)
         m.takeover_published.labels(account)
+        m.fenced.labels(account)
+        m.fenced_records.labels(account)
         m.role.labels(account).set_function(lambda: ROLE_VALUES[gate.role])
         m.standby_records.labels(account).set_function(lambda: len(gate.recent))
         m.standby_bytes.labels(account).set_function(lambda: gate.recent.bytes)
@@ -165,14 +172,45 @@ class HotStandby:
         self.metrics.takeover_seconds.observe(done.seconds)
         self.metrics.takeover_published.labels(done.account).inc(done.published)
 
+    def fenced(self, account: str) -> None:
+        """The sink's producer for ``account`` was fenced by a successor."""
+        self.metrics.fenced.labels(account).inc()
+        self.roles.fenced_out(account)
+
+    def released(self, account: str, count: int) -> None:
+        """The sink let ``count`` journaled records go to the account's leader."""
+        self.metrics.fenced_records.labels(account).inc(count)
+
     def workers(self, stop: asyncio.Event) -> dict[str, Worker]:
         """The tasks it runs beside the pump."""
-        return {
+        workers: dict[str, Worker] = {
             "election": lambda: self._elect(stop),
             "progress": lambda: self._follow(stop),
             "progress-reporter": self._report,
             "socket-watch": self._watch_socket,
         }
+        if self.fencing is not None:
+            workers["fencing-watch"] = functools.partial(self._disown, self.fencing)
+        return workers
+
+    async def _disown(self, fencing: Fencing) -> None:
+        # Journaled records of an account another replica leads (a backlog
+        # replayed after a restart) wait in the sink for a claim: once the
+        # group has twice in a row not given the account to this replica,
+        # they are that replica's to publish (it held them in its buffer).
+        missed = dict.fromkeys(self.accounts, 0)
+        while True:
+            await self._clock.sleep(0.5)
+            if self.election.generation <= 0:
+                continue
+            leading = self.election.leading()
+            for account, gate in self.gates.items():
+                if account in leading or gate.role != "standby":
+                    missed[account] = 0
+                    continue
+                missed[account] += 1
+                if missed[account] >= 2:
+                    fencing.disown(account)
 
     async def _watch_socket(self) -> None:
         # Sampled, not hooked into the pump: a few hundred ms of error only

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.kafka_broker import Broker, run_broker
+from tests.kafka_broker import Broker, run_broker, supports_transactions
 
 
 @pytest.fixture(scope="session")
@@ -42,3 +42,9 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> object:
         ):
             after.close()
             asyncio.set_event_loop(before)
+
+
+@pytest.fixture(scope="session")
+def transactions(broker: Broker) -> bool:
+    """Whether the broker has Kafka transactions (Apache Kafka: yes; Tansu: no)."""
+    return asyncio.run(supports_transactions(broker.bootstrap))

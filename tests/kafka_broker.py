@@ -7,11 +7,15 @@ external Apache Kafka; otherwise the test session starts its own Tansu broker
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 
 from bridgelab.tansu import TansuBroker, running_tansu
 
@@ -46,6 +50,25 @@ def run_broker() -> Iterator[Broker]:
         return
     with running_tansu() as tansu:
         yield Broker(bootstrap=tansu.bootstrap, tansu=tansu)
+
+
+async def supports_transactions(bootstrap: str, within: float = 20.0) -> bool:
+    """Whether the broker grants a transactional producer its id (Apache Kafka
+    does; Tansu answers InitProducerId with an error)."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        transactional_id=f"probe.{uuid.uuid4().hex[:10]}",
+    )
+    try:
+        async with asyncio.timeout(within):
+            await producer.start()
+            await producer.begin_transaction()
+            await producer.abort_transaction()
+    except (KafkaError, TimeoutError):
+        return False
+    finally:
+        await producer.stop()
+    return True
 
 
 def unique_topic(prefix: str) -> str:

@@ -1348,3 +1348,26 @@ def test_an_unreadable_mapping_file_is_one_clear_problem(tmp_path: Path) -> None
     """A missing mapping file is named, with the reason, not a traceback."""
     problems = problems_of({"BRIDGE_STREAM_MAPPING_FILE": str(tmp_path / "nope.yaml")})
     assert any("cannot read" in p and "No such file" in p for p in problems)
+
+
+def test_fencing_needs_the_hot_standby_and_acks_all() -> None:
+    """BRIDGE_HA_TRANSACTIONAL_ID without HA, or with acks other than all, is
+    refused with both variables named."""
+    base = {**MINIMAL, "BRIDGE_HA_TRANSACTIONAL_ID": "bridge"}
+    with pytest.raises(ConfigError) as alone:
+        Settings.from_env(base)
+    assert "BRIDGE_HA_TRANSACTIONAL_ID" in str(alone.value)
+    assert "BRIDGE_HA_ENABLED" in str(alone.value)
+    with pytest.raises(ConfigError) as acks:
+        Settings.from_env(
+            {
+                **base,
+                "BRIDGE_HA_ENABLED": "true",
+                "BRIDGE_KAFKA_ACKS": "1",
+                "BRIDGE_KAFKA_ENABLE_IDEMPOTENCE": "false",
+            }
+        )
+    assert "BRIDGE_KAFKA_ACKS" in str(acks.value)
+    ok = Settings.from_env({**base, "BRIDGE_HA_ENABLED": "true"})
+    assert ok.ha.transactional_id == "bridge"
+    assert ok.ha.transaction_ms == 100

@@ -39,7 +39,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import functools
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -47,7 +48,7 @@ import structlog
 
 from bridge.core.records import OutboundRecord
 from bridge.core.standby import RecentRecords, digest
-from bridge.ports import Clock, ProgressLog, RecordSink, SinkStatistics
+from bridge.ports import Clock, Fencing, ProgressLog, RecordSink, SinkStatistics
 
 log = structlog.get_logger("bridge.roles")
 
@@ -147,15 +148,23 @@ class AccountGate:
         return self.role == "taking_over"
 
     async def take_over(
-        self, progress: ProgressLog, catch_up_within: float
+        self,
+        progress: ProgressLog,
+        catch_up_within: float,
+        claim: Callable[[], Awaitable[bool]] | None = None,
     ) -> Takeover:
         """Publish what the old leader did not report, then go live.
 
+        ``claim`` (fencing) runs first: once the old leader's producer is
+        fenced, nothing it publishes later can follow the progress read here.
         Returns early (still a standby) if :meth:`depose` is called meanwhile.
         """
         started = self._clock.monotonic()
         self.role = "taking_over"
         held = len(self.recent)
+        if claim is not None and not await claim():
+            # Records wait for the producer; none goes out unfenced.
+            log.warning("takeover_producer_not_fenced_yet", account=self.account)
         caught_up = await progress.caught_up(self.account, catch_up_within)
         if not caught_up:
             # Publish anyway: a gap is worse than duplicates with their ce_id.
@@ -206,6 +215,8 @@ class StreamRoles:
         catch_up_within: How long a takeover waits to read the old leader's
             last progress before it publishes anyway.
         on_takeover: Told of each finished takeover (metrics).
+        fencing: Kafka transactions: a takeover claims the account's
+            transactional id before it reads the old leader's progress.
     """
 
     def __init__(
@@ -215,8 +226,10 @@ class StreamRoles:
         *,
         catch_up_within: float = 5.0,
         on_takeover: Callable[[Takeover], None] | None = None,
+        fencing: Fencing | None = None,
     ) -> None:
         self.gates = dict(gates)
+        self._fencing = fencing
         self._progress = progress
         self._within = catch_up_within
         self._on_takeover = on_takeover
@@ -229,12 +242,23 @@ class StreamRoles:
             gate = self.gates.get(account)
             if gate is not None and gate.role == "fenced":
                 gate.resume()  # it journaled all along: nothing to catch up
+                if self._fencing is not None:
+                    # Another replica may have led (and fenced it) meanwhile:
+                    # a new epoch now; its records wait for it, not waited on.
+                    await self._fencing.claim(account, 0.0)
                 continue
             if gate is None or gate.role != "standby":
                 continue
             gate.role = "taking_over"  # seen at once (metrics, readiness)
+            fencing = self._fencing
             task = asyncio.create_task(
-                gate.take_over(self._progress, self._within),
+                gate.take_over(
+                    self._progress,
+                    self._within,
+                    claim=None
+                    if fencing is None
+                    else functools.partial(fencing.claim, account, self._within),
+                ),
                 name=f"takeover-{account}",
             )
             self._takeovers[account] = task
@@ -261,6 +285,17 @@ class StreamRoles:
             gate = self.gates.get(account)
             if gate is not None:
                 gate.fence()
+
+    def fenced_out(self, account: str) -> None:
+        """Kafka fenced this replica's producer for ``account``: a successor
+        leads it, whatever the group has told this replica so far. Stop
+        forwarding now; the group's next assignment says the rest."""
+        gate = self.gates.get(account)
+        if gate is not None:
+            gate.depose()
+        task = self._takeovers.pop(account, None)
+        if task is not None:
+            task.cancel()
 
     def _takeover_ended(self, task: asyncio.Task[Takeover]) -> None:
         for account, running in list(self._takeovers.items()):

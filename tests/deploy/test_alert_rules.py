@@ -38,6 +38,7 @@ REQUIRED_ALERTS = {
     "BridgeStreamNoLeader",  # no replica leads: nothing is published
     "BridgeStreamNoStandby",  # no ready standby while HA is meant
     "BridgeStreamTakeovers",  # leaders keep changing
+    "BridgeStreamLeaderFenced",  # issue 12: fencing stopped a deposed leader
 }
 
 
@@ -106,7 +107,7 @@ def test_alert_expressions_use_only_our_metric_names() -> None:
 def test_standby_alerts_are_per_account_over_the_replicas() -> None:
     """The BridgeStream* alerts drop instance and pod, and name job and account."""
     rules = [r for r in alert_rules() if r["alert"].startswith("BridgeStream")]
-    assert len(rules) == 3
+    assert len(rules) == 4
     for rule in rules:
         aggregations = re.findall(r"\b(?:by|without)\s*\(([^)]*)\)", rule["expr"])
         assert aggregations, rule["alert"]

@@ -130,7 +130,7 @@ def test_hot_standby_row_charts_every_role_metric() -> None:
     exprs = [target["expr"] for panel in panels for target in panel["targets"]]
     used = set().union(*(metric_names(expr) for expr in exprs))
     samples = _role_metric_samples()
-    assert len(samples) == 8
+    assert len(samples) == 10
     assert used == set(samples.values())
     quantiles = [e for e in exprs if "bridge_stream_takeover_seconds_bucket" in e]
     assert [e.split(",")[0] for e in quantiles] == [

@@ -1120,6 +1120,8 @@ def test_named_ha_settings_reach_the_bridge(tmp_path: Path) -> None:
     assert ha.buffer_bytes == values["bufferBytes"]
     assert ha.progress_interval_ms == values["progressIntervalMs"]
     assert ha.catch_up_seconds == values["catchUpSeconds"]
+    assert ha.transactional_id == values["transactionalId"]
+    assert ha.transaction_ms == values["transactionMs"]
 
 
 def test_releases_and_namespaces_never_share_a_group_or_topic() -> None:

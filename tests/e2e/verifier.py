@@ -37,15 +37,22 @@ class Consumed:
 
 
 async def read_all(
-    bootstrap: str, topics: list[str], *, quiet: float = 1.5, within: float = 60.0
+    bootstrap: str,
+    topics: list[str],
+    *,
+    quiet: float = 1.5,
+    within: float = 60.0,
+    committed_only: bool = False,
 ) -> Consumed:
-    """Read every record of ``topics`` until nothing new arrives for ``quiet`` s."""
+    """Read every record of ``topics`` until nothing new arrives for ``quiet`` s
+    (with ``committed_only``, as a ``read_committed`` consumer)."""
     consumer = AIOKafkaConsumer(
         *topics,
         bootstrap_servers=bootstrap,
         group_id=None,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
+        isolation_level="read_committed" if committed_only else "read_uncommitted",
     )
     await consumer.start()
     consumed = Consumed()

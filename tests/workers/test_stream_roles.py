@@ -217,3 +217,96 @@ async def test_a_leader_handed_its_account_straight_back_sends_only_the_gap() ->
     assert ids(sink.records) == [f"id-{i}" for i in range(9)]  # each once
     last = roles.gates["a"].takeovers[-1]
     assert (last.resumed, last.published) == (True, 3)
+
+
+class FakeFencing:
+    """``Fencing``: records claims; a claim completes when ``open`` is set."""
+
+    def __init__(self, progress: FakeProgressLog) -> None:
+        self.progress = progress
+        self.claims: list[tuple[str, bool]] = []  # (account, progress ready then)
+        self.open = asyncio.Event()
+        self.open.set()
+        self.disowned: list[str] = []
+
+    async def claim(self, account: str, within: float) -> bool:
+        self.claims.append((account, self.progress.ready.is_set()))
+        try:
+            async with asyncio.timeout(within):
+                await self.open.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    def disown(self, account: str) -> None:
+        self.disowned.append(account)
+
+
+async def test_a_takeover_fences_the_old_leader_before_it_reads_its_progress() -> None:
+    """The claim comes first, so nothing the old leader commits afterwards can
+    be missing from the progress the takeover reads; then the backlog goes."""
+    sink = FakeSink()
+    progress = FakeProgressLog()
+    progress.ready.clear()
+    fencing = FakeFencing(progress)
+    g = gate(sink, "a")
+    for i in range(3):
+        await g.send(rec(i))
+    roles = StreamRoles({"a": g}, progress, catch_up_within=5, fencing=fencing)
+    await roles.on_leading(frozenset({"a"}))
+    await until(lambda: fencing.claims)
+    assert fencing.claims == [("a", False)]  # claimed while progress unread
+    progress.ready.set()
+    await until(lambda: roles.leading() == frozenset({"a"}))
+    assert ids(sink.records) == ["id-0", "id-1", "id-2"]
+    await roles.stop()
+
+
+async def test_a_takeover_whose_claim_is_slow_publishes_into_the_waiting_sink() -> None:
+    """A claim that does not finish in time does not stall the takeover: the
+    backlog goes to the sink, which holds it until the producer is fenced-in."""
+    sink = FakeSink()
+    progress = FakeProgressLog()
+    fencing = FakeFencing(progress)
+    fencing.open.clear()
+    g = gate(sink, "a")
+    await g.send(rec(0))
+    roles = StreamRoles({"a": g}, progress, catch_up_within=2, fencing=fencing)
+    await roles.on_leading(frozenset({"a"}))
+    await until(lambda: roles.leading() == frozenset({"a"}))
+    assert ids(sink.records) == ["id-0"]
+    assert g.takeovers[0].seconds == pytest.approx(2.0, abs=0.1)
+    await roles.stop()
+
+
+async def test_a_fenced_out_leader_stops_forwarding_at_once() -> None:
+    """When Kafka says a successor took the account, the gate stops forwarding
+    before the group tells this replica, and a running takeover is cancelled."""
+    sink = FakeSink()
+    roles = StreamRoles({"a": gate(sink, "a")}, FakeProgressLog())
+    await roles.on_leading(frozenset({"a"}))
+    await until(lambda: roles.leading() == frozenset({"a"}))
+    await roles.gates["a"].send(rec(0))
+    roles.fenced_out("a")
+    await roles.gates["a"].send(rec(1))
+    assert ids(sink.records) == ["id-0"]
+    assert roles.gates["a"].role == "standby"
+    await roles.stop()
+
+
+async def test_a_fenced_leader_given_its_account_back_claims_a_new_epoch() -> None:
+    """A leader that lost the group coordinator and gets its account back
+    resumes without a takeover, but claims its transactional id anew (a
+    successor may have fenced its producer meanwhile)."""
+    sink = FakeSink()
+    progress = FakeProgressLog()
+    fencing = FakeFencing(progress)
+    roles = StreamRoles({"a": gate(sink, "a")}, progress, fencing=fencing)
+    await roles.on_leading(frozenset({"a"}))
+    await until(lambda: roles.leading() == frozenset({"a"}))
+    await roles.on_fenced(frozenset({"a"}))
+    assert roles.gates["a"].role == "fenced"
+    await roles.on_leading(frozenset({"a"}))
+    assert roles.gates["a"].role == "leading"
+    assert [account for account, _ in fencing.claims] == ["a", "a"]
+    await roles.stop()

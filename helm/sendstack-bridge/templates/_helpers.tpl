@@ -126,6 +126,10 @@ ops and webhook listeners). Empty values are left out. Called with
 {{- $_ := set $env "BRIDGE_HA_BUFFER_BYTES" ($ha.bufferBytes | int64 | toString) -}}
 {{- $_ := set $env "BRIDGE_HA_PROGRESS_INTERVAL_MS" ($ha.progressIntervalMs | int64 | toString) -}}
 {{- $_ := set $env "BRIDGE_HA_CATCH_UP_SECONDS" ($ha.catchUpSeconds | float64 | toString) -}}
+{{- if $ha.transactionalId -}}
+{{- $_ := set $env "BRIDGE_HA_TRANSACTIONAL_ID" $ha.transactionalId -}}
+{{- $_ := set $env "BRIDGE_HA_TRANSACTION_MS" ($ha.transactionMs | int64 | toString) -}}
+{{- end -}}
 {{- else -}}
 {{- $_ := set $env "BRIDGE_HA_ENABLED" "false" -}}
 {{- if $root.Values.stream.accounts -}}

@@ -275,6 +275,7 @@ class StreamApp:
                 on_batch_ack=acked,
                 on_released=functools.partial(self._released, release),
                 on_fenced=lambda account: self._standby().fenced(account),
+                confirmed=lambda account: self._standby().confirmed(account),
             )
 
         self.journal: JournaledSink | None = None

@@ -320,6 +320,11 @@ class Election(Protocol):
         """The accounts this replica leads now."""
         ...
 
+    def in_contact(self) -> bool:
+        """Whether the group coordinator answered recently enough that
+        ``leading`` is the group's word, not a paused member's memory."""
+        ...
+
 
 class Fencing(Protocol):
     """Kafka transactions per account (``BRIDGE_HA_TRANSACTIONAL_ID``): a new

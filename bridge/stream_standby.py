@@ -177,6 +177,15 @@ class HotStandby:
         self.metrics.fenced.labels(account).inc()
         self.roles.fenced_out(account)
 
+    def confirmed(self, account: str) -> bool:
+        """Whether the group confirms, now, that this replica leads
+        ``account``: the only time its transactional id may be taken anew."""
+        return (
+            account in self.election.leading()
+            and self.gates[account].role in ("taking_over", "leading")
+            and self.election.in_contact()
+        )
+
     def released(self, account: str, count: int) -> None:
         """The sink let ``count`` journaled records go to the account's leader."""
         self.metrics.fenced_records.labels(account).inc(count)

@@ -290,6 +290,14 @@ class KafkaElection:
     def leading(self) -> frozenset[str]:
         return self._leading
 
+    def in_contact(self) -> bool:
+        """Whether the group coordinator answered within the self-fencing
+        bound (always, without self-fencing): only then does ``leading``
+        speak for the group and not just for this member's memory."""
+        if self._fence_after is None:
+            return True
+        return self._clock() - self._contact <= self._fence_after
+
     def claim(self) -> tuple[frozenset[int], float | None]:
         """The partitions this member led until now and since when (wall
         time): kept across a revocation and a self-fence, forgotten when it

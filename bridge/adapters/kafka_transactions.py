@@ -23,21 +23,28 @@ Theory of operation
   (``on_batch_ack``: the journal releases them, the progress reporter
   reports them); a record in an aborted transaction stays unacknowledged and
   is sent again in the next one, in order.
-* A failure other than fencing (Kafka away, a timeout) closes the producer
-  and starts a new one with the same id after a back-off: its
-  ``InitProducerId`` aborts the half-done transaction, so nothing from it is
-  ever visible to read_committed consumers.
-* Fenced (``ProducerFenced``, ``InvalidProducerEpoch``): another replica
-  leads the account now and publishes from its own buffer everything the old
-  leader had not reported. The lane's records are released to it
-  (``on_released``: the journal lets them go, nobody reports them), counted,
-  and ``on_fenced`` tells the roles to depose the account at once. Records of
-  the account that still arrive (the journal's backlog) are released too,
-  until the account is claimed again.
+* A new epoch (``InitProducerId``) is only ever asked for while the group
+  confirms that this replica leads the account (``confirmed``: the account
+  is assigned here, its gate is live, and the group coordinator answered
+  within the self-fencing bound). Otherwise a replica that does not know it
+  was deposed could take the id back from its successor.
+* A failure other than fencing (Kafka away, a timeout) aborts the
+  transaction and tries again with the same producer; a producer that cannot
+  go on is replaced, under the same rule.
+* Fenced (``ProducerFenced``, ``InvalidProducerEpoch``) while the group
+  still confirms this replica: the fence came from the broker (a transaction
+  that outlived ``transaction.timeout.ms`` while Kafka was away bumps the
+  epoch too), not from a successor: a new epoch, nothing let go.
+* Fenced otherwise: another replica leads the account now and publishes from
+  its own buffer everything the old leader had not reported. The lane's
+  records are released to it (``on_released``: the journal lets them go,
+  nobody reports them), and ``on_fenced`` tells the roles to depose the
+  account at once. Records of the account that still arrive (the journal's
+  backlog) are released too, until the account is claimed again.
 * Records of an account that was never claimed (the journal's backlog after
-  a restart) wait: if the group gives this replica the account, they go out
-  once it is claimed; if it gives it to another replica, :meth:`disown`
-  releases them to that one.
+  a restart), or whose producer broke after it was deposed, wait: if the
+  group gives this replica the account, they go out once it is claimed; if
+  it gives it to another replica, :meth:`disown` releases them to that one.
 
 What is lost by fencing: a record the fenced leader journaled but had not
 committed, and which is older than the new leader's buffer
@@ -96,6 +103,8 @@ class TransactionalProducer(Protocol):
 
     async def commit_transaction(self) -> None: ...
 
+    async def abort_transaction(self) -> None: ...
+
 
 class _Lane:
     """One account: its records in order, its producer, its state."""
@@ -143,7 +152,9 @@ class TransactionalRecordSink:
         on_batch_ack: Records committed (the journal, the progress reporter).
         on_released: An account's records let go to its new leader (the
             journal forgets them; nobody reports them).
-        on_fenced: Told the account whose producer was fenced.
+        on_fenced: Told the account whose producer was fenced by a successor.
+        confirmed: Whether the group confirms, now, that this replica leads
+            the account (the only time a new epoch may be asked for).
     """
 
     def __init__(
@@ -160,6 +171,7 @@ class TransactionalRecordSink:
         on_batch_ack: BatchCallback | None = None,
         on_released: Callable[[str, Sequence[OutboundRecord]], None] | None = None,
         on_fenced: Callable[[str], None] | None = None,
+        confirmed: Callable[[str], bool] = lambda _account: True,
         max_transaction_records: int = 10_000,
     ) -> None:
         self._factory = producer_factory
@@ -174,6 +186,7 @@ class TransactionalRecordSink:
         self._on_batch_ack = on_batch_ack
         self._on_released = on_released
         self._on_fenced = on_fenced
+        self._confirmed = confirmed
         self._lanes: dict[str, _Lane] = {}
         self._records = 0
         self._bytes = 0
@@ -277,9 +290,11 @@ class TransactionalRecordSink:
 
     def disown(self, account: str) -> None:
         """Another replica leads ``account``: release what waits for a claim
-        that will not come. A claimed lane goes on until it is fenced."""
+        that will not come (or for a producer this replica may no longer
+        open). A claimed lane with a producer goes on until it is fenced."""
         lane = self._lane(account)
-        if lane.state == "waiting":
+        broken = lane.state == "claimed" and lane.producer is None
+        if lane.state == "waiting" or broken:
             lane.state = "disowned"
             self._release(lane, self._take_all(lane))
 
@@ -335,9 +350,15 @@ class TransactionalRecordSink:
             except Exception:  # noqa: BLE001 - a broken producer is dropped anyway
                 log.warning("transactional_producer_stop_failed", account=lane.account)
 
-    async def _open(self, lane: _Lane) -> TransactionalProducer:
-        """A producer holding the account's id: retried until Kafka answers."""
-        while True:
+    async def _open(self, lane: _Lane, term: int) -> TransactionalProducer | None:
+        """A producer holding the account's id (a new epoch), asked for only
+        while the group confirms this replica; None once the lane is no
+        longer this term's (claimed again, disowned)."""
+        while lane.state == "claimed" and lane.claims == term:
+            if not self._confirmed(lane.account):
+                lane.streak += 1
+                await asyncio.sleep(self._backoff.delay(lane.streak, random.random()))
+                continue
             producer = lane.producer = self._factory(lane.account)
             try:
                 await producer.start()
@@ -349,6 +370,7 @@ class TransactionalRecordSink:
                 continue
             lane.opened.set()
             return producer
+        return None
 
     async def _failed(self, lane: _Lane, exc: BaseException, event: str) -> None:
         lane.streak += 1
@@ -364,53 +386,73 @@ class TransactionalRecordSink:
         term = -1  # the claim the producer was opened for
         producer: TransactionalProducer | None = None
         in_transaction = False
-        while True:
-            if term != lane.claims:
-                # Claimed again (a new leadership term): a new epoch, so that
-                # a successor in between cannot have fenced this producer.
+        while lane.state == "claimed":
+            if term != lane.claims or producer is None:
+                # A new leadership term (a new epoch, so that a successor in
+                # between cannot have fenced it), or a producer that broke.
                 term = lane.claims
                 await self._close(lane)
-                producer = await self._open(lane)
+                producer = await self._open(lane, term)
                 in_transaction = True  # begun by _open
+                continue
             if not lane.records:
                 lane.wake.clear()
                 await lane.wake.wait()
                 continue
             first = loop.time()
             await asyncio.sleep(self._interval)  # gather a transaction's worth
-            if term != lane.claims or producer is None:
+            if term != lane.claims:
                 continue
             taken = self._take(lane)
             try:
                 if not in_transaction:
                     await producer.begin_transaction()
                 in_transaction = True
-                for record, _ in taken:
+                sent = [
                     await producer.send(
                         record.topic,
                         record.value,
                         key=record.key,
                         headers=list(record.headers),
                     )
+                    for record, _ in taken
+                ]
+                await asyncio.gather(*sent)  # a refused batch says so here
                 await producer.commit_transaction()
                 in_transaction = False
             except FENCED_ERRORS as exc:
-                if term != lane.claims:  # claimed again meanwhile: a new epoch
-                    self._give_back(lane, taken)
+                self._give_back(lane, taken)
+                if term != lane.claims:
+                    continue  # claimed again meanwhile: a new epoch anyway
+                if self._confirmed(lane.account):
+                    # Still ours (the broker timed the transaction out while
+                    # Kafka was away): a new epoch, nothing let go.
+                    log.warning(
+                        "transaction_fenced_still_leading", account=lane.account
+                    )
+                    lane.claims += 1
                     continue
-                self._fenced(lane, taken, exc)
+                self._fenced(lane, exc)
                 await self._close(lane)
                 return
-            except KafkaError as exc:
-                # A new producer with the same id aborts this transaction.
+            except Exception as exc:  # noqa: BLE001 - aiokafka raises assorted types
                 self._retried += len(taken)
                 self._give_back(lane, taken)
-                await self._close(lane)
+                in_transaction = False
+                if not await self._aborted(producer):
+                    await self._close(lane)
+                    producer = None  # replaced only while the group confirms
                 await self._failed(lane, exc, "transaction_failed")
-                producer = await self._open(lane)
-                in_transaction = True
                 continue
             self._committed(lane, taken, loop.time() - first)
+
+    async def _aborted(self, producer: TransactionalProducer) -> bool:
+        """Abort the failed transaction; False if the producer cannot go on."""
+        try:
+            await producer.abort_transaction()
+        except Exception:  # noqa: BLE001 - any failure means "replace it"
+            return False
+        return True
 
     def _task_ended(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
@@ -444,11 +486,8 @@ class TransactionalRecordSink:
         if self._on_batch_ack is not None and records:
             self._on_batch_ack(records)
 
-    def _fenced(
-        self, lane: _Lane, taken: list[tuple[OutboundRecord, int]], exc: BaseException
-    ) -> None:
+    def _fenced(self, lane: _Lane, exc: BaseException) -> None:
         lane.state = "fenced"
-        self._give_back(lane, taken)
         released = self._take_all(lane)
         self._release(lane, released)
         log.warning(

@@ -326,7 +326,8 @@ async def test_a_member_cut_off_from_the_coordinator_fences_itself(
     broker: Broker,
 ) -> None:
     """Members that cannot reach the coordinator for ``fence_after`` depose
-    themselves, and lead again once it answers."""
+    themselves and say they are out of contact, and lead again once it
+    answers."""
     if broker.external:
         pytest.skip("pausing needs the broker process")
     topic, group = await coordination_topic(broker), group_name()
@@ -345,6 +346,8 @@ async def test_a_member_cut_off_from_the_coordinator_fences_itself(
         await wait_for(lambda: first.leading() == ALL, within=30)
         async with running(second, Roles("two", events)):
             await wait_for(lambda: settled(first, second), within=30)
+            assert first.in_contact()
+            assert second.in_contact()
             broker.pause()
             paused = time.monotonic()
             try:
@@ -352,6 +355,8 @@ async def test_a_member_cut_off_from_the_coordinator_fences_itself(
                 await wait_for(lambda: first.fences and second.fences, within=30)
                 fenced = time.monotonic() - paused
                 assert first.leading() == second.leading() == frozenset()
+                assert not first.in_contact()
+                assert not second.in_contact()
             finally:
                 broker.resume()
             print(f"\nself-fenced {fenced:.2f}s after the broker froze")

@@ -34,6 +34,7 @@ class Coordinator:
         self.epochs: dict[str, int] = {}
         self.committed: list[tuple[str, bytes]] = []  # (transactional id, value)
         self.fail_commits = 0  # the next commits time out (then abort)
+        self.fail_aborts = 0  # the next aborts fail too (the producer is done)
         self.down = False  # InitProducerId fails
 
     def init(self, tid: str) -> int:
@@ -95,6 +96,12 @@ class FakeProducer:
         self.c.committed += [(self.tid, v) for v in self.pending]
         self.pending = []
 
+    async def abort_transaction(self) -> None:
+        self.pending = []
+        if self.c.fail_aborts:
+            self.c.fail_aborts -= 1
+            raise KafkaTimeoutError()
+
 
 def rec(n: int, account: str = "alpha") -> OutboundRecord:
     return OutboundRecord(
@@ -115,6 +122,7 @@ class Replica:
         self.acked: list[str] = []
         self.released: list[tuple[str, str]] = []
         self.fenced: list[str] = []
+        self.leads = True  # what the group confirms (``confirmed``)
         self.metrics = SinkMetrics(CollectorRegistry(), kinds=("position",))
         self.sink = TransactionalRecordSink(
             lambda account: FakeProducer(coordinator, f"bridge.{account}"),
@@ -128,6 +136,7 @@ class Replica:
             on_batch_ack=self._acked,
             on_released=self._released,
             on_fenced=self.fenced.append,
+            confirmed=lambda _account: self.leads,
         )
 
     def _acked(self, records: Sequence[OutboundRecord]) -> None:
@@ -176,6 +185,7 @@ async def test_a_successor_fences_the_old_leader_and_gets_its_records() -> None:
         await a.sink.send(rec(n))
     await until(lambda: len(a.acked) == 3)
     assert await b.sink.claim("alpha", 5.0) is True  # a paused, b took over
+    a.leads = False  # a's group membership is stale: it cannot confirm
     for n in range(3, 5):
         await a.sink.send(rec(n))  # a does not know yet
     await until(lambda: a.fenced == ["alpha"])
@@ -191,9 +201,10 @@ async def test_a_successor_fences_the_old_leader_and_gets_its_records() -> None:
     await b.sink.stop()
 
 
-async def test_a_failed_commit_is_retried_in_order_by_a_new_producer() -> None:
+async def test_a_failed_commit_is_aborted_and_retried_in_order() -> None:
     """An aborted transaction leaves nothing visible; its records go again,
-    first, in the next one; none is released or lost."""
+    first, in the next one, with the same producer (no new epoch that could
+    fence a successor); none is released or lost."""
     c = Coordinator()
     a = Replica(c, "a")
     await a.sink.start()
@@ -206,7 +217,7 @@ async def test_a_failed_commit_is_retried_in_order_by_a_new_producer() -> None:
     assert a.released == []
     assert a.fenced == []
     assert a.errors("KafkaTimeoutError") == 2
-    assert c.epochs["bridge.alpha"] == 3  # each retry opened the id anew
+    assert c.epochs["bridge.alpha"] == 1
     await a.sink.stop()
 
 
@@ -242,6 +253,7 @@ async def test_leading_again_after_a_successor_opens_a_new_epoch() -> None:
     await a.sink.send(rec(0))
     await until(lambda: a.acked == ["alpha-0"])
     await b.sink.claim("alpha", 5.0)
+    b.leads = False
     await a.sink.claim("alpha", 5.0)  # the group gave it back
     await a.sink.send(rec(1))
     await until(lambda: a.acked == ["alpha-0", "alpha-1"])
@@ -270,4 +282,53 @@ async def test_a_claim_waits_for_kafka_and_publishes_nothing_unfenced() -> None:
     c.down = False
     await until(lambda: a.acked == ["alpha-0"], within=30)
     assert a.sink.statistics().connected is True
+    await a.sink.stop()
+
+
+async def test_a_broken_producer_is_replaced_only_while_the_group_confirms() -> None:
+    """A producer whose abort fails too is closed; a new epoch is asked for
+    only once the group confirms this replica leads; until then the records
+    wait (not released), and if the account goes elsewhere, disown lets
+    them go."""
+    c = Coordinator()
+    a = Replica(c, "a")
+    await a.sink.start()
+    await a.sink.claim("alpha", 5.0)
+    a.leads = False  # a paused leader: its group membership is stale
+    c.fail_commits, c.fail_aborts = 1, 1
+    await a.sink.send(rec(0))
+    await asyncio.sleep(30)
+    assert c.epochs["bridge.alpha"] == 1, "a new epoch without the group's word"
+    assert a.released == []
+    assert a.acked == []
+    a.leads = True  # the group answered: still the leader
+    await until(lambda: a.acked == ["alpha-0"], within=60)
+    assert c.epochs["bridge.alpha"] == 2
+    a.leads = False
+    c.fail_commits, c.fail_aborts = 1, 1
+    await a.sink.send(rec(1))
+    await until(lambda: a.sink._lanes["alpha"].producer is None)
+    a.sink.disown("alpha")  # the group gave the account to another replica
+    assert a.released == [("alpha", "alpha-1")]
+    assert c.epochs["bridge.alpha"] == 2
+    await a.sink.stop()
+
+
+async def test_fenced_by_a_transaction_timeout_while_leading_lets_nothing_go() -> None:
+    """Kafka bumps the epoch of a transaction it timed out (Kafka away for
+    minutes): the group still confirms this replica, so it takes a new epoch
+    and publishes everything; nothing is released, the roles are not told."""
+    c = Coordinator()
+    a = Replica(c, "a")
+    await a.sink.start()
+    await a.sink.claim("alpha", 5.0)
+    await a.sink.send(rec(0))
+    await until(lambda: a.acked == ["alpha-0"])
+    c.init("bridge.alpha")  # the coordinator's timeout, not a successor
+    await a.sink.send(rec(1))
+    await until(lambda: a.acked == ["alpha-0", "alpha-1"])
+    assert a.fenced == []
+    assert a.released == []
+    assert c.epochs["bridge.alpha"] == 3
+    assert values(c) == ["alpha-0", "alpha-1"]
     await a.sink.stop()

@@ -51,6 +51,7 @@ class _Replica:
         self.acked: list[bytes] = []
         self.released: list[bytes] = []
         self.fenced: list[str] = []
+        self.leads = True  # what its group membership would confirm
         self.metrics = SinkMetrics(CollectorRegistry(), kinds=("position",))
 
         def producer(account: str) -> TransactionalProducer:
@@ -73,6 +74,7 @@ class _Replica:
             on_batch_ack=lambda rs: self.acked.extend(r.value for r in rs),
             on_released=self._released,
             on_fenced=self.fenced.append,
+            confirmed=lambda _account: self.leads,
         )
 
     def _released(self, account: str, records: Sequence[OutboundRecord]) -> None:
@@ -117,6 +119,7 @@ async def test_a_successor_fences_the_old_leader_on_a_real_kafka(
             await a.sink.send(_rec(topic, n))
         await wait_for(lambda: len(a.acked) == 10, 20)
         assert await b.sink.claim("alpha", 20.0)
+        a.leads = False  # paused: its membership is stale, it cannot confirm
         for n in range(10, 15):
             await a.sink.send(_rec(topic, n))  # a has not heard of b yet
         await wait_for(lambda: a.fenced == ["alpha"], 20)

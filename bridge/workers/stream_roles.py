@@ -266,12 +266,8 @@ class StreamRoles:
 
     async def on_deposed(self, accounts: frozenset[str]) -> None:
         for account in sorted(accounts):
-            gate = self.gates.get(account)
-            if gate is not None:
-                gate.depose()
-            task = self._takeovers.pop(account, None)
+            task = self._depose_now(account)
             if task is not None:
-                task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
 
@@ -290,12 +286,18 @@ class StreamRoles:
         """Kafka fenced this replica's producer for ``account``: a successor
         leads it, whatever the group has told this replica so far. Stop
         forwarding now; the group's next assignment says the rest."""
+        self._depose_now(account)
+
+    def _depose_now(self, account: str) -> asyncio.Task[Takeover] | None:
+        """Stop forwarding ``account`` and cancel its takeover (returned, to
+        be awaited by whoever may)."""
         gate = self.gates.get(account)
         if gate is not None:
             gate.depose()
         task = self._takeovers.pop(account, None)
         if task is not None:
             task.cancel()
+        return task
 
     def _takeover_ended(self, task: asyncio.Task[Takeover]) -> None:
         for account, running in list(self._takeovers.items()):

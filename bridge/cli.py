@@ -377,6 +377,9 @@ async def _serve(
 ) -> int:
     # Built inside the running loop: clients and primitives bind to it.
     app = _build(command, settings, accounts)
+    from bridge.bootstrap import tune_collector
+
+    tune_collector()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 

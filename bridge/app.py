@@ -50,7 +50,12 @@ from bridge.config import (
     SendstackSettings,
     Settings,
 )
-from bridge.core.records import DEFAULT_SOURCE, OutboundRecord, Topics
+from bridge.core.records import (
+    DEFAULT_SOURCE,
+    OutboundRecord,
+    Topics,
+    received_epoch,
+)
 from bridge.core.retry import Backoff, FailureBudget
 from bridge.core.session import RotationPolicy
 from bridge.journal_metrics import JournalMetrics
@@ -334,6 +339,7 @@ class StreamApp:
             self.lifecycle.close_last(self.standby.close)
         self.ops = self.lifecycle.ops
         self._end_to_end = self.output.end_to_end
+        self._receive_to_ack = self.output.receive_to_ack
 
     @property
     def keeper(self) -> SessionKeeper:
@@ -404,11 +410,13 @@ class StreamApp:
             self.standby.reporter.acked(records)
         # One observation per batch, of its first record: per record, the
         # clock read and the observation cost as much as publishing it.
+        now = time.time()
         for record in records:
             if record.event_time_ms is not None:
-                self._end_to_end.observe(
-                    max(0.0, time.time() - record.event_time_ms / 1000)
-                )
+                self._end_to_end.observe(max(0.0, now - record.event_time_ms / 1000))
+                received = received_epoch(record)
+                if received is not None:
+                    self._receive_to_ack.observe(max(0.0, now - received))
                 return
 
     def readiness(self) -> Mapping[str, bool]:

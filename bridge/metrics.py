@@ -45,6 +45,25 @@ WS_STATES = {"disconnected": 0, "connecting": 1, "open": 2, "rotating": 3}
 SESSION_POLICIES = ("multi", "single")
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+#: Finer at the low end: what the bridge itself adds is milliseconds.
+_BRIDGE_LATENCY_BUCKETS = (
+    0.0025,
+    0.005,
+    0.01,
+    0.015,
+    0.025,
+    0.05,
+    0.1,
+    0.15,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+    30,
+    60,
+)
 
 
 class SinkMetrics:
@@ -246,6 +265,14 @@ class OutputMetrics:
             "Event time (upstream) to Kafka acknowledgement (observed once per "
             "batch, for its first record).",
             buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.receive_to_ack = Histogram(
+            "bridge_stream_receive_to_ack_seconds",
+            "The bridge's own latency: the frame's receipt (its records' "
+            "ce_bridgereceivedat, ms) to Kafka's acknowledgement, journal "
+            "included (observed once per batch, for its first record).",
+            buckets=_BRIDGE_LATENCY_BUCKETS,
             registry=registry,
         )
 

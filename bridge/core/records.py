@@ -470,3 +470,15 @@ def iso_ms(epoch_seconds: float) -> str:
         f"{when.hour:02d}:{when.minute:02d}:{when.second:02d}."
         f"{when.microsecond // 1000:03d}Z"
     )
+
+
+def received_epoch(record: OutboundRecord) -> float | None:
+    """When the bridge received the record's frame (its ``ce_bridgereceivedat``
+    header, :func:`iso_ms`'s form), in epoch seconds; None without one."""
+    for name, value in record.headers:
+        if name == "ce_bridgereceivedat":
+            try:
+                return datetime.fromisoformat(value.decode("ascii")).timestamp()
+            except ValueError:
+                return None
+    return None

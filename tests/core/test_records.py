@@ -27,6 +27,7 @@ from bridge.core.records import (
     ce_type,
     dead_letter_record,
     iso_ms,
+    received_epoch,
     to_record,
 )
 from tests.core.test_codec import DEVICE, EVENT, POSITION, frame, valid_frames
@@ -388,3 +389,20 @@ def test_iso_ms_round_trips(epoch_ms: int) -> None:
     parsed = datetime.fromisoformat(text)
     epoch = datetime(1970, 1, 1, tzinfo=UTC)
     assert (parsed - epoch) // timedelta(milliseconds=1) == epoch_ms
+
+
+def test_received_epoch_reads_the_receipt_header_back() -> None:
+    """received_epoch gives back, to the ms, the instant iso_ms wrote into
+    ce_bridgereceivedat, and None for a record without it or with a bad one."""
+    instant = 1_796_573_958.5937
+    header = ("ce_bridgereceivedat", iso_ms(instant).encode())
+    record = OutboundRecord("t", None, b"", (header,), None, None)
+    received = received_epoch(record)
+    assert received is not None
+    assert received == pytest.approx(instant, abs=0.001)
+    bare = OutboundRecord("t", None, b"", (), None, None)
+    assert received_epoch(bare) is None
+    garbled = OutboundRecord(
+        "t", None, b"", (("ce_bridgereceivedat", b"\xffnot a time"),), None, None
+    )
+    assert received_epoch(garbled) is None

@@ -95,6 +95,7 @@ from bridge.adapters.kafka_producer import (
     KafkaRecordSink,
     build_producer,
 )
+from bridge.bootstrap import tune_collector
 from bridge.config import JournalSettings, KafkaSettings
 from bridge.core.records import OutboundRecord
 from bridge.journal_metrics import JournalMetrics
@@ -655,6 +656,7 @@ def main(argv: list[str] | None = None) -> int:
     logdir = Path(tempfile.mkdtemp(prefix="journal-kafka-logs-"))
     broker = start_tansu(logdir, pinning.harness, "journal-kafka")
     pin_self(pinning.measured)
+    tune_collector()  # as the daemons run (bridge.cli)
     started = time.perf_counter()
     try:
         passes, lat = asyncio.run(run(a, broker))

@@ -204,22 +204,25 @@ class HotStandby:
 
     async def _disown(self, fencing: Fencing) -> None:
         # Journaled records of an account another replica leads (a backlog
-        # replayed after a restart) wait in the sink for a claim: once the
-        # group has twice in a row not given the account to this replica,
-        # they are that replica's to publish (it held them in its buffer).
-        missed = dict.fromkeys(self.accounts, 0)
+        # replayed after a restart) wait in the sink for a claim: once an
+        # assignment newer than the last one that gave the account here has
+        # left it out, they are that replica's to publish (it held them in
+        # its buffer). Not during a rebalance: the revoked accounts may come
+        # straight back, and the newest assignment is still the old one.
+        done: dict[str, int] = {}
         while True:
             await self._clock.sleep(0.5)
-            if self.election.generation <= 0:
-                continue
+            generation = self.election.generation
             leading = self.election.leading()
             for account, gate in self.gates.items():
-                if account in leading or gate.role != "standby":
-                    missed[account] = 0
-                    continue
-                missed[account] += 1
-                if missed[account] >= 2:
+                if (
+                    account not in leading
+                    and gate.role == "standby"
+                    and generation > self.election.assigned_in(account)
+                    and done.get(account) != generation
+                ):
                     fencing.disown(account)
+                    done[account] = generation
 
     async def _watch_socket(self) -> None:
         # Sampled, not hooked into the pump: a few hundred ms of error only

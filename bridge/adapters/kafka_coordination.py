@@ -280,6 +280,9 @@ class KafkaElection:
         # Accounts it led when it fenced itself: still journaled, until the
         # next assignment says whether they are its own again.
         self._fenced: frozenset[str] = frozenset()
+        # The last assignment (our generation count) that gave each account
+        # to this member.
+        self._assigned_in: dict[str, int] = {}
 
     @property
     def generation(self) -> int:
@@ -289,6 +292,11 @@ class KafkaElection:
 
     def leading(self) -> frozenset[str]:
         return self._leading
+
+    def assigned_in(self, account: str) -> int:
+        """The last assignment (``generation``) that gave ``account`` to
+        this member; 0 if none did."""
+        return self._assigned_in.get(account, 0)
 
     def in_contact(self) -> bool:
         """Whether the group coordinator answered within the self-fencing
@@ -393,6 +401,8 @@ class KafkaElection:
                 await self._end_fence(accounts)
                 self._generation += 1
                 self._contact = self._clock()  # the group just answered
+                for account in accounts:
+                    self._assigned_in[account] = self._generation
                 log.info(
                     "election_assigned",
                     accounts=sorted(accounts),

@@ -43,6 +43,7 @@ from typing import Any
 import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, UnknownTopicOrPartitionError
+from prometheus_client import Counter
 
 from bridge.adapters.kafka_batches import RecordBatch, partition_for, rebuild
 from bridge.core.records import OutboundRecord
@@ -110,6 +111,29 @@ class _Route:
             part = self.by_id[partition_for(key, self.ids)]
             self.by_key[key] = part
         return part
+
+
+def has_room(
+    records: int, nbytes: int, size: int, max_records: int, max_bytes: int
+) -> bool:
+    """Whether a buffer holding ``records`` / ``nbytes`` takes one more of
+    ``size`` bytes; an empty one takes any record, even one over the bound."""
+    if records == 0:
+        return True
+    return records < max_records and nbytes + size <= max_bytes
+
+
+async def wait_for_room(
+    room_for_it: Callable[[], bool], room: asyncio.Event, blocked_seconds: Counter
+) -> None:
+    """Wait until ``room_for_it()``, woken by ``room``; the time it took goes
+    to ``blocked_seconds`` (``bridge_buffer_full_seconds_total``)."""
+    loop = asyncio.get_running_loop()
+    blocked_since = loop.time()
+    while not room_for_it():
+        room.clear()
+        await room.wait()
+    blocked_seconds.inc(loop.time() - blocked_since)
 
 
 class KafkaRecordSink:
@@ -267,19 +291,14 @@ class KafkaRecordSink:
     # -- admission -----------------------------------------------------------
 
     def _has_room(self, size: int) -> bool:
-        if self._records == 0:
-            return True  # one record larger than the byte bound still goes through
-        return (
-            self._records < self._max_records and self._bytes + size <= self._max_bytes
+        return has_room(
+            self._records, self._bytes, size, self._max_records, self._max_bytes
         )
 
     async def _wait_for_room(self, size: int) -> None:
-        loop = asyncio.get_running_loop()
-        blocked_since = loop.time()
-        while not self._has_room(size):
-            self._room.clear()
-            await self._room.wait()
-        self._metrics.buffer_full_seconds.inc(loop.time() - blocked_since)
+        await wait_for_room(
+            lambda: self._has_room(size), self._room, self._metrics.buffer_full_seconds
+        )
 
     # -- batching ------------------------------------------------------------
 

@@ -68,6 +68,7 @@ from typing import Any, Literal, Protocol
 import structlog
 from aiokafka.errors import InvalidProducerEpoch, KafkaError, ProducerFenced
 
+from bridge.adapters.kafka_producer import has_room, wait_for_room
 from bridge.core.records import OutboundRecord
 from bridge.core.retry import Backoff
 from bridge.metrics import SinkMetrics
@@ -223,11 +224,17 @@ class TransactionalRecordSink:
 
     async def send(self, record: OutboundRecord) -> None:
         size = record.size
-        while self._records and (
-            self._records >= self._max_records or self._bytes + size > self._max_bytes
+        if not has_room(
+            self._records, self._bytes, size, self._max_records, self._max_bytes
         ):
-            self._room.clear()
-            await self._room.wait()
+            # The same bound and backpressure metric as the plain Kafka sink.
+            await wait_for_room(
+                lambda: has_room(
+                    self._records, self._bytes, size, self._max_records, self._max_bytes
+                ),
+                self._room,
+                self._metrics.buffer_full_seconds,
+            )
         lane = self._lane(self._account_of(record))
         if lane.state in ("fenced", "disowned"):
             self._release(lane, [(record, size)])
@@ -356,8 +363,7 @@ class TransactionalRecordSink:
         longer this term's (claimed again, disowned)."""
         while lane.state == "claimed" and lane.claims == term:
             if not self._confirmed(lane.account):
-                lane.streak += 1
-                await asyncio.sleep(self._backoff.delay(lane.streak, random.random()))
+                await self._back_off(lane)
                 continue
             producer = lane.producer = self._factory(lane.account)
             try:
@@ -373,13 +379,15 @@ class TransactionalRecordSink:
         return None
 
     async def _failed(self, lane: _Lane, exc: BaseException, event: str) -> None:
-        lane.streak += 1
         self._metrics.kafka_errors.labels(type(exc).__name__).inc(1)
-        delay = self._backoff.delay(lane.streak - 1, random.random())
-        log.warning(
-            event, account=lane.account, error=type(exc).__name__, retry_in=delay
-        )
-        await asyncio.sleep(delay)
+        log.warning(event, account=lane.account, error=type(exc).__name__)
+        await self._back_off(lane)
+
+    async def _back_off(self, lane: _Lane) -> None:
+        """Wait before the lane's next try; longer while failures go on (a
+        commit resets the streak)."""
+        lane.streak += 1
+        await asyncio.sleep(self._backoff.delay(lane.streak - 1, random.random()))
 
     async def _lane_loop(self, lane: _Lane) -> None:
         loop = asyncio.get_running_loop()

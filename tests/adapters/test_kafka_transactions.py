@@ -117,7 +117,9 @@ def rec(n: int, account: str = "alpha") -> OutboundRecord:
 class Replica:
     """One replica's sink, with what it was told."""
 
-    def __init__(self, coordinator: Coordinator, name: str) -> None:
+    def __init__(
+        self, coordinator: Coordinator, name: str, max_records: int = 1000
+    ) -> None:
         self.name = name
         self.acked: list[str] = []
         self.released: list[tuple[str, str]] = []
@@ -127,7 +129,7 @@ class Replica:
         self.sink = TransactionalRecordSink(
             lambda account: FakeProducer(coordinator, f"bridge.{account}"),
             account_of=AccountOf(["alpha", "beta"]),
-            max_records=1000,
+            max_records=max_records,
             max_bytes=10**6,
             commit_interval=0.1,
             retry_backoff=Backoff(initial=0.5, maximum=2.0, jitter=0.0),
@@ -331,4 +333,23 @@ async def test_fenced_by_a_transaction_timeout_while_leading_lets_nothing_go() -
     assert a.released == []
     assert c.epochs["bridge.alpha"] == 3
     assert values(c) == ["alpha-0", "alpha-1"]
+    await a.sink.stop()
+
+
+async def test_a_full_buffer_blocks_the_sender_and_counts_the_time() -> None:
+    """Over max_records, send waits until records leave (here: disowned), and
+    the wait is counted as the plain Kafka sink counts it."""
+    c = Coordinator()
+    a = Replica(c, "a", max_records=2)
+    await a.sink.start()
+    await a.sink.send(rec(0))
+    await a.sink.send(rec(1))
+    blocked = asyncio.create_task(a.sink.send(rec(2)))
+    await asyncio.sleep(5)
+    assert not blocked.done()
+    a.sink.disown("alpha")
+    await blocked
+    waited = a.metrics.buffer_full_seconds._value.get()
+    assert waited == pytest.approx(5.0, abs=0.1)
+    assert a.released == [("alpha", f"alpha-{n}") for n in range(3)]
     await a.sink.stop()

@@ -13,9 +13,13 @@ keeps everything in memory). Three modes, set by ``BRIDGE_*`` variables
 * **off**: ``BRIDGE_JOURNAL_ENABLED=false`` (the in-memory buffer alone);
 * **interval**: ``BRIDGE_JOURNAL_DURABILITY=interval``,
   ``BRIDGE_JOURNAL_FLUSH_INTERVAL_MS=100`` (the default);
-* **fsync**: ``BRIDGE_JOURNAL_DURABILITY=fsync``.
+* **fsync**: ``BRIDGE_JOURNAL_DURABILITY=fsync``;
+* with ``--also-flush-ms 10,1``: **interval-10ms**, **interval-1ms**: the
+  price of a shorter loss window between the two (a record Kafka acknowledges
+  before its group's commit is never written, so the shorter the interval,
+  the more of the stream is encoded and written).
 
-**(a) Throughput.** ``--rounds`` rounds of the three modes, the order rotated
+**(a) Throughput.** ``--rounds`` rounds of the modes, the order rotated
 each round, each one ``stream_throughput.bridge_phase`` (emulator in load
 mode, ``--warmup`` then a ``--duration`` window on
 ``bridge_records_published_total``, counted on Kafka's ack). Reported per
@@ -29,16 +33,21 @@ off's median maximum from (a): a child of this module (``paced-emulator``)
 runs the lab emulator with its own pump paused and sends bursts of
 ``--frame-items`` items on a fixed schedule (the emulator's own paced mode
 sends whatever the fleet did since the last frame, ~``devices`` items a
-second, whatever the rate asked). One phase per mode. The added latency (the
-bound's measure) is ``bridge_stream_receive_to_ack_seconds``: the frame's
-receipt by the bridge (its records' ``ce_bridgereceivedat``, ms) to Kafka's
-ack, observed once per Kafka batch for its first record. Beside it,
+second, whatever the rate asked). One phase per mode at ``--load`` of off's
+maximum (the same offered load for every mode); then, unless
+``--no-own-load``, one more phase for each mode whose own maximum is lower,
+at ``--load`` of *its own* maximum (the same headroom: at off's half-load a
+slower mode runs near its limit and shows queueing rather than what it
+adds). The added latency (the bound's measure) is
+``bridge_stream_receive_to_ack_seconds``: the frame's receipt by the bridge
+(its records' ``ce_bridgereceivedat``, ms) to Kafka's ack, observed once
+per Kafka batch for its first record. Beside it,
 ``bridge_stream_end_to_end_seconds`` (event time, ``fixTime`` stamped in ms
 by the emulator as it builds the burst, same host clock, to the ack) also
 counts the emulator's send queue and the socket. p50/p99 come from the
 histograms' bucket deltas over the window, interpolated linearly inside the
 bucket as Prometheus' ``histogram_quantile`` does. The bound is linger +
-flush interval (100 ms for interval, 0 otherwise) + 10 ms; the verdict is
+flush interval (the interval modes', 0 otherwise) + 10 ms; the verdict is
 read from bucket edges when one falls on the right side of the bound, else
 it is marked as an interpolation. ``bridge_kafka_send_seconds``
 (accept by the Kafka sink to ack) is shown too: with the journal its clock
@@ -104,7 +113,6 @@ MODES: dict[str, dict[str, str]] = {
     },
     "fsync": {"BRIDGE_JOURNAL_ENABLED": "true", "BRIDGE_JOURNAL_DURABILITY": "fsync"},
 }
-FLUSH_MS = {"off": 0, "interval": 100, "fsync": 0}
 E2E = "bridge_stream_end_to_end_seconds"
 # The issue's "added latency": the frame's receipt by the bridge -> Kafka ack.
 RECV = "bridge_stream_receive_to_ack_seconds"
@@ -125,6 +133,20 @@ class Options:
     latency_warmup: float
     latency_duration: float
     base: st.Options  # what every bridge phase shares (extra_env set per mode)
+    # Extra interval points (ms): the price of a shorter loss window.
+    also_flush_ms: tuple[int, ...] = ()
+    # Latency also at `load` of each journaled mode's own maximum.
+    own_load: bool = True
+
+    @property
+    def modes(self) -> dict[str, dict[str, str]]:
+        out = dict(MODES)
+        for flush in self.also_flush_ms:
+            out[f"interval-{flush}ms"] = {
+                **MODES["interval"],
+                "BRIDGE_JOURNAL_FLUSH_INTERVAL_MS": str(flush),
+            }
+        return out
 
 
 def parse_args(argv: list[str] | None) -> Options:
@@ -151,11 +173,29 @@ def parse_args(argv: list[str] | None) -> Options:
     )
     p.add_argument("--partitions", type=int, default=3, help="per topic")
     p.add_argument("--linger-ms", type=int, default=5)
+    p.add_argument(
+        "--also-flush-ms",
+        default="",
+        help="extra interval modes, comma-separated flush intervals in ms "
+        "(e.g. 1,10: what a shorter loss window costs)",
+    )
+    p.add_argument(
+        "--no-own-load",
+        action="store_true",
+        help="latency only at --load of off's max (by default also at --load "
+        "of each slower mode's own max)",
+    )
     p.add_argument("--no-pin", action="store_true", help="no CPU affinity")
     p.add_argument("--keep-logs", action="store_true", help="keep process logs")
     a = p.parse_args(argv)
     if a.rounds < 1 or not 0 < a.load <= 1 or a.duration <= 0:
         p.error("need --rounds >= 1, 0 < --load <= 1, --duration > 0")
+    try:
+        also = tuple(int(x) for x in a.also_flush_ms.split(",") if x.strip())
+    except ValueError:
+        p.error("--also-flush-ms: comma-separated integers (ms)")
+    if any(not 1 <= x <= 10_000 for x in also):
+        p.error("--also-flush-ms: each between 1 and 10000")
     if a.latency_duration <= 0 or a.warmup < 0 or a.latency_warmup < 0:
         p.error("need --latency-duration > 0 and warm-ups >= 0")
     base = st.parse_args(
@@ -186,15 +226,24 @@ def parse_args(argv: list[str] | None) -> Options:
         latency_warmup=a.latency_warmup,
         latency_duration=a.latency_duration,
         base=dataclasses.replace(base, keep_logs=a.keep_logs),
+        also_flush_ms=also,
+        own_load=not a.no_own_load,
     )
 
 
 def mode_opts(opts: Options, mode: str) -> st.Options:
-    return dataclasses.replace(opts.base, extra_env=dict(MODES[mode]))
+    return dataclasses.replace(opts.base, extra_env=dict(opts.modes[mode]))
+
+
+def flush_ms(env: dict[str, str]) -> int:
+    """The flush interval a mode waits between commits (0: back to back, or off)."""
+    if env.get("BRIDGE_JOURNAL_DURABILITY") != "interval":
+        return 0
+    return int(env.get("BRIDGE_JOURNAL_FLUSH_INTERVAL_MS", "100"))
 
 
 def bound_ms(opts: Options, mode: str) -> float:
-    return opts.base.linger_ms + FLUSH_MS[mode] + LATENCY_SLACK_MS
+    return opts.base.linger_ms + flush_ms(opts.modes[mode]) + LATENCY_SLACK_MS
 
 
 # -- (a) throughput ----------------------------------------------------------------
@@ -226,7 +275,7 @@ async def throughput(
     opts: Options, pinning: Pinning, logdir: Path, harness: st.Harness
 ) -> list[Round]:
     out: list[Round] = []
-    names = list(MODES)
+    names = list(opts.modes)
     for r in range(opts.rounds):
         order = names[r % len(names) :] + names[: r % len(names)]
         for mode in order:
@@ -452,6 +501,7 @@ def ms(x: float) -> str:
 @dataclass
 class Latency:
     mode: str
+    basis: str  # whose maximum the asked rate is a share of: "off" or "own"
     target_per_s: float
     records_per_s: float
     bridge_cpu_util: float
@@ -498,6 +548,7 @@ def hist_doc(h: Hist, bound_s: float) -> dict[str, Any]:
 async def latency_phase(
     opts: Options,
     mode: str,
+    basis: str,
     rate: float,
     pinning: Pinning,
     logdir: Path,
@@ -582,6 +633,7 @@ async def latency_phase(
         commit = h1[COMMIT].minus(h0[COMMIT])
         return Latency(
             mode=mode,
+            basis=basis,
             target_per_s=rate,
             records_per_s=(n1 - n0) / window,
             bridge_cpu_util=(cpu1["bridge"] - cpu0["bridge"]) / window,
@@ -604,6 +656,26 @@ async def latency_phase(
                 stop_process(w, timeout=10.0)
 
 
+def latency_plan(
+    opts: Options, summary: dict[str, dict[str, float]]
+) -> list[tuple[str, str, float]]:
+    """(mode, basis, rate) per latency phase.
+
+    Every mode at ``load`` of off's maximum (the same offered load, so the
+    modes compare); then each mode whose own maximum is lower by more than
+    5 % again at ``load`` of its own maximum (the same headroom): a mode near
+    its own limit at off's half-load shows queueing, not what it adds.
+    """
+    common = opts.load * summary["off"]["records_per_s"]
+    plan = [(mode, "off", common) for mode in summary]
+    if opts.own_load:
+        for mode, s in summary.items():
+            own = opts.load * s["records_per_s"]
+            if mode != "off" and own < 0.95 * common:
+                plan.append((mode, "own", own))
+    return plan
+
+
 # -- report -------------------------------------------------------------------------
 
 
@@ -623,7 +695,7 @@ def table(rows: list[tuple[str, ...]]) -> list[str]:
 
 def summarize(rounds: list[Round]) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
-    for mode in MODES:
+    for mode in dict.fromkeys(r.mode for r in rounds):
         rs = [r for r in rounds if r.mode == mode]
         out[mode] = {
             "records_per_s": statistics.median(r.records_per_s for r in rs),
@@ -655,7 +727,7 @@ def ratio_lines(rounds: list[Round]) -> list[str]:
         )
     ]
     off = {r.round: r for r in rounds if r.mode == "off"}
-    for mode in MODES:
+    for mode in dict.fromkeys(r.mode for r in rounds):
         rs = [r for r in rounds if r.mode == mode and r.round in off]
         rate = [r.records_per_s / off[r.round].records_per_s for r in rs]
         cpu = [r.cpu_s_per_100k / off[r.round].cpu_s_per_100k for r in rs]
@@ -737,7 +809,7 @@ def render(
         match = "" if r.delivery_match else " [DELIVERY MISMATCH in the topics]"
         flag = " [NOISY: other processes used the bridge's CPU]" if r.noisy else ""
         lines.append(
-            f"  r{r.round + 1} {r.mode:8} {r.records_per_s:>7,.0f}; "
+            f"  r{r.round + 1} {r.mode:13} {r.records_per_s:>7,.0f}; "
             f"{r.bridge_cpu_util:.0%} / {r.measured_cpu_busy:.0%} / "
             f"{r.harness_cpu_busy:.0%}; {r.limited_by}{match}{flag}"
         )
@@ -753,7 +825,9 @@ def render(
         lines += [
             "",
             f"(b) added latency at {opts.load:.0%} of off's max "
-            f"({lat[0].target_per_s:,.0f} records/s asked), {opts.latency_warmup:g}s "
+            f"({lat[0].target_per_s:,.0f} records/s asked) and, for a mode slower "
+            f"than off, at {opts.load:.0%} of its own max (load 'own'); "
+            f"{opts.latency_warmup:g}s "
             f"warm-up + {opts.latency_duration:g}s window; added = the bridge "
             "receives the frame -> Kafka ack (bridge_stream_receive_to_ack_seconds,"
             " the bound's measure); e2e = the emulator builds the frame -> Kafka "
@@ -762,6 +836,7 @@ def render(
         rows = [
             (
                 "journal",
+                "load",
                 "records/s",
                 "added p50",
                 "added p99",
@@ -777,6 +852,7 @@ def render(
             rows.append(
                 (
                     x.mode,
+                    x.basis,
                     f"{x.records_per_s:,.0f}",
                     q_cell(x.received, "p50"),
                     q_cell(x.received, "p99"),
@@ -816,11 +892,11 @@ def render(
                 notes.append("DID NOT KEEP UP with the asked rate")
             if x.noisy:
                 notes.append("NOISY: other processes used the bridge's CPU")
-            lines.append(f"  {x.mode:8} " + ", ".join(notes))
+            lines.append(f"  {x.mode:13} {x.basis:3} " + ", ".join(notes))
             lines.append(
-                f"  {'':8} added share <= " + shares(x.received["bucket_deltas"])
+                f"  {'':17} added share <= " + shares(x.received["bucket_deltas"])
             )
-            lines.append(f"  {'':8} e2e share <= " + shares(x.e2e["bucket_deltas"]))
+            lines.append(f"  {'':17} e2e share <= " + shares(x.e2e["bucket_deltas"]))
         lines.append(
             "  sink = bridge_kafka_send_seconds (Kafka sink accepts -> ack; with "
             "the journal it starts after the commit, at the forwarder)"
@@ -842,9 +918,8 @@ async def run(opts: Options, logdir: Path) -> int:
     try:
         rounds = await throughput(opts, pinning, logdir, harness)
         summary = summarize(rounds)
-        rate = opts.load * summary["off"]["records_per_s"]
-        for mode in MODES:
-            one = await latency_phase(opts, mode, rate, pinning, logdir, harness)
+        for mode, basis, rate in latency_plan(opts, summary):
+            one = await latency_phase(opts, mode, basis, rate, pinning, logdir, harness)
             lat.append(one)
     except (
         RuntimeError,
@@ -867,7 +942,7 @@ async def run(opts: Options, logdir: Path) -> int:
         "started_at": started.isoformat(),
         "options": asdict(opts),
         "environment": st.environment(broker_name(), pinning),
-        "modes": MODES,
+        "modes": opts.modes,
         "rounds": [asdict(r) | {"noisy": r.noisy} for r in rounds],
         "summary": summary,
         "latency": [asdict(x) | {"noisy": x.noisy} for x in lat],

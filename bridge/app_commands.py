@@ -153,6 +153,9 @@ class CommandApp:
                 heartbeat_interval_ms=max(300, c.session_timeout_ms // 3),
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
+                # A command a transactional producer aborted must not book
+                # anything; without transactions this changes nothing.
+                isolation_level="read_committed",
             ),
             topic=c.topic,
             handler=self.worker,

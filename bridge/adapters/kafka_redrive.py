@@ -2,7 +2,11 @@
 
 * :class:`DeadLetterReader` reads every partition of a dead-letter topic up to
   the end it had when the run started (a bounded run), from the offsets its
-  consumer group committed (or the beginning). It assigns the partitions
+  consumer group committed (or the beginning). It reads ``read_committed``:
+  a stream with fencing (``BRIDGE_HA_TRANSACTIONAL_ID``) dead-letters inside
+  its transactions, and a letter of an aborted one (a fenced leader's) must
+  not be redriven; its successor dead-lettered the same frame. Without
+  transactions that changes nothing. It assigns the partitions
   itself instead of joining the group's rebalances: a redrive is one process
   at a time, and the group is only where its progress is kept, as Kafka
   allows for manually assigned consumers. The topic is only ever read.
@@ -48,6 +52,7 @@ class DeadLetterReader:
             group_id=self._group,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            isolation_level="read_committed",
             **client_settings(self._kafka),
         )
         await consumer.start()
@@ -94,9 +99,9 @@ class DeadLetterReader:
     async def fetch(self, max_records: int) -> list[DeadLetter]:
         """The next records of the partitions not yet at their end.
 
-        The end taken at the start is confirmed by the high watermark of a
-        fetch response: Tansu answers the latest offset one short when the
-        last batch holds several records.
+        The end taken at the start (the last stable offset, read_committed)
+        is confirmed by that of a fetch response: Tansu answers the latest
+        offset one short when the last batch holds several records.
         """
         consumer = self._live()
         pending = await self._pending()
@@ -106,10 +111,10 @@ class DeadLetterReader:
             *pending, timeout_ms=1000, max_records=max_records
         )
         for tp in pending:
-            highwater = consumer.highwater(tp)
-            if highwater is not None and tp.partition not in self._confirmed:
+            stable = consumer.last_stable_offset(tp)
+            if stable is not None and tp.partition not in self._confirmed:
                 self._confirmed.add(tp.partition)
-                self.end[tp.partition] = max(self.end[tp.partition], highwater)
+                self.end[tp.partition] = max(self.end[tp.partition], stable)
         letters: list[DeadLetter] = []
         for tp, messages in batches.items():
             end = self.end[tp.partition]

@@ -88,7 +88,8 @@ from bench.sink_paths import (
     RETRY,
     position_records,
 )
-from bridge.adapters.journal_store import JournalStore, stats
+from bridge.adapters.journal_report import stats
+from bridge.adapters.journal_store import JournalStore
 from bridge.adapters.journaled_sink import JournaledSink
 from bridge.adapters.kafka_producer import (
     BatchAckCallback,

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
-import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -31,21 +30,14 @@ from prometheus_client import CollectorRegistry
 from bridge.adapters.account_files import Account, read_accounts
 from bridge.adapters.auth_api import HttpSessionSource
 from bridge.adapters.clock import SystemClock
-from bridge.adapters.journal_dir import JournalLock, journal_directory
-from bridge.adapters.journal_store import JournalError, JournalStore
+from bridge.adapters.journal_store import JournalError
 from bridge.adapters.journaled_sink import JournaledSink
-from bridge.adapters.kafka_client import producer_settings, until_kafka_answers
-from bridge.adapters.kafka_producer import KafkaRecordSink, build_producer
-from bridge.adapters.kafka_transactions import (
-    TransactionalProducer,
-    TransactionalRecordSink,
-)
+from bridge.adapters.kafka_client import until_kafka_answers
 from bridge.adapters.mapping_files import stream_codec
 from bridge.adapters.ops_http import Readiness
 from bridge.adapters.upstream_connectors import stream_connector
 from bridge.bootstrap import Deadline, Lifecycle, Tasks, Worker
 from bridge.config import (
-    JournalSettings,
     KafkaSettings,
     SendstackSettings,
     Settings,
@@ -58,7 +50,6 @@ from bridge.core.records import (
 )
 from bridge.core.retry import Backoff, FailureBudget
 from bridge.core.session import RotationPolicy
-from bridge.journal_metrics import JournalMetrics
 from bridge.metrics import (
     AccountLabelled,
     IntakeMetrics,
@@ -66,16 +57,13 @@ from bridge.metrics import (
     StreamMetrics,
 )
 from bridge.ports import Clock, RecordSink, SessionGrant, SessionSource
+from bridge.stream_sinks import KafkaSink, SinkHooks, build_sinks
 from bridge.stream_standby import HotStandby
 from bridge.workers.session_keeper import SessionKeeper
 from bridge.workers.stream_pump import PumpOptions, StreamPump
-from bridge.workers.stream_roles import LIVE_ROLES, AccountOf
+from bridge.workers.stream_roles import LIVE_ROLES
 
 log = structlog.get_logger("bridge.app")
-
-BatchAck = Callable[[Sequence[OutboundRecord]], None]
-#: What publishes to Kafka: per-account transactions with fencing, or not.
-KafkaSink = KafkaRecordSink | TransactionalRecordSink
 
 
 def topics_of(settings: Settings) -> Topics:
@@ -248,51 +236,23 @@ class StreamApp:
                 t.events: "event",
                 t.dead_letter: "dead_letter",
             }
-        backoff = Backoff(
-            initial=s.buffer.publish_retry_initial_seconds,
-            maximum=s.buffer.publish_retry_max_seconds,
-        )
-        plain_sink = functools.partial(
-            KafkaRecordSink,
-            functools.partial(build_producer, **producer_settings(kafka)),
-            max_records=s.buffer.max_records,
-            max_bytes=s.buffer.max_bytes,
-            retry_backoff=backoff,
-            metrics=self.output.sink,
+        self.chain = build_sinks(
+            s,
+            kafka,
+            accounts=[a.name for a in accounts],
             topic_kinds=topic_kinds,
-            linger=kafka.linger_ms / 1000,
-        )
-        fenced = s.ha.enabled and s.ha.transactional_id is not None
-        names = [a.name for a in accounts]
-
-        def kafka_sink(acked: BatchAck, release: BatchAck | None = None) -> KafkaSink:
-            if not fenced:
-                return plain_sink(on_batch_ack=acked)
-            return TransactionalRecordSink(
-                functools.partial(self._transactional_producer, kafka),
-                account_of=AccountOf(names),
-                max_records=s.buffer.max_records,
-                max_bytes=s.buffer.max_bytes,
-                commit_interval=s.ha.transaction_ms / 1000,
-                retry_backoff=backoff,
-                metrics=self.output.sink,
-                topic_kinds=topic_kinds,
-                on_batch_ack=acked,
-                on_released=functools.partial(self._released, release),
-                on_fenced=lambda account: self._standby().fenced(account),
+            metrics=self.output.sink,
+            registry=self.registry,
+            hooks=SinkHooks(
+                acked=self._batch_acked,
+                released=lambda account, n: self._standby().released(account, n),
+                fenced=lambda account: self._standby().fenced(account),
                 confirmed=lambda account: self._standby().confirmed(account),
-            )
-
-        self.journal: JournaledSink | None = None
-        self._journal_lock: JournalLock | None = None
-        self.sink: RecordSink
-        self.kafka: KafkaSink
-        if s.journal.enabled:
-            self.journal, self.kafka = self._journaled(s.journal, kafka_sink)
-            self.sink = self.journal
-        else:
-            self.kafka = kafka_sink(self._batch_acked)
-            self.sink = self.kafka
+            ),
+        )
+        self.journal: JournaledSink | None = self.chain.journal
+        self.sink: RecordSink = self.chain.sink
+        self.kafka: KafkaSink = self.chain.kafka
         self.standby: HotStandby | None = None
         if s.ha.enabled:
             self.standby = HotStandby(
@@ -304,9 +264,7 @@ class StreamApp:
                 self.clock,
                 socket_open=lambda name: self.streams[name].pump.statistics().connected,
                 cold=s.stream.single_session,
-                fencing=self.kafka
-                if isinstance(self.kafka, TransactionalRecordSink)
-                else None,
+                fencing=self.chain.fencing,
             )
         standby = self.standby
         # A cold standby (the upstream allows one session): an account's
@@ -351,59 +309,9 @@ class StreamApp:
         """The first account's stream pump."""
         return next(iter(self.streams.values())).pump
 
-    def _journaled(
-        self, j: JournalSettings, kafka_sink: Callable[[BatchAck, BatchAck], KafkaSink]
-    ) -> tuple[JournaledSink, KafkaSink]:
-        directory = journal_directory(j.dir, os.environ)
-        self._journal_lock = JournalLock(directory)
-        self.journal_metrics = JournalMetrics(self.registry)
-
-        built: list[KafkaSink] = []
-
-        def inner(journal_acked: BatchAck) -> KafkaSink:
-            def acked(records: Sequence[OutboundRecord]) -> None:
-                journal_acked(records)
-                self._batch_acked(records)
-
-            # Records let go to another leader leave the journal unreported.
-            built.append(kafka_sink(acked, journal_acked))
-            return built[0]
-
-        journal = JournaledSink(
-            JournalStore(directory),
-            inner,
-            max_bytes=j.max_bytes,
-            durability=j.durability,
-            flush_interval=j.flush_interval_ms / 1000,
-            when_full=j.when_full,
-            metrics=self.journal_metrics,
-            connect=lambda: until_kafka_answers(self.kafka.start),
-            disconnect=lambda: self.kafka.stop(),
-            pace_seconds=j.pace_ms / 1000,
-            pace_bytes=j.pace_bytes,
-        )
-        return journal, built[0]
-
     def _standby(self) -> HotStandby:
         assert self.standby is not None  # noqa: S101 - fencing comes with HA
         return self.standby
-
-    def _transactional_producer(
-        self, kafka: KafkaSettings, account: str
-    ) -> TransactionalProducer:
-        # One fixed id per account: whoever opens it next fences this holder.
-        producer: TransactionalProducer = build_producer(
-            **producer_settings(kafka),
-            transactional_id=f"{self.settings.ha.transactional_id}.{account}",
-        )
-        return producer
-
-    def _released(
-        self, release: BatchAck | None, account: str, records: Sequence[OutboundRecord]
-    ) -> None:
-        if release is not None:
-            release(records)
-        self._standby().released(account, len(records))
 
     def _batch_acked(self, records: Sequence[OutboundRecord]) -> None:
         if self.standby is not None:
@@ -549,24 +457,24 @@ class StreamApp:
     async def _start_journal(self) -> None:
         # Only local disk: reading starts whether or not Kafka answers.
         assert self.journal is not None  # noqa: S101 - run() checked
-        assert self._journal_lock is not None  # noqa: S101 - set with it
-        self._journal_lock.acquire()
+        assert self.chain.lock is not None  # noqa: S101 - set with it
+        self.chain.lock.acquire()
         try:
             await self.journal.start()
         except BaseException:
-            self._journal_lock.release()
+            self.chain.lock.release()
             raise
         self.lifecycle.close_last(self._close_journal)
 
     async def _close_journal(self) -> None:
         assert self.journal is not None  # noqa: S101 - run() checked
-        assert self._journal_lock is not None  # noqa: S101 - set with it
+        assert self.chain.lock is not None  # noqa: S101 - set with it
         try:
             await self.journal.stop()
         except JournalError as exc:  # failing already: keep the first cause
             log.warning("journal_close_failed", error=str(exc))
         finally:
-            self._journal_lock.release()
+            self.chain.lock.release()
 
     async def _drain(self, deadline: Deadline, tasks: Tasks) -> Mapping[str, object]:
         # No session request after the signal: each failed one counts toward

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import IO
 
-from bridge.adapters.journal_store import JournalReport, stats, verify
+from bridge.adapters.journal_report import JournalReport, stats, verify
 
 
 def run(

@@ -79,14 +79,33 @@ import os
 import sqlite3
 import time
 from bisect import bisect_left, bisect_right, insort
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from itertools import accumulate, compress
+from itertools import accumulate
 from pathlib import Path
 from typing import Any, Final
 
 import structlog
 
+from bridge.adapters.journal_file import (
+    CHUNK_COLUMNS,
+    DB_NAME,
+    FORMAT,
+    SCHEMA,
+    JournalCorrupt,
+    JournalError,
+    JournalIOError,
+    UnknownFormat,
+    all_gone,
+    chunk_sizes,
+    file_format,
+    first_live,
+    gone_flags,
+    quarantined_files,
+    summarize,
+    table_names,
+    translated,
+)
 from bridge.core.journal_entry import (
     CHUNK_BYTES,
     CHUNK_ENTRIES,
@@ -98,7 +117,6 @@ from bridge.core.journal_entry import (
     read_chunk_table,
 )
 from bridge.core.records import OutboundRecord
-from bridge.errors import BridgeError
 
 log = structlog.get_logger("bridge.journal")
 
@@ -109,18 +127,11 @@ __all__ = [
     "JournalCorrupt",
     "JournalError",
     "JournalIOError",
-    "JournalReport",
     "JournalStore",
     "OpenState",
     "ReadResult",
-    "stats",
-    "verify",
 ]
 
-DB_NAME: Final = "journal.sqlite3"
-#: The file's format (``PRAGMA user_version``): 2, chunks; 1 (no version
-#: set, a table ``entries``), one row per entry.
-FORMAT: Final = 2
 _PAGE_SIZE: Final = 16384  # new files only; fewer pages per chunk than 4 KiB
 _KEEP_QUARANTINED: Final = 3
 _SALVAGE_MAX: Final = 100_000
@@ -134,44 +145,6 @@ _COMPACT_IDLE_MS: Final = 30_000
 _COMPACT_EVERY_MS: Final = 10_000
 _COMPACT_BATCH: Final = 16
 _COMPACT_SCAN: Final = 256
-_SCHEMA: Final = (
-    "CREATE TABLE IF NOT EXISTS chunks ("
-    " first_seq INTEGER PRIMARY KEY,"
-    " count INTEGER NOT NULL,"
-    " born_ms INTEGER NOT NULL,"
-    " tbl BLOB NOT NULL,"
-    " data BLOB NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS acks ("
-    " first_seq INTEGER PRIMARY KEY,"
-    " bits BLOB NOT NULL,"
-    " changed_ms INTEGER NOT NULL)",
-)
-_CHUNK_COLUMNS: Final = (
-    "SELECT c.first_seq, c.count, c.born_ms, c.tbl, length(c.data), a.bits"
-    " FROM chunks AS c LEFT JOIN acks AS a ON a.first_seq = c.first_seq"
-)
-
-
-class JournalError(BridgeError):
-    """The journal cannot go on."""
-
-
-class JournalIOError(JournalError):
-    """The journal's disk failed: full, read-only, missing or erroring.
-
-    Not retryable here: the app exits and Kubernetes restarts the pod.
-    """
-
-
-class JournalCorrupt(JournalError):
-    """SQLite found the journal file damaged while running.
-
-    The next open quarantines the file, so a restart does not loop on it.
-    """
-
-
-class _UnknownFormat(JournalCorrupt):
-    """The file is of a newer format than this code reads."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,83 +180,7 @@ class ReadResult:
     end_seq: int  # the next sequence to read from
 
 
-@dataclass(frozen=True, slots=True)
-class JournalReport:
-    """``verify``/``stats`` of a journal directory."""
-
-    path: Path
-    exists: bool
-    entries: int = 0
-    bytes: int = 0
-    first_seq: int | None = None
-    last_seq: int | None = None
-    oldest_born_ms: int | None = None
-    file_bytes: int = 0
-    ok: bool = True
-    corrupt_entries: tuple[int, ...] = ()
-    problems: tuple[str, ...] = ()
-    quarantined_files: tuple[str, ...] = ()
-
-
-def _is_corruption(exc: sqlite3.DatabaseError) -> bool:
-    code = getattr(exc, "sqlite_errorcode", None)
-    return code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB) or (
-        "malformed" in str(exc) or "not a database" in str(exc)
-    )
-
-
-@contextlib.contextmanager
-def _translated(what: str) -> Iterator[None]:
-    """Turn sqlite3/OS errors into JournalCorrupt or JournalIOError."""
-    try:
-        yield
-    except sqlite3.DatabaseError as exc:
-        if _is_corruption(exc):
-            raise JournalCorrupt(f"journal file damaged while {what}: {exc}") from exc
-        raise JournalIOError(f"journal I/O failed while {what}: {exc}") from exc
-    except OSError as exc:
-        raise JournalIOError(f"journal I/O failed while {what}: {exc}") from exc
-
-
 # -- chunks ------------------------------------------------------------------------
-
-
-def _spread(total: int, count: int) -> tuple[int, ...]:
-    """Sizes for the entries of a chunk whose table is unreadable (sum: total)."""
-    share = total // count
-    return (share,) * (count - 1) + (total - share * (count - 1),)
-
-
-def _sizes(table: bytes, count: int, data_bytes: int) -> tuple[tuple[int, ...], bool]:
-    """A chunk's entry sizes, and whether its table checked out."""
-    try:
-        sizes, _ = read_chunk_table(table, count)
-    except EntryCorrupt:
-        return _spread(data_bytes, count), False
-    if sum(sizes) != data_bytes:
-        return _spread(data_bytes, count), False
-    return sizes, True
-
-
-def _full(count: int) -> bytes:
-    """The bitmap of a chunk of ``count`` entries that are all gone."""
-    whole, rest = divmod(count, 8)
-    return b"\xff" * whole + (bytes(((1 << rest) - 1,)) if rest else b"")
-
-
-def _gone_flags(bits: bytes | None, count: int) -> list[int]:
-    """Per entry of a chunk, 1 if it is gone, else 0."""
-    if bits is None:
-        return [0] * count
-    return [(byte >> j) & 1 for byte in bits for j in range(8)][:count]
-
-
-def _first_live(bits: bytes | None, count: int) -> int:
-    """The index of a chunk's first entry still live (``count``: none)."""
-    if bits is None:
-        return 0
-    mask = int.from_bytes(bits, "little")
-    return min(count, ((mask + 1) & ~mask).bit_length() - 1)
 
 
 class _Chunk:
@@ -309,7 +206,7 @@ class _Chunk:
         return bool(self.bits[k >> 3] >> (k & 7) & 1)
 
     def full(self) -> bool:
-        return self.bits == _full(self.count)
+        return self.bits == all_gone(self.count)
 
 
 @dataclass(slots=True)
@@ -322,88 +219,6 @@ class _Cached:
     offsets: list[int]
     sizes: tuple[int, ...]
     table_ok: bool
-
-
-@dataclass(slots=True)
-class _Summary:
-    entries: int = 0
-    bytes: int = 0
-    first_seq: int | None = None
-    last_seq: int | None = None
-    oldest_born_ms: int | None = None
-
-
-def _tables(db: sqlite3.Connection) -> set[str]:
-    return {
-        name
-        for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")
-    }
-
-
-def _format(db: sqlite3.Connection) -> int:
-    """The file's format: 0 (empty, new), 1, 2, or a newer one."""
-    (version,) = db.execute("PRAGMA user_version").fetchone()
-    if version:
-        return int(version)
-    tables = _tables(db)
-    if "entries" in tables:
-        return 1
-    return 2 if "chunks" in tables else 0
-
-
-def _summary(db: sqlite3.Connection) -> _Summary:
-    """Counts of live entries, first/last sequence and the oldest birth."""
-    out = _Summary()
-    tables = _tables(db)
-    heads: list[tuple[int, int | None]] = []  # (first live seq, its birth)
-    lasts: list[int] = []
-    if "chunks" in tables:
-        count, total, last = db.execute(
-            "SELECT coalesce(sum(count), 0), coalesce(sum(length(data)), 0),"
-            " max(first_seq + count - 1) FROM chunks"
-        ).fetchone()
-        out.entries, out.bytes = count, total
-        for bits, n, table, size in db.execute(
-            "SELECT a.bits, c.count, c.tbl, length(c.data)"
-            " FROM acks AS a JOIN chunks AS c ON c.first_seq = a.first_seq"
-        ):
-            flags = _gone_flags(bits, n)
-            out.entries -= sum(flags)
-            out.bytes -= sum(compress(_sizes(table, n, size)[0], flags))
-        row = db.execute(f"{_CHUNK_COLUMNS} ORDER BY c.first_seq LIMIT 1").fetchone()
-        if row is not None:
-            first, n, born, table, _, bits = row
-            k = _first_live(bits, n)
-            heads.append((first + k, _born(table, n, k, born)))
-            lasts.append(last)
-    if "entries" in tables:  # format 1 (maybe half migrated)
-        count, total, first, last = db.execute(
-            "SELECT count(*), coalesce(sum(length(data)), 0), min(seq), max(seq)"
-            " FROM entries"
-        ).fetchone()
-        out.entries += count
-        out.bytes += total
-        if first is not None:
-            (born,) = db.execute(
-                "SELECT born_ms FROM entries WHERE seq = ?", (first,)
-            ).fetchone()
-            heads.append((first, born))
-            lasts.append(last)
-    if heads:
-        out.first_seq, out.oldest_born_ms = min(heads)
-        out.last_seq = max(lasts)
-    return out
-
-
-def _born(table: bytes, count: int, k: int, fallback: int) -> int:
-    """Entry ``k``'s birth, or the chunk's (its first entry's) if unreadable."""
-    if k == 0 or k >= count:
-        return fallback
-    try:
-        _, borns = read_chunk_table(table, count)
-    except EntryCorrupt:
-        return fallback
-    return borns[k]
 
 
 # -- the store ------------------------------------------------------------------------
@@ -458,17 +273,17 @@ class JournalStore:
             JournalIOError: If the directory or file cannot be created, read
                 or written (missing parent, a file in the way, full disk).
         """
-        with _translated("opening"):
+        with translated("opening"):
             self.directory.mkdir(parents=True, exist_ok=True)
         quarantined: Path | None = None
         salvaged: list[tuple[int, int, int, bytes, bytes, bytes | None]] = []
         migrated = corrupt = 0
         try:
             self._db = self._connect()
-            with _translated("opening"):
-                fmt = _format(self._db)
+            with translated("opening"):
+                fmt = file_format(self._db)
             if fmt > FORMAT:
-                raise _UnknownFormat(
+                raise UnknownFormat(
                     f"journal format {fmt} is newer than this bridge's {FORMAT}"
                 )
             if self._check:
@@ -477,7 +292,7 @@ class JournalStore:
                 migrated, corrupt = self._migrate(self._db)
         except JournalCorrupt as exc:
             if self._db is not None:
-                if not isinstance(exc, _UnknownFormat):
+                if not isinstance(exc, UnknownFormat):
                     salvaged = _salvage(self._db)
                 self._db.close()
                 self._db = None
@@ -491,10 +306,10 @@ class JournalStore:
             self._db = self._connect()
         db = self._db
         assert db is not None  # noqa: S101 - set just above
-        with _translated("creating the tables"):
+        with translated("creating the tables"):
             self._create(db)
         if salvaged:
-            with _translated("salvaging"):
+            with translated("salvaging"):
                 db.execute("BEGIN IMMEDIATE")
                 db.executemany(
                     "INSERT OR IGNORE INTO chunks VALUES (?, ?, ?, ?, ?)",
@@ -506,8 +321,8 @@ class JournalStore:
                     [(row[0], row[5], now) for row in salvaged if row[5] is not None],
                 )
                 db.execute("COMMIT")
-        with _translated("reading the state"):
-            summary = _summary(db)
+        with translated("reading the state"):
+            summary = summarize(db)
         return OpenState(
             entries=summary.entries,
             bytes=summary.bytes,
@@ -528,7 +343,7 @@ class JournalStore:
         except sqlite3.Error as exc:
             raise JournalIOError(f"cannot open the journal {self.path}: {exc}") from exc
         try:
-            with _translated("opening"):
+            with translated("opening"):
                 db.execute(f"PRAGMA page_size={_PAGE_SIZE}")  # a new file only
                 db.execute("PRAGMA journal_mode=WAL").fetchone()
                 db.execute("PRAGMA synchronous=FULL")
@@ -550,7 +365,7 @@ class JournalStore:
             return  # no write (another process may be running on this file)
         db.execute("BEGIN IMMEDIATE")
         try:
-            for statement in _SCHEMA:
+            for statement in SCHEMA:
                 db.execute(statement)
             db.execute(f"PRAGMA user_version={FORMAT}")
             db.execute("COMMIT")
@@ -562,9 +377,9 @@ class JournalStore:
     def _migrate(self, db: sqlite3.Connection) -> tuple[int, int]:
         """Format 1 -> 2, one transaction per batch; (moved, corrupt)."""
         moved = corrupt = 0
-        with _translated("migrating"):
+        with translated("migrating"):
             db.execute("BEGIN IMMEDIATE")
-            for statement in _SCHEMA:
+            for statement in SCHEMA:
                 db.execute(statement)
             db.execute("COMMIT")
             while True:
@@ -605,7 +420,7 @@ class JournalStore:
 
     def _quick_check(self) -> None:
         assert self._db is not None  # noqa: S101 - after _connect
-        with _translated("checking"):
+        with translated("checking"):
             result = self._db.execute("PRAGMA quick_check").fetchone()
         if result is None or result[0] != "ok":
             raise JournalCorrupt(f"quick_check: {result}")
@@ -613,13 +428,13 @@ class JournalStore:
     def _quarantine(self) -> Path:
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         target = self.path.with_name(f"{DB_NAME}.corrupt-{stamp}-{os.getpid()}")
-        with _translated("quarantining"):
+        with translated("quarantining"):
             for suffix in ("-wal", "-shm", ""):
                 source = Path(f"{self.path}{suffix}")
                 if source.exists():
                     source.rename(f"{target}{suffix}")
             # Oldest first: the names carry a UTC timestamp.
-            old = _quarantined(self.directory)
+            old = quarantined_files(self.directory)
             for name in old[:-_KEEP_QUARANTINED]:
                 stale = self.directory / name
                 for suffix in ("-wal", "-shm", ""):
@@ -734,7 +549,7 @@ class JournalStore:
         db = self._require()
         started = time.perf_counter()
         result = CommitResult(seconds=0.0)
-        with _translated("committing"):
+        with translated("committing"):
             try:
                 db.execute("BEGIN IMMEDIATE")
                 if runs:
@@ -847,7 +662,7 @@ class JournalStore:
         after = -1
         while freed < need:
             row = db.execute(
-                f"{_CHUNK_COLUMNS} WHERE c.first_seq > ? ORDER BY c.first_seq LIMIT 1",
+                f"{CHUNK_COLUMNS} WHERE c.first_seq > ? ORDER BY c.first_seq LIMIT 1",
                 (after,),
             ).fetchone()
             if row is None:
@@ -855,7 +670,7 @@ class JournalStore:
             first, count, _, table, size, bits = row
             after = first
             chunk = self._chunk(first, count, bits, touched)
-            sizes = _sizes(table, count, size)[0]
+            sizes = chunk_sizes(table, count, size)[0]
             for k in range(count):
                 if chunk.gone(k):
                     continue
@@ -943,7 +758,7 @@ class JournalStore:
         if sum(sizes) != len(data):
             return 0
         offsets = list(accumulate(sizes, initial=0))
-        flags = _gone_flags(bits, count)
+        flags = gone_flags(bits, count)
         runs: list[_Run] = []
         k = 0
         while k < count:
@@ -989,7 +804,7 @@ class JournalStore:
         total = 0
         seen = 0
         stop_seq = end_seq if end_seq is not None else 1 << 64
-        with _translated("reading"):
+        with translated("reading"):
             seq = from_seq
             while seen < limit and total < max_bytes and seq < stop_seq:
                 chunk = self._load(db, seq)
@@ -1058,7 +873,7 @@ class JournalStore:
         if row is None:
             return None
         first, count, table, data = row
-        sizes, ok = _sizes(table, count, len(data))
+        sizes, ok = chunk_sizes(table, count, len(data))
         self._cached = _Cached(
             first, count, data, list(accumulate(sizes, initial=0)), sizes, ok
         )
@@ -1066,11 +881,11 @@ class JournalStore:
 
     def _oldest_born(self) -> int | None:
         db = self._require()
-        row = db.execute(f"{_CHUNK_COLUMNS} ORDER BY c.first_seq LIMIT 1").fetchone()
+        row = db.execute(f"{CHUNK_COLUMNS} ORDER BY c.first_seq LIMIT 1").fetchone()
         if row is None:
             return None
         first, count, born, table, _, bits = row
-        k = _first_live(bits, count)
+        k = first_live(bits, count)
         if k == 0 or k >= count:
             return int(born)
         head = self._head
@@ -1153,7 +968,7 @@ def _salvage(
     rows: list[tuple[int, int, int, bytes, bytes, bytes | None]] = []
     kept = 0
     try:
-        tables = _tables(db)
+        tables = table_names(db)
     except sqlite3.Error:
         return rows
     if "chunks" in tables:
@@ -1164,7 +979,7 @@ def _salvage(
                 break
             first, count, _, table, data, _ = row
             after = first
-            if _sizes(table, count, len(data))[1]:
+            if chunk_sizes(table, count, len(data))[1]:
                 rows.append(row)
                 kept += count
     try:
@@ -1266,187 +1081,3 @@ def _next_readable(
         if row is not None:
             found = row
     return found
-
-
-# -- verify / stats (``sendstack-bridge journal verify|stats``) ----------------------
-
-
-def _open_read_only(path: Path) -> sqlite3.Connection:
-    # Read-only but WAL-aware: what a running bridge committed is seen.
-    return sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
-
-
-def _quarantined(directory: Path) -> tuple[str, ...]:
-    return tuple(
-        sorted(
-            p.name
-            for p in directory.glob(f"{DB_NAME}.corrupt-*")
-            if not p.name.endswith(("-wal", "-shm"))
-        )
-    )
-
-
-def stats(directory: Path | str) -> JournalReport:
-    """Counts of a journal directory, cheap (no entry is decoded).
-
-    Safe beside a running bridge (read-only). A file SQLite cannot read is
-    reported with ``ok=False`` and the error in ``problems``.
-    """
-    directory = Path(directory)
-    path = directory / DB_NAME
-    if not path.exists():
-        return JournalReport(
-            path, exists=False, quarantined_files=_quarantined(directory)
-        )
-    file_bytes = sum(
-        p.stat().st_size
-        for p in directory.glob(f"{DB_NAME}*")
-        if "corrupt" not in p.name
-    )
-    try:
-        db = _open_read_only(path)
-        try:
-            fmt = _format(db)
-            summary = _summary(db) if fmt <= FORMAT else None
-        finally:
-            db.close()
-    except sqlite3.Error as exc:
-        return JournalReport(
-            path,
-            exists=True,
-            file_bytes=file_bytes,
-            ok=False,
-            problems=(f"unreadable: {exc}",),
-            quarantined_files=_quarantined(directory),
-        )
-    if summary is None:
-        return JournalReport(
-            path,
-            exists=True,
-            file_bytes=file_bytes,
-            ok=False,
-            problems=(f"journal format {fmt} is newer than this bridge's {FORMAT}",),
-            quarantined_files=_quarantined(directory),
-        )
-    return JournalReport(
-        path,
-        exists=True,
-        entries=summary.entries,
-        bytes=summary.bytes,
-        first_seq=summary.first_seq,
-        last_seq=summary.last_seq,
-        oldest_born_ms=summary.oldest_born_ms,
-        file_bytes=file_bytes,
-        quarantined_files=_quarantined(directory),
-    )
-
-
-def verify(directory: Path | str, *, chunk: int = 1000) -> JournalReport:
-    """Check a journal directory: SQLite's ``quick_check``, then every entry's CRC.
-
-    Reads one chunk (or, in a format 1 file, ``chunk`` entries) at a time,
-    changes nothing, and is safe beside a running bridge. Only live entries
-    (not yet acknowledged) are checked and counted. ``ok`` is False if
-    anything is wrong; the bad sequences are in ``corrupt_entries`` (the
-    first 1,000).
-    """
-    base = stats(directory)
-    if not base.exists or not base.ok:
-        return base
-    problems: list[str] = []
-    corrupt: list[int] = []
-    counts = [0, 0]  # entries, bytes
-
-    def bad(seq: int, why: str) -> None:
-        if len(corrupt) < 1000:
-            corrupt.append(seq)
-        if len(problems) < 20:
-            problems.append(f"entry {seq}: {why}")
-
-    try:
-        db = _open_read_only(base.path)
-        try:
-            check = db.execute("PRAGMA quick_check").fetchall()
-            if check != [("ok",)]:
-                problems.extend(f"quick_check: {row[0]}" for row in check[:20])
-            tables = _tables(db)
-            if "chunks" in tables:
-                _verify_chunks(db, counts, bad)
-            if "entries" in tables:
-                _verify_entries(db, chunk, counts, bad)
-        finally:
-            db.close()
-    except sqlite3.Error as exc:
-        problems.append(f"unreadable: {exc}")
-    return JournalReport(
-        base.path,
-        exists=True,
-        entries=counts[0],
-        bytes=counts[1],
-        first_seq=base.first_seq,
-        last_seq=base.last_seq,
-        oldest_born_ms=base.oldest_born_ms,
-        file_bytes=base.file_bytes,
-        ok=not problems and not corrupt,
-        corrupt_entries=tuple(corrupt),
-        problems=tuple(problems),
-        quarantined_files=base.quarantined_files,
-    )
-
-
-def _verify_chunks(
-    db: sqlite3.Connection,
-    counts: list[int],
-    bad: Callable[[int, str], None],
-) -> None:
-    after = -1
-    while True:
-        row = db.execute(
-            "SELECT c.first_seq, c.count, c.tbl, c.data, a.bits FROM chunks AS c"
-            " LEFT JOIN acks AS a ON a.first_seq = c.first_seq"
-            " WHERE c.first_seq > ? ORDER BY c.first_seq LIMIT 1",
-            (after,),
-        ).fetchone()
-        if row is None:
-            return
-        first, count, table, data, bits = row
-        after = first
-        sizes, ok = _sizes(table, count, len(data))
-        offsets = list(accumulate(sizes, initial=0))
-        for k, gone in enumerate(_gone_flags(bits, count)):
-            if gone:
-                continue
-            counts[0] += 1
-            counts[1] += sizes[k]
-            if not ok:
-                bad(first + k, "its chunk's table is damaged")
-                continue
-            try:
-                decode_at(data, offsets[k], offsets[k + 1], first + k)
-            except EntryCorrupt as exc:
-                bad(first + k, str(exc))
-
-
-def _verify_entries(
-    db: sqlite3.Connection,
-    chunk: int,
-    counts: list[int],
-    bad: Callable[[int, str], None],
-) -> None:
-    """A format 1 table (not migrated yet): one row per entry."""
-    after = -1
-    while True:
-        rows = db.execute(
-            "SELECT seq, data FROM entries WHERE seq > ? ORDER BY seq LIMIT ?",
-            (after, chunk),
-        ).fetchall()
-        if not rows:
-            return
-        for seq, data in rows:
-            after = seq
-            counts[0] += 1
-            counts[1] += len(data)
-            try:
-                decode(data, seq)
-            except EntryCorrupt as exc:
-                bad(seq, str(exc))

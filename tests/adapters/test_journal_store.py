@@ -11,13 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from bridge.adapters.journal_report import stats, verify
 from bridge.adapters.journal_store import (
     DB_NAME,
     FORMAT,
     JournalIOError,
     JournalStore,
-    stats,
-    verify,
 )
 from bridge.core.journal_entry import CHUNK_BYTES, CHUNK_ENTRIES, encode
 from bridge.core.records import OutboundRecord

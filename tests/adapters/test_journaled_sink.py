@@ -14,12 +14,11 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
+from bridge.adapters.journal_report import stats, verify
 from bridge.adapters.journal_store import (
     DB_NAME,
     JournalIOError,
     JournalStore,
-    stats,
-    verify,
 )
 from bridge.adapters.journaled_sink import JournaledSink
 from bridge.core.journal_entry import encode, encoded_size, read_chunk_table

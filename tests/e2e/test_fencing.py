@@ -37,7 +37,7 @@ from tests.e2e.harness import (
     journal_dir,
     running_bridge,
 )
-from tests.e2e.test_standby import _leader, two_replicas
+from tests.e2e.standby_harness import the_leader, two_replicas
 from tests.e2e.verifier import read_all, wait_for
 from tests.kafka_broker import Broker, unique_topic
 
@@ -236,13 +236,13 @@ async def test_a_paused_leader_is_fenced_and_nothing_is_lost(
     }
     async with two_replicas(broker, tmp_path, **fencing) as pair:
         await pair.start_one_after_the_other()
-        leader = await _leader(pair.replicas, pair.client, 30)
+        leader = await the_leader(pair.replicas, pair.client, 30)
         standby = next(r for r in pair.replicas if r is not leader)
         assert leader.proc is not None
         await asyncio.sleep(2.0)
         leader.proc.send_signal(signal.SIGSTOP)
         try:
-            await _leader([standby], pair.client, 30)
+            await the_leader([standby], pair.client, 30)
             await asyncio.sleep(2.0)
         finally:
             leader.proc.send_signal(signal.SIGCONT)

@@ -13,13 +13,8 @@ import os
 import random
 import signal
 import statistics
-import subprocess
-import sys
 import time
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -28,147 +23,22 @@ import pytest
 
 from bridgelab.emulator import Emulator, EmulatorConfig
 from bridgelab.emulator.config import SessionPolicy
-from bridgelab.tansu import create_topics, free_port
-from tests.e2e.harness import StreamTopics, bridge_env, fresh_topics, journal_dir
+from bridgelab.tansu import create_topics
+from tests.e2e.harness import bridge_env, fresh_topics
+from tests.e2e.standby_harness import (
+    Pair,
+    Replica,
+    ha_env,
+    stop_all,
+    the_leader,
+    two_replicas,
+)
 from tests.e2e.verifier import Consumed, read_all
 from tests.kafka_broker import Broker, unique_topic
 
 pytestmark = pytest.mark.e2e
 
 KILLS = int(os.environ.get("BRIDGE_TEST_STANDBY_KILLS", "10"))
-
-
-@dataclass
-class Replica:
-    """One stream process, its ops port and its journal."""
-
-    name: str
-    env: dict[str, str]
-    log: Path
-    port: int = 0
-    proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.port = free_port()
-        clean = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "bridge", "stream"],
-                env={
-                    **clean,
-                    **self.env,
-                    "BRIDGE_OPS_PORT": str(self.port),
-                    "BRIDGE_LOG_FORMAT": "json",
-                },
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-
-    async def ready(self, client: httpx.AsyncClient, within: float) -> None:
-        """Wait until /readyz answers 200 (in the group, socket open)."""
-        deadline = time.monotonic() + within
-        while time.monotonic() < deadline:
-            try:
-                url = f"http://127.0.0.1:{self.port}/readyz"
-                if (await client.get(url)).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            await asyncio.sleep(0.05)
-        raise AssertionError(f"{self.name} not ready within {within} s")
-
-    async def role(self, client: httpx.AsyncClient) -> float | None:
-        """``bridge_stream_role`` from /metrics (None: not answering)."""
-        try:
-            text = (await client.get(f"http://127.0.0.1:{self.port}/metrics")).text
-        except httpx.TransportError:
-            return None
-        for line in text.splitlines():
-            if line.startswith("bridge_stream_role{"):
-                return float(line.rsplit(" ", 1)[1])
-        return None
-
-
-def _env(base: Mapping[str, str], topic: str, group: str) -> dict[str, str]:
-    return {
-        **base,
-        "BRIDGE_HA_ENABLED": "true",
-        "BRIDGE_HA_COORDINATION_TOPIC": topic,
-        "BRIDGE_HA_GROUP_ID": group,
-        "BRIDGE_HA_SESSION_TIMEOUT_MS": "2000",
-        "BRIDGE_HA_HEARTBEAT_INTERVAL_MS": "500",
-        "BRIDGE_HA_BUFFER_SECONDS": "30",
-        "BRIDGE_HA_CATCH_UP_SECONDS": "3",
-        "BRIDGE_JOURNAL_DIR": journal_dir(),
-    }
-
-
-async def _leader(
-    replicas: list[Replica], client: httpx.AsyncClient, within: float
-) -> Replica:
-    """The one replica whose role is 2 (leading), waiting up to ``within``."""
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        roles = [await r.role(client) for r in replicas]
-        leaders = [r for r, role in zip(replicas, roles, strict=True) if role == 2]
-        if len(leaders) == 1:
-            return leaders[0]
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"no single leader within {within} s")
-
-
-@dataclass
-class Pair:
-    """Two replicas in one group, the emulator they read and the topics."""
-
-    emu: Emulator
-    client: httpx.AsyncClient
-    replicas: list[Replica]
-    topics: StreamTopics
-    bootstrap: str
-
-    async def start_one_after_the_other(self) -> None:
-        """Start both, the second once the first leads: Tansu numbers a group's
-        first generation 0, and aiokafka sends no LeaveGroup from generation 0,
-        so a leader stopped then would be noticed only at its session's end."""
-        self.replicas[0].start()
-        await _leader(self.replicas[:1], self.client, 30)
-        self.replicas[1].start()
-        for r in self.replicas:
-            await r.ready(self.client, 30)
-
-
-@asynccontextmanager
-async def two_replicas(
-    broker: Broker,
-    tmp_path: Path,
-    fleet: EmulatorConfig | None = None,
-    **overrides: str,
-) -> AsyncIterator[Pair]:
-    """Two stream processes with the hot standby (each its own journal), on a
-    fleet of 1,000 devices at ~200 items/s (or *fleet*); SIGTERMed when the
-    block ends."""
-    topics = await fresh_topics(broker.bootstrap)
-    coordination = unique_topic("coord")
-    await create_topics(broker.bootstrap, [coordination], partitions=1)
-    group = unique_topic("group")
-    fleet = fleet or EmulatorConfig(
-        devices=1000, report_interval_seconds=5.0, max_frames_per_second=4.0
-    )
-    async with Emulator(fleet) as emu, httpx.AsyncClient(timeout=1.0) as client:
-        base = {**bridge_env(emu, broker.bootstrap, topics), **overrides}
-        replicas = [
-            Replica(
-                name,
-                {**_env(base, coordination, group), **overrides},
-                tmp_path / f"{name}.log",
-            )
-            for name in ("a", "b")
-        ]
-        try:
-            yield Pair(emu, client, replicas, topics, broker.bootstrap)
-        finally:
-            await _stop_all(replicas)
 
 
 async def _drain(pair: Pair, settle: float) -> tuple[set[int], Counter[int], Consumed]:
@@ -191,7 +61,7 @@ async def test_the_leader_sigkilled_ten_times_loses_nothing(
     async with two_replicas(broker, tmp_path) as pair:
         for r in pair.replicas:
             r.start()
-        leader = await _leader(pair.replicas, pair.client, 30)
+        leader = await the_leader(pair.replicas, pair.client, 30)
         for _ in range(KILLS):
             await asyncio.sleep(rng.uniform(1.0, 3.0))
             standby = next(r for r in pair.replicas if r is not leader)
@@ -200,7 +70,7 @@ async def test_the_leader_sigkilled_ten_times_loses_nothing(
             leader.proc.send_signal(signal.SIGKILL)
             leader.proc.wait()
             # The standby leads once the group notices (session timeout).
-            new = await _leader([standby], pair.client, 30)
+            new = await the_leader([standby], pair.client, 30)
             takeovers.append(time.monotonic() - killed_at)
             leader.start()  # back as the standby
             await leader.ready(pair.client, 30)
@@ -239,18 +109,18 @@ async def test_sigterm_of_the_leader_hands_over_without_a_gap(
         await pair.start_one_after_the_other()
         for _ in range(3):
             await asyncio.sleep(1.0)
-            leader = await _leader(pair.replicas, pair.client, 10)
+            leader = await the_leader(pair.replicas, pair.client, 10)
             standby = next(r for r in pair.replicas if r is not leader)
             assert leader.proc is not None
             stopped_at = time.monotonic()
             leader.proc.send_signal(signal.SIGTERM)
-            new = await _leader([standby], pair.client, 30)
+            new = await the_leader([standby], pair.client, 30)
             handovers.append(time.monotonic() - stopped_at)
             assert leader.proc.wait(timeout=20) == 0
             leader.start()
             await leader.ready(pair.client, 30)
             # The returning replica joins as a standby: the leader stays.
-            assert await _leader(pair.replicas, pair.client, 10) is new
+            assert await the_leader(pair.replicas, pair.client, 10) is new
         written, seqs, _ = await _drain(pair, 1.0)
     missing = written - set(seqs)
     print(f"SIGTERM hand-overs took {', '.join(f'{h:.2f}' for h in handovers)} s")
@@ -278,7 +148,7 @@ async def test_kafka_frozen_past_the_buffer_loses_nothing_with_two_replicas(
             await asyncio.sleep(frozen_for)
         finally:
             broker.resume()
-        await _leader(pair.replicas, pair.client, 60)
+        await the_leader(pair.replicas, pair.client, 60)
         written, seqs, _ = await _drain(pair, 3.0)
     missing = written - set(seqs)
     fenced = sum(
@@ -320,7 +190,7 @@ async def test_a_cold_standby_connects_only_when_it_takes_over(
         opened = [c for c in emu.connections() if c["state"] == "open"]
         assert len(opened) == 1, "the cold standby must hold no socket"
         sessions_before = len({c["session_id"] for c in emu.connections()})
-        leader = await _leader(pair.replicas, pair.client, 10)
+        leader = await the_leader(pair.replicas, pair.client, 10)
         standby = next(r for r in pair.replicas if r is not leader)
         before = {c["id"] for c in emu.connections()}
         old_written = emu.written_seqs()
@@ -328,7 +198,7 @@ async def test_a_cold_standby_connects_only_when_it_takes_over(
         killed_at = time.monotonic()
         leader.proc.send_signal(stop)
         assert leader.proc.wait(timeout=30) in (0, -signal.SIGKILL)
-        await _leader([standby], pair.client, 30)
+        await the_leader([standby], pair.client, 30)
         for _ in range(1500):  # 30 s
             if any(
                 c["id"] not in before and c["written_items"] for c in emu.connections()
@@ -438,10 +308,10 @@ async def test_three_accounts_over_two_replicas_survive_a_replica_kill(
             "BRIDGE_STREAM_ACCOUNTS_DIR": str(accounts_dir),
         }
         replicas = [
-            Replica(n, _env(base, coordination, group), tmp_path / f"{n}.log")
+            Replica(n, ha_env(base, coordination, group), tmp_path / f"{n}.log")
             for n in ("a", "b")
         ]
-        stack.push_async_callback(_stop_all, replicas)
+        stack.push_async_callback(stop_all, replicas)
         replicas[0].start()
         first = await _leaders(replicas[:1], client, 30)
         assert set(first.values()) == {"a"}
@@ -487,16 +357,3 @@ async def test_three_accounts_over_two_replicas_survive_a_replica_kill(
         assert sources[name] == {f"/sendstack/accounts/{name}/tracking".encode()}
     print(f"leaders {spread} → after the kill {after}; " + "; ".join(lines))
     assert set(after.values()) == {other.name}
-
-
-async def _stop_all(replicas: list[Replica]) -> None:
-    """SIGTERM every running replica; SIGKILL one still running after 20 s."""
-    for r in replicas:
-        if r.proc is not None and r.proc.poll() is None:
-            r.proc.send_signal(signal.SIGTERM)
-    for r in replicas:
-        if r.proc is not None:
-            try:
-                r.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                r.proc.kill()

@@ -1,9 +1,10 @@
 """The composition root of the ``stream`` process: tracking socket → Kafka.
 
-The only module that knows the concrete adapters of this process. It builds
-them from settings, wires the session keeper and the stream pump, and hands
-them to the shared `Lifecycle` (``bridge.bootstrap``): start once Kafka
-answers, run both workers in one ``asyncio.TaskGroup``, and on ``stop``
+With ``stream_sinks.py`` (the sink chain) and ``stream_standby.py`` (the hot
+standby), the only modules that know the concrete adapters of this process.
+It builds them from settings, wires the session keeper and the stream pump,
+and hands them to the shared `Lifecycle` (``bridge.bootstrap``): start once
+Kafka answers, run both workers in one ``asyncio.TaskGroup``, and on ``stop``
 drain in order within the grace period: stop intake (close the sockets),
 flush the producer, stop it.
 

@@ -67,6 +67,17 @@ def stats(directory: Path | str) -> JournalReport:
         for p in directory.glob(f"{DB_NAME}*")
         if "corrupt" not in p.name
     )
+
+    def failed(problem: str) -> JournalReport:
+        return JournalReport(
+            path,
+            exists=True,
+            file_bytes=file_bytes,
+            ok=False,
+            problems=(problem,),
+            quarantined_files=quarantined_files(directory),
+        )
+
     try:
         db = _open_read_only(path)
         try:
@@ -75,23 +86,9 @@ def stats(directory: Path | str) -> JournalReport:
         finally:
             db.close()
     except sqlite3.Error as exc:
-        return JournalReport(
-            path,
-            exists=True,
-            file_bytes=file_bytes,
-            ok=False,
-            problems=(f"unreadable: {exc}",),
-            quarantined_files=quarantined_files(directory),
-        )
+        return failed(f"unreadable: {exc}")
     if summary is None:
-        return JournalReport(
-            path,
-            exists=True,
-            file_bytes=file_bytes,
-            ok=False,
-            problems=(f"journal format {fmt} is newer than this bridge's {FORMAT}",),
-            quarantined_files=quarantined_files(directory),
-        )
+        return failed(f"journal format {fmt} is newer than this bridge's {FORMAT}")
     return JournalReport(
         path,
         exists=True,

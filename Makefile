@@ -29,7 +29,7 @@ bench: $(VENV)/.installed
 	$(PY) -m bench.stream_throughput $(ARGS)
 	$(PY) -m bench.sink_paths
 	$(PY) -m bench.journal_kafka
-	$(PY) -m bench.journal_stream --also-flush-ms 10
+	$(PY) -m bench.journal_stream --also-flush-ms 10 --also-rates 200,2000
 	$(PY) -m bench.mapping_codec
 	$(PY) -m bench.standby
 

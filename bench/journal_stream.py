@@ -38,7 +38,9 @@ maximum (the same offered load for every mode); then, unless
 ``--no-own-load``, one more phase for each mode whose own maximum is lower,
 at ``--load`` of *its own* maximum (the same headroom: at off's half-load a
 slower mode runs near its limit and shows queueing rather than what it
-adds). The added latency (the bound's measure) is
+adds); with ``--also-rates 200,2000``, every mode again at those fixed rates
+(what a fleet sends: far below any maximum). The added latency (the bound's
+measure) is
 ``bridge_stream_receive_to_ack_seconds``: the frame's receipt by the bridge
 (its records' ``ce_bridgereceivedat``, ms) to Kafka's ack, observed once
 per Kafka batch for its first record. Beside it,
@@ -137,6 +139,8 @@ class Options:
     also_flush_ms: tuple[int, ...] = ()
     # Latency also at `load` of each journaled mode's own maximum.
     own_load: bool = True
+    # Latency also at these fixed rates (records/s), every mode: a fleet's.
+    also_rates: tuple[int, ...] = ()
 
     @property
     def modes(self) -> dict[str, dict[str, str]]:
@@ -185,6 +189,12 @@ def parse_args(argv: list[str] | None) -> Options:
         help="latency only at --load of off's max (by default also at --load "
         "of each slower mode's own max)",
     )
+    p.add_argument(
+        "--also-rates",
+        default="",
+        help="latency also at these records/s, every mode, comma-separated "
+        "(e.g. 200,2000: what a fleet sends, far below the maximum)",
+    )
     p.add_argument("--no-pin", action="store_true", help="no CPU affinity")
     p.add_argument("--keep-logs", action="store_true", help="keep process logs")
     a = p.parse_args(argv)
@@ -196,6 +206,12 @@ def parse_args(argv: list[str] | None) -> Options:
         p.error("--also-flush-ms: comma-separated integers (ms)")
     if any(not 1 <= x <= 10_000 for x in also):
         p.error("--also-flush-ms: each between 1 and 10000")
+    try:
+        rates = tuple(int(x) for x in a.also_rates.split(",") if x.strip())
+    except ValueError:
+        p.error("--also-rates: comma-separated integers (records/s)")
+    if any(x < 1 for x in rates):
+        p.error("--also-rates: each at least 1")
     if a.latency_duration <= 0 or a.warmup < 0 or a.latency_warmup < 0:
         p.error("need --latency-duration > 0 and warm-ups >= 0")
     base = st.parse_args(
@@ -228,6 +244,7 @@ def parse_args(argv: list[str] | None) -> Options:
         base=dataclasses.replace(base, keep_logs=a.keep_logs),
         also_flush_ms=also,
         own_load=not a.no_own_load,
+        also_rates=rates,
     )
 
 
@@ -664,7 +681,8 @@ def latency_plan(
     Every mode at ``load`` of off's maximum (the same offered load, so the
     modes compare); then each mode whose own maximum is lower by more than
     5 % again at ``load`` of its own maximum (the same headroom): a mode near
-    its own limit at off's half-load shows queueing, not what it adds.
+    its own limit at off's half-load shows queueing, not what it adds; then
+    every mode at each of ``also_rates`` (basis: the rate).
     """
     common = opts.load * summary["off"]["records_per_s"]
     plan = [(mode, "off", common) for mode in summary]
@@ -673,6 +691,8 @@ def latency_plan(
             own = opts.load * s["records_per_s"]
             if mode != "off" and own < 0.95 * common:
                 plan.append((mode, "own", own))
+    for rate in opts.also_rates:
+        plan += [(mode, f"{rate}/s", float(rate)) for mode in summary]
     return plan
 
 
@@ -826,8 +846,9 @@ def render(
             "",
             f"(b) added latency at {opts.load:.0%} of off's max "
             f"({lat[0].target_per_s:,.0f} records/s asked) and, for a mode slower "
-            f"than off, at {opts.load:.0%} of its own max (load 'own'); "
-            f"{opts.latency_warmup:g}s "
+            f"than off, at {opts.load:.0%} of its own max (load 'own')"
+            + (", and at fixed rates (load 'N/s')" if opts.also_rates else "")
+            + f"; {opts.latency_warmup:g}s "
             f"warm-up + {opts.latency_duration:g}s window; added = the bridge "
             "receives the frame -> Kafka ack (bridge_stream_receive_to_ack_seconds,"
             " the bound's measure); e2e = the emulator builds the frame -> Kafka "
@@ -892,11 +913,11 @@ def render(
                 notes.append("DID NOT KEEP UP with the asked rate")
             if x.noisy:
                 notes.append("NOISY: other processes used the bridge's CPU")
-            lines.append(f"  {x.mode:13} {x.basis:3} " + ", ".join(notes))
+            lines.append(f"  {x.mode:13} {x.basis:7} " + ", ".join(notes))
             lines.append(
-                f"  {'':17} added share <= " + shares(x.received["bucket_deltas"])
+                f"  {'':21} added share <= " + shares(x.received["bucket_deltas"])
             )
-            lines.append(f"  {'':17} e2e share <= " + shares(x.e2e["bucket_deltas"]))
+            lines.append(f"  {'':21} e2e share <= " + shares(x.e2e["bucket_deltas"]))
         lines.append(
             "  sink = bridge_kafka_send_seconds (Kafka sink accepts -> ack; with "
             "the journal it starts after the commit, at the forwarder)"

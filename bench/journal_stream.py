@@ -200,18 +200,8 @@ def parse_args(argv: list[str] | None) -> Options:
     a = p.parse_args(argv)
     if a.rounds < 1 or not 0 < a.load <= 1 or a.duration <= 0:
         p.error("need --rounds >= 1, 0 < --load <= 1, --duration > 0")
-    try:
-        also = tuple(int(x) for x in a.also_flush_ms.split(",") if x.strip())
-    except ValueError:
-        p.error("--also-flush-ms: comma-separated integers (ms)")
-    if any(not 1 <= x <= 10_000 for x in also):
-        p.error("--also-flush-ms: each between 1 and 10000")
-    try:
-        rates = tuple(int(x) for x in a.also_rates.split(",") if x.strip())
-    except ValueError:
-        p.error("--also-rates: comma-separated integers (records/s)")
-    if any(x < 1 for x in rates):
-        p.error("--also-rates: each at least 1")
+    also = _integers(p, "--also-flush-ms", a.also_flush_ms, 1, 10_000)
+    rates = _integers(p, "--also-rates", a.also_rates, 1, 10_000_000)
     if a.latency_duration <= 0 or a.warmup < 0 or a.latency_warmup < 0:
         p.error("need --latency-duration > 0 and warm-ups >= 0")
     base = st.parse_args(
@@ -246,6 +236,19 @@ def parse_args(argv: list[str] | None) -> Options:
         own_load=not a.no_own_load,
         also_rates=rates,
     )
+
+
+def _integers(
+    p: argparse.ArgumentParser, flag: str, text: str, lo: int, hi: int
+) -> tuple[int, ...]:
+    """A comma-separated list of integers, each in lo..hi (else exit 2)."""
+    try:
+        values = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        p.error(f"{flag}: comma-separated integers")
+    if any(not lo <= x <= hi for x in values):
+        p.error(f"{flag}: each between {lo} and {hi}")
+    return values
 
 
 def mode_opts(opts: Options, mode: str) -> st.Options:
@@ -518,7 +521,7 @@ def ms(x: float) -> str:
 @dataclass
 class Latency:
     mode: str
-    basis: str  # whose maximum the asked rate is a share of: "off" or "own"
+    basis: str  # the asked rate: a share of "off"'s or its "own" max, or "N/s"
     target_per_s: float
     records_per_s: float
     bridge_cpu_util: float

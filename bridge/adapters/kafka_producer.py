@@ -254,6 +254,7 @@ class KafkaRecordSink:
         if self._producer is None:
             raise RuntimeError("send() before start()")
         size = record.size
+        # has_room, inlined: this runs for every record.
         if self._records and (
             self._records >= self._max_records or self._bytes + size > self._max_bytes
         ):

@@ -224,17 +224,14 @@ class TransactionalRecordSink:
 
     async def send(self, record: OutboundRecord) -> None:
         size = record.size
-        if not has_room(
-            self._records, self._bytes, size, self._max_records, self._max_bytes
-        ):
-            # The same bound and backpressure metric as the plain Kafka sink.
-            await wait_for_room(
-                lambda: has_room(
-                    self._records, self._bytes, size, self._max_records, self._max_bytes
-                ),
-                self._room,
-                self._metrics.buffer_full_seconds,
+
+        def fits() -> bool:  # the plain Kafka sink's bound
+            return has_room(
+                self._records, self._bytes, size, self._max_records, self._max_bytes
             )
+
+        if not fits():
+            await wait_for_room(fits, self._room, self._metrics.buffer_full_seconds)
         lane = self._lane(self._account_of(record))
         if lane.state in ("fenced", "disowned"):
             self._release(lane, [(record, size)])
